@@ -1,0 +1,601 @@
+"""The emulated pull queues: plain domain code that knows nothing of HTTP.
+
+:class:`TaskQueueService` holds the queues of every project and carries out
+the API's methods on already-parsed arguments, returning the JSON resources
+of TASKQUEUE_API.md as dictionaries and raising
+:class:`~kombu_appengine.emulator.errors.ApiError` for every refusal.
+
+Leasing costs O(log n) in the depth of the queue: each queue keeps a heap of
+``(eta, sequence)`` for all its tasks and one per tag, and stale heap entries
+(tasks deleted or leased since) are recognised by a version number and
+dropped lazily when they reach the top.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import heapq
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Protocol, Tuple
+
+from . import errors
+from .errors import ApiError
+
+#: Most tasks one lease may ask for.
+MAX_NUM_TASKS = 1000
+#: Longest lease, in seconds (one week); also the bound of ``newLeaseSeconds``.
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+#: Largest decoded task payload, in bytes.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Total decoded payload one lease returns before it stops adding tasks
+#: (it always returns at least one available task).
+MAX_LEASE_BATCH_BYTES = 1024 * 1024
+#: Longest tag, in UTF-8 bytes.
+MAX_TAG_BYTES = 500
+#: Most tasks ``tasks.list`` returns.
+MAX_LIST_TASKS = 100
+#: How long a deleted task's name stays reserved, in microseconds.
+TOMBSTONE_MICROS = 7 * 24 * 3600 * 1_000_000
+
+#: Legal task names.
+TASK_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,500}\Z")
+#: Legal queue names.
+QUEUE_NAME_RE = re.compile(r"[a-zA-Z0-9-]{1,100}\Z")
+#: The long form of ``queueName``: ``projects/{project}/taskqueues/{queue}``.
+LONG_QUEUE_NAME_RE = re.compile(r"projects/([^/]+)/taskqueues/([^/]+)\Z")
+#: Prefixes the service put before an application id (high replication, EU).
+PROJECT_PREFIXES = ("s~", "e~")
+
+_MICROS = 1_000_000
+
+
+def bare_project(project: str) -> str:
+    """The application id without its ``s~`` or ``e~`` prefix."""
+    for prefix in PROJECT_PREFIXES:
+        if project.startswith(prefix):
+            return project[len(prefix):]
+    return project
+
+
+def decode_payload(text: Any) -> bytes:
+    """Decode ``payloadBase64``, standard or URL-safe, padded or not.
+
+    Raises:
+        ApiError: 400 when it is not base64 or decodes to more than 1 MiB.
+    """
+    if not isinstance(text, str):
+        raise errors.bad_request("payloadBase64 must be a base64 string")
+    compact = "".join(text.split()).translate(str.maketrans("-_", "+/"))
+    compact += "=" * (-len(compact) % 4)
+    try:
+        payload = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.bad_request("payloadBase64 is not valid base64") from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise errors.bad_request(
+            f"Task payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+            reason="taskTooLarge",
+        )
+    return payload
+
+
+@dataclass
+class QueueConfig:
+    """A queue as ``queue.yaml`` or ``--queue`` declares it."""
+
+    name: str
+    #: ``"pull"``; a ``"push"`` queue is known but not served by the REST API.
+    mode: str = "pull"
+    #: ``task_retry_limit``: most leases of one task; ``None`` for no limit.
+    max_leases: Optional[int] = None
+    #: ``user_email`` entries of the queue's ACL.
+    consumer_emails: List[str] = field(default_factory=list)
+    #: ``writer_email`` entries of the queue's ACL.
+    producer_emails: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not QUEUE_NAME_RE.match(self.name):
+            raise ValueError(
+                f"invalid queue name {self.name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -"
+            )
+        if self.mode not in ("pull", "push"):
+            raise ValueError(f"queue {self.name!r}: mode must be 'pull' or 'push', not {self.mode!r}")
+        if self.max_leases is not None and self.max_leases < 0:
+            raise ValueError(f"queue {self.name!r}: task_retry_limit must not be negative")
+
+
+class Task:
+    """One task and its lease state; times are microseconds since the epoch."""
+
+    __slots__ = (
+        "name", "payload", "tag", "enqueued", "eta", "lease_expires",
+        "retry_count", "seq", "version",
+    )
+
+    def __init__(self, name: str, payload: bytes, tag: Optional[str], enqueued: int, seq: int) -> None:
+        self.name = name
+        self.payload = payload
+        self.tag = tag
+        self.enqueued = enqueued
+        #: When the task may next be leased: enqueue time, then lease expiry.
+        self.eta = enqueued
+        #: Expiry of the current lease, 0 when never leased or released.
+        self.lease_expires = 0
+        self.retry_count = 0
+        #: Insertion order, the tie-breaker between equal ETAs.
+        self.seq = seq
+        #: Bumped whenever the task's heap position changes or it is deleted.
+        self.version = 0
+
+    def leased_at(self, now: int) -> bool:
+        """Whether a lease on the task is in force at ``now``."""
+        return self.lease_expires > now
+
+    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> Dict[str, Any]:
+        """The ``taskqueues#task`` resource."""
+        resource: Dict[str, Any] = {
+            "kind": "taskqueues#task",
+            "id": self.name,
+            "queueName": queue_name,
+            "enqueueTimestamp": str(self.enqueued),
+            "leaseTimestamp": str(self.lease_expires if self.leased_at(now) else 0),
+            "retry_count": self.retry_count,
+        }
+        if with_payload:
+            resource["payloadBase64"] = base64.b64encode(self.payload).decode("ascii")
+        if self.tag is not None:
+            resource["tag"] = self.tag
+        return resource
+
+
+_HeapEntry = Tuple[int, int, int, Task]
+
+
+class Queue:
+    """One pull queue of one project."""
+
+    def __init__(self, config: QueueConfig) -> None:
+        self.config = config
+        #: Every task, in insertion order (so the first is the oldest).
+        self.tasks: "collections.OrderedDict[str, Task]" = collections.OrderedDict()
+        self._heap: List[_HeapEntry] = []
+        self._tag_heaps: Dict[Optional[str], List[_HeapEntry]] = {}
+        #: Deleted names still reserved: name -> deletion time.
+        self.tombstones: Dict[str, int] = {}
+        self._tombstone_order: Deque[Tuple[int, str]] = collections.deque()
+        #: ``(time, count)`` of recent leases, for the stats.
+        self._lease_log: Deque[Tuple[int, int]] = collections.deque()
+
+    # -- index upkeep -----------------------------------------------------
+
+    def _index(self, task: Task) -> None:
+        task.version += 1
+        entry = (task.eta, task.seq, task.version, task)
+        heapq.heappush(self._heap, entry)
+        heapq.heappush(self._tag_heaps.setdefault(task.tag, []), entry)
+
+    def _first_available(self, heap: List[_HeapEntry], now: int) -> Optional[Task]:
+        """Drop stale entries from the top of ``heap``; the top task if due."""
+        while heap:
+            eta, _, version, task = heap[0]
+            if version != task.version:
+                heapq.heappop(heap)
+                continue
+            return task if eta <= now else None
+        return None
+
+    def add(self, task: Task) -> None:
+        """Add a new (or restored) task and index it."""
+        self.tasks[task.name] = task
+        self._index(task)
+
+    def remove(self, task: Task, now: int) -> None:
+        """Delete a task and reserve its name."""
+        del self.tasks[task.name]
+        task.version += 1
+        self.tombstone(task.name, now)
+
+    def tombstone(self, name: str, when: int) -> None:
+        """Reserve a deleted name until ``when`` + the tombstone period."""
+        self.tombstones[name] = when
+        self._tombstone_order.append((when, name))
+        limit = when - TOMBSTONE_MICROS
+        order = self._tombstone_order
+        while order and order[0][0] <= limit:
+            old_when, old_name = order.popleft()
+            if self.tombstones.get(old_name) == old_when:
+                del self.tombstones[old_name]
+
+    def name_reserved(self, name: str, now: int) -> bool:
+        """Whether ``name`` exists or was deleted within the tombstone period."""
+        if name in self.tasks:
+            return True
+        deleted = self.tombstones.get(name)
+        return deleted is not None and deleted > now - TOMBSTONE_MICROS
+
+    def set_lease(self, task: Task, eta: int, lease_expires: int) -> None:
+        """Move a task's ETA and lease expiry, keeping the heaps right."""
+        task.eta = eta
+        task.lease_expires = lease_expires
+        self._index(task)
+
+    # -- operations -------------------------------------------------------
+
+    def lease(
+        self, num_tasks: int, lease_micros: int, tag: Optional[str], by_tag: bool, now: int
+    ) -> Tuple[List[Task], List[Task]]:
+        """Lease up to ``num_tasks`` due tasks, oldest first.
+
+        Returns the leased tasks and the tasks deleted because they reached
+        ``maxLeases``.
+        """
+        heap = self._heap
+        if by_tag:
+            if tag is None:
+                oldest = self._first_available(self._heap, now)
+                if oldest is None:
+                    return [], []
+                tag = oldest.tag
+            heap = self._tag_heaps.get(tag, [])
+        leased: List[Task] = []
+        expired: List[Task] = []
+        batch_bytes = 0
+        max_leases = self.config.max_leases
+        while len(leased) < num_tasks:
+            task = self._first_available(heap, now)
+            if task is None:
+                break
+            if leased and batch_bytes + len(task.payload) > MAX_LEASE_BATCH_BYTES:
+                break
+            if max_leases is not None and task.retry_count >= max_leases:
+                self.remove(task, now)
+                expired.append(task)
+                continue
+            batch_bytes += len(task.payload)
+            task.retry_count += 1
+            self.set_lease(task, now + lease_micros, now + lease_micros)
+            leased.append(task)
+        if leased:
+            self._lease_log.append((now, len(leased)))
+        return leased, expired
+
+    def ordered(self, limit: int) -> List[Task]:
+        """The first ``limit`` tasks in lease order (ETA, then insertion)."""
+        return heapq.nsmallest(limit, self.tasks.values(), key=lambda t: (t.eta, t.seq))
+
+    def stats(self, now: int) -> Dict[str, Any]:
+        """The ``stats`` object of ``taskqueues.get``; exact, not approximate."""
+        log = self._lease_log
+        while log and log[0][0] <= now - 3600 * _MICROS:
+            log.popleft()
+        last_minute = sum(count for when, count in log if when > now - 60 * _MICROS)
+        last_hour = sum(count for _, count in log)
+        oldest = next(iter(self.tasks.values())).enqueued // _MICROS if self.tasks else 0
+        return {
+            "totalTasks": len(self.tasks),
+            "oldestTask": str(oldest),
+            "leasedLastMinute": str(last_minute),
+            "leasedLastHour": str(last_hour),
+        }
+
+
+class Journal(Protocol):
+    """Where a durable service records each change before it answers.
+
+    The in-memory service has none; :class:`~kombu_appengine.emulator.storage.FileJournal`
+    is the durable one.
+    """
+
+    def record(self, entry: Dict[str, Any]) -> None:
+        """Persist one change; return only once it survives the process."""
+
+
+class TaskQueueService:
+    """Every pull queue of every project, and the API's methods on them.
+
+    Parameters:
+        queues: the declared queues, the same set for every project.
+        project: when given, the only project served (with or without
+            ``s~``/``e~``); otherwise any project id is accepted.
+        clock: seconds since the epoch, as :func:`time.time`; tests pass
+            their own to move time at will.
+    """
+
+    def __init__(
+        self,
+        queues: Iterable[QueueConfig] = (),
+        project: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.configs: Dict[str, QueueConfig] = {}
+        self.project = bare_project(project) if project else None
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.journal: Optional[Journal] = None
+        self._projects: Dict[str, Dict[str, Queue]] = {}
+        self._seq = 0
+        for config in queues:
+            self.declare_queue(config)
+
+    def now(self) -> int:
+        """The clock in whole microseconds."""
+        return int(self.clock() * _MICROS)
+
+    def declare_queue(self, config: QueueConfig) -> None:
+        """Declare (or redeclare) a queue for every project, as ``queue.yaml`` does."""
+        with self.lock:
+            self.configs[config.name] = config
+            for queues in self._projects.values():
+                if config.name in queues:
+                    queues[config.name].config = config
+
+    # -- lookup -----------------------------------------------------------
+
+    def queue(self, project: str, name: str) -> Queue:
+        """The pull queue ``name`` of ``project``.
+
+        Raises:
+            ApiError: 404 for an unknown project or queue, 400 for a push queue.
+        """
+        bare = bare_project(project)
+        if not bare or (self.project is not None and bare != self.project):
+            raise errors.not_found(f"Project {project!r} is not known to this server")
+        config = self.configs.get(name)
+        if config is None:
+            raise errors.not_found(
+                f"Queue {name!r} of project {bare!r} does not exist: "
+                "pull queues are declared in queue.yaml"
+            )
+        if config.mode != "pull":
+            raise errors.bad_request(f"Queue {name!r} is not a pull queue", reason="badRequest")
+        queues = self._projects.setdefault(bare, {})
+        queue = queues.get(name)
+        if queue is None:
+            queue = queues[name] = Queue(config)
+        return queue
+
+    def _task(self, queue: Queue, name: str) -> Task:
+        task = queue.tasks.get(name)
+        if task is None:
+            raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
+        return task
+
+    def _record(self, entry: Dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.record(entry)
+
+    @staticmethod
+    def _long_name(project: str, queue: str) -> str:
+        return f"projects/{project}/taskqueues/{queue}"
+
+    def _lease_record(self, project: str, queue: str, tasks: Iterable[Task]) -> Dict[str, Any]:
+        return {
+            "op": "lease",
+            "project": bare_project(project),
+            "queue": queue,
+            "tasks": [[t.name, t.eta, t.lease_expires, t.retry_count] for t in tasks],
+        }
+
+    # -- the API ----------------------------------------------------------
+
+    def get_queue(self, project: str, name: str, get_stats: bool = False) -> Dict[str, Any]:
+        """``taskqueues.get``."""
+        with self.lock:
+            queue = self.queue(project, name)
+            config = queue.config
+            resource: Dict[str, Any] = {
+                "kind": "taskqueues#taskqueue",
+                "id": name,
+                "acl": {
+                    "consumerEmails": list(config.consumer_emails),
+                    "producerEmails": list(config.producer_emails),
+                    "adminEmails": [],
+                },
+            }
+            if config.max_leases is not None:
+                resource["maxLeases"] = config.max_leases
+            if get_stats:
+                resource["stats"] = queue.stats(self.now())
+            return resource
+
+    def insert(self, project: str, name: str, body: Any) -> Dict[str, Any]:
+        """``tasks.insert``: add a task; a reserved name is 409."""
+        if not isinstance(body, dict):
+            raise errors.bad_request("The request body must be a Task object")
+        payload = decode_payload(body.get("payloadBase64", ""))
+        tag = body.get("tag")
+        if tag is not None:
+            if not isinstance(tag, str):
+                raise errors.bad_request("tag must be a string")
+            if len(tag.encode("utf-8")) > MAX_TAG_BYTES:
+                raise errors.bad_request(f"tag is longer than {MAX_TAG_BYTES} bytes")
+            tag = tag or None
+        task_name = body.get("id")
+        if task_name is not None and (not isinstance(task_name, str) or not TASK_NAME_RE.match(task_name)):
+            raise errors.bad_request(
+                f"Invalid task name {task_name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -"
+            )
+        with self.lock:
+            queue = self.queue(project, name)
+            self._check_queue_name(body, project, name)
+            now = self.now()
+            if task_name is None:
+                task_name = uuid.uuid4().hex
+            elif queue.name_reserved(task_name, now):
+                raise errors.conflict(
+                    f"Task {task_name!r} already exists or was deleted recently in queue {name!r}"
+                )
+            self._seq += 1
+            task = Task(task_name, payload, tag, now, self._seq)
+            self._record({
+                "op": "insert", "project": bare_project(project), "queue": name,
+                "name": task.name, "payload": base64.b64encode(payload).decode("ascii"),
+                "tag": tag, "enqueued": now, "seq": task.seq,
+            })
+            queue.add(task)
+            return task.resource(self._long_name(project, name), now)
+
+    def _check_queue_name(self, body: Dict[str, Any], project: str, name: str) -> None:
+        given = body.get("queueName")
+        if given is None:
+            return
+        if not isinstance(given, str):
+            raise errors.bad_request("queueName must be a string")
+        long_form = LONG_QUEUE_NAME_RE.match(given)
+        if long_form:
+            given_project, given = long_form.groups()
+            if bare_project(given_project) != bare_project(project):
+                raise errors.bad_request(
+                    f"queueName names project {given_project!r}, but the URL names {project!r}"
+                )
+        if given != name:
+            raise errors.bad_request(f"queueName {given!r} does not match the queue {name!r} of the URL")
+
+    def lease(
+        self,
+        project: str,
+        name: str,
+        num_tasks: int,
+        lease_secs: int,
+        group_by_tag: bool = False,
+        tag: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """``tasks.lease``: lease up to ``num_tasks`` due tasks, oldest first."""
+        if not 1 <= num_tasks <= MAX_NUM_TASKS:
+            raise errors.bad_request(f"numTasks must be between 1 and {MAX_NUM_TASKS}, not {num_tasks}")
+        if not 0 <= lease_secs <= MAX_LEASE_SECONDS:
+            raise errors.bad_request(
+                f"leaseSecs must be between 0 and {MAX_LEASE_SECONDS}, not {lease_secs}"
+            )
+        if tag is not None and not group_by_tag:
+            raise errors.bad_request("tag is only allowed with groupByTag=true")
+        with self.lock:
+            queue = self.queue(project, name)
+            now = self.now()
+            leased, expired = queue.lease(num_tasks, lease_secs * _MICROS, tag, group_by_tag, now)
+            for task in expired:
+                self._record({"op": "delete", "project": bare_project(project), "queue": name,
+                              "name": task.name, "when": now})
+            if leased:
+                self._record(self._lease_record(project, name, leased))
+            long_name = self._long_name(project, name)
+            response: Dict[str, Any] = {"kind": "taskqueue#tasks"}
+            if leased:
+                response["items"] = [task.resource(long_name, now) for task in leased]
+            return response
+
+    def get_task(self, project: str, name: str, task_name: str) -> Dict[str, Any]:
+        """``tasks.get``."""
+        with self.lock:
+            queue = self.queue(project, name)
+            return self._task(queue, task_name).resource(self._long_name(project, name), self.now())
+
+    def list_tasks(self, project: str, name: str) -> Dict[str, Any]:
+        """``tasks.list``: the first 100 tasks in lease order, without payloads."""
+        with self.lock:
+            queue = self.queue(project, name)
+            now = self.now()
+            long_name = self._long_name(project, name)
+            return {
+                "kind": "taskqueues#tasks",
+                "items": [
+                    task.resource(long_name, now, with_payload=False)
+                    for task in queue.ordered(MAX_LIST_TASKS)
+                ],
+            }
+
+    def delete_task(self, project: str, name: str, task_name: str) -> None:
+        """``tasks.delete``: no lease needed; unknown or deleted is 404."""
+        with self.lock:
+            queue = self.queue(project, name)
+            task = self._task(queue, task_name)
+            now = self.now()
+            self._record({"op": "delete", "project": bare_project(project), "queue": name,
+                          "name": task_name, "when": now})
+            queue.remove(task, now)
+
+    def update_task(
+        self, project: str, name: str, task_name: str, new_lease_seconds: int, body: Any
+    ) -> Dict[str, Any]:
+        """``tasks.update`` and ``tasks.patch``: change or release a held lease."""
+        if not 0 <= new_lease_seconds <= MAX_LEASE_SECONDS:
+            raise errors.bad_request(
+                f"newLeaseSeconds must be between 0 and {MAX_LEASE_SECONDS}, not {new_lease_seconds}"
+            )
+        if not isinstance(body, dict):
+            raise errors.bad_request("The request body must be a Task object")
+        if "queueName" not in body:
+            raise errors.bad_request("The Task in the request body must carry queueName")
+        with self.lock:
+            queue = self.queue(project, name)
+            self._check_queue_name(body, project, name)
+            task = self._task(queue, task_name)
+            now = self.now()
+            if not task.leased_at(now):
+                raise errors.bad_request(
+                    f"Task {task_name!r} is not leased, or its lease has expired", reason="badRequest"
+                )
+            given = body.get("leaseTimestamp")
+            if given is not None:
+                try:
+                    matches = int(given) == task.lease_expires
+                except (TypeError, ValueError):
+                    raise errors.bad_request("leaseTimestamp must be an integer") from None
+                if not matches:
+                    raise errors.bad_request(
+                        f"leaseTimestamp does not match the current lease of task {task_name!r}",
+                        reason="badRequest",
+                    )
+            if new_lease_seconds == 0:
+                queue.set_lease(task, now, 0)
+            else:
+                expires = now + new_lease_seconds * _MICROS
+                queue.set_lease(task, expires, expires)
+            self._record(self._lease_record(project, name, [task]))
+            return task.resource(self._long_name(project, name), now)
+
+    # -- restore from a journal -------------------------------------------
+
+    def replay(self, entry: Dict[str, Any]) -> None:
+        """Apply one journal entry written by an earlier run."""
+        queue = self.queue(entry["project"], entry["queue"])
+        op = entry["op"]
+        if op == "insert":
+            task = Task(entry["name"], base64.b64decode(entry["payload"]), entry["tag"],
+                        entry["enqueued"], entry["seq"])
+            self._seq = max(self._seq, task.seq)
+            queue.add(task)
+        elif op == "lease":
+            for task_name, eta, lease_expires, retry_count in entry["tasks"]:
+                task = queue.tasks.get(task_name)
+                if task is not None:
+                    task.retry_count = retry_count
+                    queue.set_lease(task, eta, lease_expires)
+        elif op == "delete":
+            task = queue.tasks.get(entry["name"])
+            if task is not None:
+                queue.remove(task, entry["when"])
+            else:
+                queue.tombstone(entry["name"], entry["when"])
+        else:
+            raise ValueError(f"unknown journal entry {op!r}")
+
+    def snapshot(self) -> Iterable[Dict[str, Any]]:
+        """Journal entries that rebuild the present state, for compaction."""
+        for project, queues in self._projects.items():
+            for name, queue in queues.items():
+                for task_name, when in queue.tombstones.items():
+                    yield {"op": "delete", "project": project, "queue": name,
+                           "name": task_name, "when": when}
+                for task in queue.tasks.values():
+                    yield {"op": "insert", "project": project, "queue": name,
+                           "name": task.name, "payload": base64.b64encode(task.payload).decode("ascii"),
+                           "tag": task.tag, "enqueued": task.enqueued, "seq": task.seq}
+                    if task.retry_count or task.eta != task.enqueued:
+                        yield self._lease_record(project, name, [task])
