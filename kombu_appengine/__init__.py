@@ -5,3 +5,7 @@ Task Queue REST API is :mod:`kombu_appengine.emulator`.
 """
 
 __version__ = "0.1.0"
+
+from .transport import Transport
+
+__all__ = ["Transport", "__version__"]

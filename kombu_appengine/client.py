@@ -1,0 +1,344 @@
+"""All talking to the Task Queue REST API happens here.
+
+:class:`TaskQueueClient` builds google-api-python-client's service from the
+shipped discovery document, points it at the real service or an emulator,
+retries what is worth retrying with exponential backoff, and turns HTTP
+failures into :mod:`kombu_appengine.errors` whose messages name the queue
+and the project.
+
+It is safe to share between threads (each thread gets its own HTTP
+connection, since ``httplib2.Http`` is not thread-safe) and across
+``fork()`` (a child process builds its own).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import httplib2
+from googleapiclient.discovery import build_from_document
+from googleapiclient.errors import HttpError
+
+from .credentials import authorized_http
+from .discovery import load_document
+from .errors import (
+    AuthenticationFailed,
+    LeaseLost,
+    PayloadTooLarge,
+    QueueNotFound,
+    TaskNotFound,
+    TaskQueueChannelError,
+    TaskQueueConnectionError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The real service's root.
+GOOGLE_ROOT_URL = "https://www.googleapis.com/"
+#: Environment variable naming an emulator as ``host:port``.
+EMULATOR_HOST_ENV = "TASKQUEUE_EMULATOR_HOST"
+#: Path below the root where the API lives.
+SERVICE_PATH = "taskqueue/v1beta2/projects/"
+#: Reasons of 403 answers that are rate limits, hence worth retrying.
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+#: Largest decoded payload a task may carry.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Most requests sent in one batch call.
+BATCH_SIZE = 100
+#: Errors of the network or the HTTP exchange itself, worth retrying.
+TRANSPORT_ERRORS = (OSError, httplib2.HttpLib2Error, http.client.HTTPException)
+
+
+def emulator_root_url() -> Optional[str]:
+    """The root URL of the emulator named by ``TASKQUEUE_EMULATOR_HOST``, if any."""
+    host = os.environ.get(EMULATOR_HOST_ENV, "").strip()
+    if not host:
+        return None
+    if "://" not in host:
+        host = "http://" + host
+    return host.rstrip("/") + "/"
+
+
+def root_url_of(api_endpoint: str) -> str:
+    """The discovery ``rootUrl`` for an ``api_endpoint`` option.
+
+    Accepts ``http://host:port``, with or without a trailing slash or the
+    ``/taskqueue/v1beta2/projects/`` path.
+    """
+    root = api_endpoint.strip()
+    if "://" not in root:
+        root = "http://" + root
+    root = root.rstrip("/") + "/"
+    if root.endswith("/" + SERVICE_PATH):
+        root = root[: -len(SERVICE_PATH)]
+    return root
+
+
+def _error_reason(error: HttpError) -> Tuple[Optional[str], str]:
+    """Google's ``reason`` and message from an HttpError's body."""
+    try:
+        document = json.loads(error.content.decode("utf-8"))["error"]
+        details = document.get("errors") or [{}]
+        return details[0].get("reason"), str(document.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return None, error.content.decode("utf-8", "replace")[:200] if error.content else ""
+
+
+def _retryable(error: HttpError) -> bool:
+    status = error.resp.status
+    if status >= 500 or status == 429:
+        return True
+    return status == 403 and _error_reason(error)[0] in RATE_LIMIT_REASONS
+
+
+class TaskQueueClient:
+    """The Task Queue API of one project.
+
+    Parameters:
+        project: the application id, as the service wants it (``s~`` included
+            for high-replication apps).
+        root_url: the service's root URL (an emulator's); Google's by default.
+        credentials: signs requests (google-auth or oauth2client); ``None``
+            sends none, as for an emulator.
+        max_retries: retries of a failing request before giving up.
+        retry_delay: first backoff in seconds; it doubles each retry (with
+            jitter) up to :attr:`max_retry_delay`.
+        timeout: socket timeout of each HTTP request, in seconds.
+    """
+
+    #: Longest wait between two retries, in seconds.
+    max_retry_delay = 10.0
+
+    def __init__(
+        self,
+        project: str,
+        root_url: str = GOOGLE_ROOT_URL,
+        credentials: Any = None,
+        max_retries: int = 5,
+        retry_delay: float = 0.1,
+        timeout: float = 60.0,
+    ) -> None:
+        self.project = project
+        self.root_url = root_url
+        self.credentials = credentials
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self._document = load_document(root_url)
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<TaskQueueClient project={self.project!r} root_url={self.root_url!r}>"
+
+    @property
+    def service(self) -> Any:
+        """This thread's (and process's) google-api-python-client service."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            http = httplib2.Http(timeout=self.timeout)
+            if self.credentials is not None:
+                http = authorized_http(self.credentials, http)
+            # build_from_document writes into the document it is given.
+            document = json.loads(json.dumps(self._document))
+            local.service = build_from_document(document, http=http)
+            local.pid = os.getpid()
+        return local.service
+
+    # -- retries and errors -----------------------------------------------
+
+    def _execute(self, make_request: Callable[[], Any], queue: str, action: str,
+                 done_if_retried: Iterable[int] = ()) -> Any:
+        """Run a request, retrying transient failures with backoff.
+
+        ``done_if_retried`` are statuses that mean the request already took
+        effect when they answer a retry (409 for an insert with our own
+        task name, 404 for a delete); the call then returns ``None``.
+        """
+        delay = self.retry_delay
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                return make_request().execute()
+            except HttpError as error:
+                status = error.resp.status
+                if attempt and status in done_if_retried:
+                    return None
+                if last or not _retryable(error):
+                    raise self._translate(error, queue, action) from None
+                logger.warning("%s on queue %r answered %s; retrying in %.2fs",
+                               action, queue, status, delay)
+            except TRANSPORT_ERRORS as error:
+                if last:
+                    raise TaskQueueConnectionError(
+                        f"cannot reach the Task Queue API at {self.root_url} to {action} "
+                        f"on queue {queue!r} of project {self.project!r}: {error!r}") from error
+                logger.warning("%s on queue %r failed (%r); retrying in %.2fs",
+                               action, queue, error, delay)
+                # A connection that failed may be half-used: start afresh.
+                self._local.pid = None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.max_retry_delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _translate(self, error: HttpError, queue: str, action: str) -> Exception:
+        status = error.resp.status
+        reason, message = _error_reason(error)
+        where = f"queue {queue!r} of project {self.project!r}"
+        if status >= 500 or status == 429 or reason in RATE_LIMIT_REASONS:
+            return TaskQueueConnectionError(
+                f"the Task Queue API kept failing to {action} on {where}: {status} {message}")
+        if status == 401:
+            return AuthenticationFailed(
+                f"the Task Queue API refused the credentials to {action} on {where}: {message}",
+                status, reason)
+        if status == 403:
+            return AuthenticationFailed(
+                f"not allowed to {action} on {where} ({message}): the queue's acl in "
+                "queue.yaml must list the account (user_email to consume, writer_email to insert)",
+                status, reason)
+        if status == 404:
+            if action in ("delete task", "change lease", "get task"):
+                return TaskNotFound(f"cannot {action} on {where}: {message}", status, reason)
+            return QueueNotFound(
+                f"{where} does not exist or is not a pull queue: declare it in queue.yaml "
+                "with 'mode: pull', or set the transport option shared_queue", status, reason)
+        if status == 400 and action == "change lease":
+            return LeaseLost(f"cannot {action} on {where}: {message}", status, reason)
+        if status == 400 and reason == "taskTooLarge":
+            return PayloadTooLarge(f"cannot {action} on {where}: {message}", status, reason)
+        return TaskQueueChannelError(f"cannot {action} on {where}: {status} {message}", status, reason)
+
+    # -- the API ------------------------------------------------------------
+
+    def get_queue(self, queue: str, stats: bool = False) -> Dict[str, Any]:
+        """``taskqueues.get``: the queue's resource, with ``stats`` if asked."""
+        return self._execute(
+            lambda: self.service.taskqueues().get(project=self.project, taskqueue=queue, getStats=stats),
+            queue, "get queue")
+
+    def insert(self, queue: str, payload: bytes, tag: Optional[str] = None) -> str:
+        """``tasks.insert`` of ``payload``; returns the task's name.
+
+        The name is chosen here, so a retried insert that had in fact
+        succeeded is recognised (409) instead of inserting a copy.
+
+        Raises:
+            PayloadTooLarge: the payload is over 1 MiB.
+        """
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"a message of {len(payload)} bytes does not fit in a task of queue {queue!r} "
+                f"of project {self.project!r}: the limit is {MAX_PAYLOAD_BYTES} bytes")
+        name = uuid.uuid4().hex
+        body: Dict[str, Any] = {
+            "id": name, "queueName": queue,
+            "payloadBase64": base64.b64encode(payload).decode("ascii"),
+        }
+        if tag is not None:
+            body["tag"] = tag
+        self._execute(
+            lambda: self.service.tasks().insert(project=self.project, taskqueue=queue, body=body),
+            queue, "insert task", done_if_retried=(409,))
+        return name
+
+    def lease(self, queue: str, num_tasks: int, lease_secs: int, tag: Optional[str] = None) -> List[Dict[str, Any]]:
+        """``tasks.lease`` of up to ``num_tasks`` (only those tagged ``tag`` when given)."""
+        options: Dict[str, Any] = {}
+        if tag is not None:
+            options = {"groupByTag": True, "tag": tag}
+        response = self._execute(
+            lambda: self.service.tasks().lease(project=self.project, taskqueue=queue,
+                                               numTasks=num_tasks, leaseSecs=lease_secs, **options),
+            queue, "lease tasks")
+        return response.get("items", [])
+
+    def delete(self, queue: str, task: str) -> None:
+        """``tasks.delete``; a task that is already gone is not an error."""
+        try:
+            self._execute(
+                lambda: self.service.tasks().delete(project=self.project, taskqueue=queue, task=task),
+                queue, "delete task", done_if_retried=(404,))
+        except TaskNotFound:
+            logger.debug("task %s of queue %r was already deleted", task, queue)
+
+    def change_lease(self, queue: str, task: str, seconds: int) -> Dict[str, Any]:
+        """``tasks.update``: the lease ends ``seconds`` from now (0 releases it).
+
+        Raises:
+            LeaseLost: the lease had expired.
+            TaskNotFound: the task is gone.
+        """
+        return self._execute(
+            lambda: self.service.tasks().update(project=self.project, taskqueue=queue, task=task,
+                                                newLeaseSeconds=seconds, body={"queueName": queue}),
+            queue, "change lease")
+
+    def release(self, queue: str, task: str) -> None:
+        """Give a leased task back to the queue at once; gone or expired is fine."""
+        try:
+            self.change_lease(queue, task, 0)
+        except (TaskNotFound, LeaseLost):
+            logger.debug("task %s of queue %r was no longer leased when released", task, queue)
+
+    def list_tasks(self, queue: str) -> List[Dict[str, Any]]:
+        """``tasks.list``: up to 100 tasks, leased ones included, without payloads."""
+        response = self._execute(
+            lambda: self.service.tasks().list(project=self.project, taskqueue=queue),
+            queue, "list tasks")
+        return response.get("items", [])
+
+    def delete_many(self, queue: str, tasks: Iterable[str]) -> None:
+        """Delete tasks with batch calls; tasks already gone are skipped."""
+        self._batch(queue, tasks, "delete task", lambda service, task: service.tasks().delete(
+            project=self.project, taskqueue=queue, task=task))
+
+    def release_many(self, queue: str, tasks: Iterable[str]) -> None:
+        """Release leases with batch calls; tasks gone or no longer leased are skipped."""
+        self._batch(queue, tasks, "change lease", lambda service, task: service.tasks().update(
+            project=self.project, taskqueue=queue, task=task, newLeaseSeconds=0,
+            body={"queueName": queue}))
+
+    def _batch(self, queue: str, tasks: Iterable[str], action: str,
+               make: Callable[[Any, str], Any]) -> None:
+        """Send ``make(service, task)`` for each task in batch calls.
+
+        Tasks that are gone (404) or no longer leased (400) are skipped;
+        parts that failed transiently are retried one by one.
+        """
+        pending = list(tasks)
+        while pending:
+            chunk, pending = pending[:BATCH_SIZE], pending[BATCH_SIZE:]
+            errors: Dict[str, HttpError] = {}
+
+            def collect(request_id: str, _response: Any, error: Optional[Exception]) -> None:
+                if isinstance(error, HttpError):
+                    errors[request_id] = error
+
+            def send(chunk: List[str] = chunk) -> Any:
+                errors.clear()
+                service = self.service
+                batch = service.new_batch_http_request(callback=collect)
+                for task in chunk:
+                    batch.add(make(service, task), request_id=task)
+                return batch
+
+            self._execute(send, queue, action)
+            for task, error in errors.items():
+                if error.resp.status in (400, 404):
+                    continue
+                if not _retryable(error):
+                    raise self._translate(error, queue, action)
+                try:
+                    self._execute(lambda task=task: make(self.service, task), queue, action,
+                                  done_if_retried=(400, 404))
+                except (TaskNotFound, LeaseLost):
+                    pass

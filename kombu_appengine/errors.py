@@ -1,0 +1,66 @@
+"""The errors of kombu_appengine, one hierarchy.
+
+They subclass amqp's (and so kombu's) connection and channel errors, so
+kombu's ``Connection.ensure`` and Celery reconnect where they should:
+:class:`TaskQueueConnectionError` means "the service cannot be reached now,
+try again", :class:`TaskQueueChannelError` means "this request is wrong".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from amqp import ChannelError, ConnectionError
+
+
+class TaskQueueError(Exception):
+    """Base of every error raised by kombu_appengine."""
+
+    def __reduce__(self) -> Any:
+        # amqp's errors keep odd ``args``; rebuild from the message alone.
+        return type(self), (str(self),)
+
+
+class TaskQueueConnectionError(TaskQueueError, ConnectionError):
+    """The service could not be reached or kept failing after every retry."""
+
+
+class TaskQueueChannelError(TaskQueueError, ChannelError):
+    """The service refused a request; retrying the same request will not help.
+
+    Attributes:
+        status: the HTTP status of the refusal, when there was one.
+        reason: Google's ``reason`` for it (``notFound``, ``invalid`` ...).
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None, reason: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self), self.status, self.reason)
+
+
+class QueueNotFound(TaskQueueChannelError):
+    """The queue is not a pull queue of the project (and no ``shared_queue`` can hold it)."""
+
+
+class TaskNotFound(TaskQueueChannelError):
+    """The task does not exist (any more)."""
+
+
+class LeaseLost(TaskQueueChannelError):
+    """The lease on a task expired (or was never held) before it was changed."""
+
+
+class AuthenticationFailed(TaskQueueChannelError):
+    """The service refused the credentials (401) or the queue's ACL refused them (403)."""
+
+
+class PayloadTooLarge(TaskQueueChannelError):
+    """A message is larger than the 1 MiB a task may carry."""
+
+
+class ConfigurationError(TaskQueueError, ValueError):
+    """A transport option or credentials setting is missing or wrong."""
