@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "pullqueue_emulator = kombu_appengine.emulator.cli:main",
+            "pullqueue_worker = kombu_appengine.worker:main",
         ],
         "pytest11": [
             "pullqueue_emulator = kombu_appengine.pytest_plugin",

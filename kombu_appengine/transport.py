@@ -438,6 +438,8 @@ class Channel(virtual.Channel):
         delivery_info.setdefault("exchange", "")
         delivery_info.setdefault("routing_key", queue)
         delivery_info["redelivered"] = redelivered
+        delivery_info["task_id"] = lease.task_id
+        delivery_info["retry_count"] = int(lease.task.get("retry_count", 1))
         message["redelivered"] = redelivered
         return message
 
@@ -461,6 +463,40 @@ class Channel(virtual.Channel):
             if lease is not None:
                 self.client.delete(lease.route.pull_queue, lease.task_id)
         super().basic_reject(delivery_tag, requeue=requeue)
+
+    def retry_later(self, delivery_tag: str, seconds: int) -> None:
+        """Give an unacknowledged message back to be leased again in ``seconds``.
+
+        A lease change, never a copy: the task keeps its name and retry count.
+        """
+        lease = self._take(delivery_tag)
+        try:
+            if lease is not None:
+                self.client.change_lease(lease.route.pull_queue, lease.task_id, seconds)
+        finally:
+            super().basic_ack(delivery_tag)
+
+    def dead_letter(self, delivery_tag: str, queue: str) -> None:
+        """Move an unacknowledged message's task to the kombu queue ``queue``.
+
+        The task's payload is inserted there unchanged, then the task is
+        deleted: if the insert fails, the task stays where it was.
+        """
+        lease = self._take(delivery_tag)
+        try:
+            if lease is not None:
+                payload = _decode_payload(lease.task.get("payloadBase64", "")) or b""
+                route = self._route(queue)
+                self.client.insert(route.pull_queue, payload, tag=route.tag)
+                self.client.delete(lease.route.pull_queue, lease.task_id)
+        finally:
+            super().basic_ack(delivery_tag)
+
+    def queue_max_leases(self, queue: str) -> Optional[int]:
+        """The pull queue's ``maxLeases`` (``task_retry_limit``), if it has one."""
+        route = self._route(queue)
+        value = self.client.get_queue(route.pull_queue).get("maxLeases")
+        return int(value) if value is not None else None
 
     def _restore(self, message: Any) -> None:
         """Give an unacknowledged message back: release its lease, never copy it."""

@@ -77,7 +77,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Errors found by the stdlib parser, rendered as Google's error body."""
         self.close_connection = True
         reason = "badRequest" if code < 500 else "backendError"
-        self._send(error_response(ApiError(code, reason, message or explain or "Bad request")))
+        # The stdlib gives no message for some errors (414): fall back to the status phrase.
+        message = message or explain or self.responses.get(code, ("Bad request",))[0]
+        self._send(error_response(ApiError(code, reason, message)))
 
     def _read_body(self) -> Optional[bytes]:
         """The request body; ``None`` when the client went away mid-body."""
@@ -132,6 +134,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        self.server.count_request()
         fault = self.server.take_fault(self.command, self.path)
         if fault is not None:
             if fault.reset:
@@ -173,6 +176,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self._connections: Set[socket.socket] = set()
         self._faults: Deque[Fault] = collections.deque()
         self._lock = threading.Lock()
+        #: HTTP requests answered (a batch counts once).
+        self.requests = 0
 
     def track(self, connection: socket.socket, add: bool) -> None:
         with self._lock:
@@ -188,6 +193,10 @@ class _Server(http.server.ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
@@ -267,6 +276,11 @@ class Emulator:
         """Every bearer token received so far, in order."""
         return self.api.tokens
 
+    @property
+    def requests(self) -> int:
+        """HTTP requests received so far (a batch counts as one)."""
+        return self._server.requests
+
     def declare_queue(self, name: str, **settings: Any) -> None:
         """Declare a pull queue at run time (what editing queue.yaml does)."""
         self.service.declare_queue(QueueConfig(name, **settings))
@@ -290,8 +304,10 @@ class Emulator:
     def start(self) -> "Emulator":
         """Serve in a background thread; returns at once, ready for requests."""
         if self._thread is None:
+            # stop() waits up to one poll interval: keep it short, as test
+            # suites start and stop an emulator for every test.
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                 name=f"taskqueue-emulator-{self.host}", daemon=True)
             self._thread.start()
         return self

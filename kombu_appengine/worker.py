@@ -1,0 +1,346 @@
+"""``pullqueue_worker MODULE:FUNCTION --queue NAME``: the multi-process worker.
+
+A supervisor starts ``--processes`` worker processes. Each opens its own
+kombu connection (after the fork) and loops: get a task, call FUNCTION with
+its payload (the decoded JSON value when the payload is JSON, else the
+bytes), acknowledge (delete) it when FUNCTION returns.
+
+* FUNCTION raised: the traceback is logged and the task is made leasable
+  again after a backoff that doubles with each attempt (a lease change, not
+  a copy). After ``--max-retries`` retries, or when the queue's own
+  ``maxLeases`` would delete it, it is moved to ``--dead-letter-queue`` when
+  given, else deleted with an error log.
+* A worker process that dies (a crash, ``os._exit``, SIGKILL) is replaced;
+  its tasks come back when their leases end. Leases of running tasks are
+  renewed while they run.
+* SIGTERM or SIGINT: stop leasing, let running tasks finish, release the
+  leases of buffered tasks so other workers get them at once, exit 0. A
+  second signal stops at once (the leases then expire: nothing is lost).
+* Every ``--stats-interval`` seconds one log line with processed, failed,
+  retried and tasks per second; a summary line at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from kombu import Connection
+
+from .errors import TaskQueueConnectionError, TaskQueueError
+
+logger = logging.getLogger("kombu_appengine.worker")
+
+#: Longest backoff before a failed task is retried, in seconds.
+MAX_BACKOFF_SECONDS = 3600
+#: A process that dies sooner than this after starting counts as a crash loop.
+QUICK_DEATH_SECONDS = 1.0
+#: The counters every worker process adds to.
+COUNTERS = ("processed", "failed", "retried", "dead_lettered", "dropped")
+
+
+class WorkerError(Exception):
+    """The worker cannot start: a bad FUNCTION or option."""
+
+
+def load_function(spec: str) -> Callable[[Any], Any]:
+    """Import ``MODULE:FUNCTION``.
+
+    Raises:
+        WorkerError: naming what could not be found.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise WorkerError(f"{spec!r} is not MODULE:FUNCTION")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise WorkerError(f"cannot import module {module_name!r}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise WorkerError(f"module {module_name!r} has no {attribute!r}")
+    if not callable(target):
+        raise WorkerError(f"{spec} is not callable")
+    return target
+
+
+def backoff_seconds(attempt: int, first: float) -> int:
+    """Seconds before attempt ``attempt + 1`` of a task that failed ``attempt`` times."""
+    if first <= 0:
+        return 0
+    return int(min(first * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS) + 0.999)
+
+
+@dataclass
+class WorkerSettings:
+    """What every worker process needs; picklable, so it crosses ``spawn`` too."""
+
+    function: str
+    queue: str
+    transport_options: Dict[str, Any]
+    max_retries: Optional[int] = None
+    dead_letter_queue: Optional[str] = None
+    retry_backoff: float = 1.0
+    polling_interval: float = 1.0
+    log_level: str = "INFO"
+
+
+class Counters:
+    """Counts shared by the supervisor and its processes."""
+
+    def __init__(self, context: Any) -> None:
+        self._values = {name: context.Value("q", 0) for name in COUNTERS}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        value = self._values[name]
+        with value.get_lock():
+            value.value += amount
+
+    def snapshot(self) -> Dict[str, int]:
+        return {name: value.value for name, value in self._values.items()}
+
+
+def _handle(channel: Any, message: Any, function: Callable[[Any], Any], settings: WorkerSettings,
+            max_leases: Optional[int], counters: Counters) -> None:
+    try:
+        payload = message.decode()
+        function(payload)
+    except Exception:  # noqa: BLE001 - FUNCTION may raise anything; the task is kept
+        counters.add("failed")
+        attempt = int(message.delivery_info.get("retry_count", 1))
+        task_id = message.delivery_info.get("task_id")
+        out_of_retries = settings.max_retries is not None and attempt > settings.max_retries
+        out_of_leases = max_leases is not None and attempt >= max_leases
+        if out_of_retries or out_of_leases:
+            why = "--max-retries" if out_of_retries else "the queue's maxLeases"
+            if settings.dead_letter_queue:
+                logger.error("task %s failed on attempt %d, the last %s allows; moving it to %r:\n%s",
+                             task_id, attempt, why, settings.dead_letter_queue, traceback.format_exc())
+                channel.dead_letter(message.delivery_tag, settings.dead_letter_queue)
+                counters.add("dead_lettered")
+            else:
+                logger.error("task %s failed on attempt %d, the last %s allows; deleting it:\n%s",
+                             task_id, attempt, why, traceback.format_exc())
+                message.reject(requeue=False)
+                counters.add("dropped")
+            return
+        delay = backoff_seconds(attempt, settings.retry_backoff)
+        logger.warning("task %s failed on attempt %d; retrying in %ds:\n%s",
+                       task_id, attempt, delay, traceback.format_exc())
+        channel.retry_later(message.delivery_tag, delay)
+        counters.add("retried")
+        return
+    message.ack()
+    counters.add("processed")
+
+
+def work(settings: WorkerSettings, counters: Counters) -> None:
+    """One worker process: get, call, ack, until SIGTERM (a second one stops at once)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
+    stopping = threading.Event()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            os._exit(1)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    # The terminal's SIGINT reaches the whole process group; the supervisor
+    # turns it into SIGTERM for us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    function = load_function(settings.function)
+    with Connection(transport="kombu_appengine:Transport", transport_options=settings.transport_options) as conn:
+        channel = conn.default_channel
+        max_leases = channel.queue_max_leases(settings.queue)
+        while not stopping.is_set():
+            try:
+                message = channel.basic_get(settings.queue)
+            except TaskQueueConnectionError as error:
+                logger.warning("cannot lease from %r now (%s); trying again", settings.queue, error)
+                stopping.wait(settings.polling_interval)
+                continue
+            if message is None:
+                stopping.wait(settings.polling_interval)
+                continue
+            try:
+                _handle(channel, message, function, settings, max_leases, counters)
+            except TaskQueueError as error:
+                logger.warning("could not settle a task of %r (%s); it comes back when its lease ends",
+                               settings.queue, error)
+    # Leaving the with block closed the connection: buffered and unacked
+    # tasks were released for other workers.
+
+
+class Supervisor:
+    """Keeps ``processes`` worker processes running until told to stop."""
+
+    def __init__(self, settings: WorkerSettings, processes: int, stats_interval: float = 5.0) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.stats_interval = stats_interval
+        methods = multiprocessing.get_all_start_methods()
+        self.context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.counters = Counters(self.context)
+        self.children: List[Any] = []
+        self._signals = 0
+        self._wake = threading.Event()
+
+    def _start_child(self, number: int) -> Any:
+        child = self.context.Process(target=work, args=(self.settings, self.counters),
+                                     name=f"worker-{number}", daemon=False)
+        child.start()
+        child.started_at = time.monotonic()
+        return child
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info("stopping: running tasks finish, buffered tasks are released (again to stop at once)")
+            for child in self.children:
+                if child.is_alive():
+                    os.kill(child.pid, signal.SIGTERM)
+        else:
+            logger.warning("stopping at once: unfinished tasks come back when their leases end")
+            for child in self.children:
+                if child.is_alive():
+                    os.kill(child.pid, signal.SIGKILL)
+        self._wake.set()
+
+    def run(self) -> Dict[str, float]:
+        """Supervise until every process has stopped after a signal.
+
+        Returns the final counts and ``seconds``, the time it ran.
+        """
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        started = time.monotonic()
+        self.children = [self._start_child(n) for n in range(self.processes)]
+        last_report = started
+        last_processed = 0
+        quick_deaths = 0
+        while True:
+            sentinels = [child.sentinel for child in self.children]
+            multiprocessing.connection.wait(sentinels, timeout=0.2)
+            for index, child in enumerate(self.children):
+                if child.is_alive() or child.exitcode is None:
+                    continue
+                if self._signals:
+                    continue
+                lived = time.monotonic() - child.started_at
+                logger.error("%s (pid %d) died with exit code %s; starting another",
+                             child.name, child.pid, child.exitcode)
+                quick_deaths = quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+                if quick_deaths > 3 * self.processes:
+                    logger.critical("worker processes keep dying at start; giving up")
+                    self._on_signal(signal.SIGTERM, None)
+                    break
+                self.children[index] = self._start_child(index)
+            if self._signals and not any(child.is_alive() for child in self.children):
+                break
+            now = time.monotonic()
+            if now - last_report >= self.stats_interval:
+                counts = self.counters.snapshot()
+                rate = (counts["processed"] - last_processed) / (now - last_report)
+                logger.info("processed=%d failed=%d retried=%d dead_lettered=%d tasks/s=%.1f",
+                            counts["processed"], counts["failed"], counts["retried"],
+                            counts["dead_lettered"], rate)
+                last_report, last_processed = now, counts["processed"]
+        for child in self.children:
+            child.join()
+        counts = self.counters.snapshot()
+        counts["seconds"] = time.monotonic() - started
+        return counts
+
+
+def format_summary(counts: Dict[str, float]) -> str:
+    """The one-line summary the command prints at exit."""
+    seconds = counts["seconds"]
+    rate = counts["processed"] / seconds if seconds else 0.0
+    return ("summary: processed={processed} failed={failed} retried={retried} "
+            "dead_lettered={dead_lettered} dropped={dropped} ".format(**counts)
+            + f"seconds={seconds:.1f} tasks_per_second={rate:.1f}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pullqueue_worker",
+        description="Run FUNCTION on every task of an App Engine pull queue, in several processes.")
+    parser.add_argument("function", metavar="MODULE:FUNCTION",
+                        help="called with each task's payload (decoded JSON, else bytes); returning acks it")
+    parser.add_argument("--queue", required=True, help="the pull queue (a kombu queue name)")
+    parser.add_argument("--processes", type=int, default=2 * (os.cpu_count() or 1) + 1,
+                        help="worker processes (default: 2 x CPUs + 1 = %(default)s)")
+    parser.add_argument("--num-tasks", type=int, default=10, help="tasks one lease asks for (default: %(default)s)")
+    parser.add_argument("--lease-secs", type=int, default=60, help="lease length in seconds (default: %(default)s)")
+    parser.add_argument("--polling-interval", type=float, default=1.0,
+                        help="seconds to wait after finding the queue empty (default: %(default)s)")
+    parser.add_argument("--project", help="the App Engine application id (not needed with an emulator)")
+    parser.add_argument("--hrd-project", action="store_true", help="send the project as s~PROJECT")
+    parser.add_argument("--credentials", metavar="FILE",
+                        help="credentials file (from pullqueue_authenticate, a service-account key, "
+                             "or an authorized-user file); default: Application Default Credentials")
+    parser.add_argument("--max-retries", type=int, default=None,
+                        help="retries of a failing task before it is dropped (default: no limit "
+                             "but the queue's maxLeases)")
+    parser.add_argument("--dead-letter-queue", metavar="NAME",
+                        help="move tasks out of retries here instead of deleting them")
+    parser.add_argument("--retry-backoff", type=float, default=1.0,
+                        help="seconds before the first retry; doubles each retry, at most an hour "
+                             "(default: %(default)s)")
+    parser.add_argument("--stats-interval", type=float, default=5.0,
+                        help="seconds between progress lines (default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The ``pullqueue_worker`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    log_level = args.log_level.upper()
+    if not isinstance(logging.getLevelName(log_level), int):
+        parser.error(f"--log-level: unknown level {args.log_level!r}")
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
+    for option, value, low in (("--processes", args.processes, 1), ("--num-tasks", args.num_tasks, 1),
+                               ("--lease-secs", args.lease_secs, 1)):
+        if value < low:
+            parser.error(f"{option} must be at least {low}, not {value}")
+    options: Dict[str, Any] = {"num_tasks": args.num_tasks, "lease_secs": args.lease_secs,
+                               "polling_interval": args.polling_interval, "hrd_project": args.hrd_project}
+    if args.project:
+        options["project_name"] = args.project
+    if args.credentials:
+        options["credentials_file"] = args.credentials
+    settings = WorkerSettings(
+        function=args.function, queue=args.queue, transport_options=options,
+        max_retries=args.max_retries, dead_letter_queue=args.dead_letter_queue,
+        retry_backoff=args.retry_backoff, polling_interval=args.polling_interval, log_level=log_level)
+    try:
+        load_function(args.function)
+        with Connection(transport="kombu_appengine:Transport", transport_options=options) as conn:
+            channel = conn.default_channel
+            for queue in filter(None, (args.queue, args.dead_letter_queue)):
+                channel.queue_max_leases(queue)
+    except (WorkerError, TaskQueueError, ValueError) as error:
+        sys.exit(f"pullqueue_worker: {error}")
+    counts = Supervisor(settings, args.processes, args.stats_interval).run()
+    print(format_summary(counts), flush=True)
+
+
+if __name__ == "__main__":
+    main()
