@@ -56,6 +56,9 @@ content type ``application/json`` when the payload is JSON, so
 
 Connection
 ==========
+``appengine://PROJECT`` (after ``import kombu_appengine``), or
+``transport="kombu_appengine:Transport"`` with ``project_name``:
+
 .. code-block:: python
 
     from kombu import Connection
@@ -591,7 +594,10 @@ class Transport(virtual.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        options = client.transport_options
+        options = dict(client.transport_options)
+        # appengine://my-app names the project in the URL.
+        if options.get("project_name") is None and client.hostname not in (None, "", "localhost"):
+            options["project_name"] = client.hostname
         self.settings = Settings.from_options(options)
         credentials = None
         if not self.settings.emulated or any(
@@ -601,6 +607,11 @@ class Transport(virtual.Transport):
         self.client_for_channels = TaskQueueClient(
             self.settings.project, self.settings.root_url, credentials,
             max_retries=self.settings.max_retries)
+
+    @property
+    def default_connection_params(self) -> Dict[str, Any]:
+        """No host or port: the endpoint comes from the transport options."""
+        return {"port": None}
 
     def driver_version(self) -> str:
         """google-api-python-client's version."""
