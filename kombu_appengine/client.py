@@ -143,7 +143,7 @@ class TaskQueueClient:
     def service(self) -> Any:
         """This thread's (and process's) google-api-python-client service."""
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
+        if getattr(local, "pid", None) is None:
             http = httplib2.Http(timeout=self.timeout)
             if self.credentials is not None:
                 http = authorized_http(self.credentials, http)
@@ -161,7 +161,10 @@ class TaskQueueClient:
 
         ``done_if_retried`` are statuses that mean the request already took
         effect when they answer a retry (409 for an insert with our own
-        task name, 404 for a delete); the call then returns ``None``.
+        task name, 404 for a delete); the call then returns ``None``. They
+        count on the first attempt too: httplib2 itself sends a request
+        again (POST included) when the connection drops before the answer,
+        so a first answer may already be to a resend.
         """
         delay = self.retry_delay
         for attempt in range(self.max_retries + 1):
@@ -170,7 +173,7 @@ class TaskQueueClient:
                 return make_request().execute()
             except HttpError as error:
                 status = error.resp.status
-                if attempt and status in done_if_retried:
+                if status in done_if_retried:
                     return None
                 if last or not _retryable(error):
                     raise self._translate(error, queue, action) from None

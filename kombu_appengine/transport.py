@@ -554,6 +554,30 @@ class Channel(virtual.Channel):
 
     # -- closing ------------------------------------------------------------
 
+    def release_buffered(self) -> int:
+        """Release the leases of the tasks buffered but not yet delivered.
+
+        Other consumers can lease them at once. Safe to call from another
+        thread than the consuming one. Returns how many were released.
+        """
+        by_queue: Dict[str, List[str]] = collections.defaultdict(list)
+        for buffer in list(self._buffers.values()):
+            while buffer:
+                try:
+                    lease = buffer.popleft()
+                except IndexError:  # the consuming thread took the last one
+                    break
+                by_queue[lease.route.pull_queue].append(lease.task_id)
+        released = 0
+        for pull_queue, names in by_queue.items():
+            try:
+                self.client.release_many(pull_queue, names)
+                released += len(names)
+            except (TaskQueueConnectionError, TaskQueueChannelError) as error:
+                logger.warning("could not release %d buffered tasks of queue %r (%s): "
+                               "they come back when their leases end", len(names), pull_queue, error)
+        return released
+
     def close(self) -> None:
         """Release every lease this channel holds, then close."""
         if self.closed:
@@ -562,17 +586,7 @@ class Channel(virtual.Channel):
         try:
             super().close()
         finally:
-            buffered = collections.defaultdict(list)
-            for buffer in self._buffers.values():
-                while buffer:
-                    lease = buffer.popleft()
-                    buffered[lease.route.pull_queue].append(lease.task_id)
-            for pull_queue, names in buffered.items():
-                try:
-                    self.client.release_many(pull_queue, names)
-                except (TaskQueueConnectionError, TaskQueueChannelError) as error:
-                    logger.warning("could not release %d buffered tasks of queue %r (%s): "
-                                   "they come back when their leases end", len(names), pull_queue, error)
+            self.release_buffered()
 
 
 class Transport(virtual.Transport):

@@ -167,6 +167,13 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
     with Connection(transport="kombu_appengine:Transport", transport_options=settings.transport_options) as conn:
         channel = conn.default_channel
         max_leases = channel.queue_max_leases(settings.queue)
+
+        def release_on_stop() -> None:
+            # Buffered tasks go back at once, while a running task finishes.
+            stopping.wait()
+            channel.release_buffered()
+
+        threading.Thread(target=release_on_stop, name="release-on-stop", daemon=True).start()
         while not stopping.is_set():
             try:
                 message = channel.basic_get(settings.queue)

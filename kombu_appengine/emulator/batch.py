@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import List, Mapping, Optional, Tuple
 
 from . import errors
-from .rest import Response, RestApi, parse_headers
+from .rest import BATCH_PATHS, Response, RestApi, parse_headers
 
 #: Most requests one batch may carry.
 MAX_BATCH_PARTS = 1000
@@ -61,9 +61,12 @@ def answer_batch(api: RestApi, headers: Mapping[str, str], body: bytes, host: st
     content_type = headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/mixed") or "boundary=" not in content_type:
         raise errors.bad_request("A batch request must be multipart/mixed with a boundary")
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
+    try:
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        )
+    except RecursionError:
+        raise errors.bad_request("The batch body nests multipart parts too deeply") from None
     if message.defects or not message.is_multipart():
         raise errors.bad_request(
             "The batch body is not well-formed multipart/mixed: "
@@ -80,6 +83,9 @@ def answer_batch(api: RestApi, headers: Mapping[str, str], body: bytes, host: st
         payload = part.get_payload(decode=True) or b""
         try:
             method, target, part_headers, part_body = parse_part(payload)
+            if target.partition("?")[0] in BATCH_PATHS:
+                # Nesting would let one request recurse without bound.
+                raise errors.bad_request("A batch may not contain a batch request")
         except errors.ApiError as error:
             answer = Response(error.code, error.body())
         else:

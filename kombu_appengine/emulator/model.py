@@ -42,6 +42,9 @@ MAX_TAG_BYTES = 500
 MAX_LIST_TASKS = 100
 #: How long a deleted task's name stays reserved, in microseconds.
 TOMBSTONE_MICROS = 7 * 24 * 3600 * 1_000_000
+#: Stale entries a heap may hold beyond as many as its live tasks before it is
+#: rebuilt without them: stale entries below the top are never popped.
+HEAP_SLACK = 64
 
 #: Legal task names.
 TASK_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,500}\Z")
@@ -166,6 +169,8 @@ class Queue:
         self.tasks: "collections.OrderedDict[str, Task]" = collections.OrderedDict()
         self._heap: List[_HeapEntry] = []
         self._tag_heaps: Dict[Optional[str], List[_HeapEntry]] = {}
+        #: Live tasks per tag: a tag's heap goes when its last task does.
+        self._tag_counts: Dict[Optional[str], int] = {}
         #: Deleted names still reserved: name -> deletion time.
         self.tombstones: Dict[str, int] = {}
         self._tombstone_order: Deque[Tuple[int, str]] = collections.deque()
@@ -177,8 +182,20 @@ class Queue:
     def _index(self, task: Task) -> None:
         task.version += 1
         entry = (task.eta, task.seq, task.version, task)
-        heapq.heappush(self._heap, entry)
-        heapq.heappush(self._tag_heaps.setdefault(task.tag, []), entry)
+        self._push(self._heap, entry, len(self.tasks))
+        self._push(self._tag_heaps.setdefault(task.tag, []), entry, self._tag_counts[task.tag])
+
+    @staticmethod
+    def _push(heap: List[_HeapEntry], entry: _HeapEntry, live: int) -> None:
+        """Push ``entry``; drop the stale entries once they outnumber the ``live`` ones.
+
+        Rebuilding costs O(n) once per n pushes, so pushes stay O(log n)
+        amortized while the heap stays within twice the queue's depth.
+        """
+        heapq.heappush(heap, entry)
+        if len(heap) > 2 * live + HEAP_SLACK:
+            heap[:] = [e for e in heap if e[2] == e[3].version]
+            heapq.heapify(heap)
 
     def _first_available(self, heap: List[_HeapEntry], now: int) -> Optional[Task]:
         """Drop stale entries from the top of ``heap``; the top task if due."""
@@ -193,12 +210,17 @@ class Queue:
     def add(self, task: Task) -> None:
         """Add a new (or restored) task and index it."""
         self.tasks[task.name] = task
+        self._tag_counts[task.tag] = self._tag_counts.get(task.tag, 0) + 1
         self._index(task)
 
     def remove(self, task: Task, now: int) -> None:
         """Delete a task and reserve its name."""
         del self.tasks[task.name]
         task.version += 1
+        self._tag_counts[task.tag] -= 1
+        if not self._tag_counts[task.tag]:
+            del self._tag_counts[task.tag]
+            del self._tag_heaps[task.tag]
         self.tombstone(task.name, now)
 
     def tombstone(self, name: str, when: int) -> None:
@@ -259,8 +281,12 @@ class Queue:
                 continue
             batch_bytes += len(task.payload)
             task.retry_count += 1
-            self.set_lease(task, now + lease_micros, now + lease_micros)
+            # Out of the heaps until the batch is complete: with leaseSecs=0
+            # the task is due again at once and must not be leased twice.
+            task.version += 1
             leased.append(task)
+        for task in leased:
+            self.set_lease(task, now + lease_micros, now + lease_micros)
         if leased:
             self._lease_log.append((now, len(leased)))
         return leased, expired
@@ -341,11 +367,16 @@ class TaskQueueService:
         """The pull queue ``name`` of ``project``.
 
         Raises:
-            ApiError: 404 for an unknown project or queue, 400 for a push queue.
+            ApiError: 404 for an unknown project or queue, 400 for an illegal
+                queue name or a push queue.
         """
         bare = bare_project(project)
         if not bare or (self.project is not None and bare != self.project):
             raise errors.not_found(f"Project {project!r} is not known to this server")
+        if not QUEUE_NAME_RE.match(name):
+            raise errors.bad_request(
+                f"Invalid queue name {name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -"
+            )
         config = self.configs.get(name)
         if config is None:
             raise errors.not_found(
@@ -361,6 +392,10 @@ class TaskQueueService:
         return queue
 
     def _task(self, queue: Queue, name: str) -> Task:
+        if not TASK_NAME_RE.match(name):
+            raise errors.bad_request(
+                f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -"
+            )
         task = queue.tasks.get(name)
         if task is None:
             raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
@@ -545,7 +580,7 @@ class TaskQueueService:
             if given is not None:
                 try:
                     matches = int(given) == task.lease_expires
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise errors.bad_request("leaseTimestamp must be an integer") from None
                 if not matches:
                     raise errors.bad_request(

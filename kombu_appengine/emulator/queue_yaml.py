@@ -59,7 +59,7 @@ def parse_queue_yaml(document: Any, path: str = "queue.yaml") -> List[QueueConfi
                 producers.append(str(rule["writer_email"]))
         retry = entry.get("retry_parameters") or {}
         limit = retry.get("task_retry_limit") if isinstance(retry, dict) else None
-        if limit is not None and not isinstance(limit, int):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise QueueYamlError(f"{path}: queue {name!r}: task_retry_limit must be an integer")
         try:
             configs.append(QueueConfig(

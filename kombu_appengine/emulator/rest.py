@@ -87,6 +87,9 @@ def json_body(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(f"The request body is not valid JSON: {exc}", reason="parseError") from None
+    except RecursionError:
+        raise errors.bad_request("The request body is not valid JSON: nested too deeply",
+                                 reason="parseError") from None
 
 
 class RestApi:

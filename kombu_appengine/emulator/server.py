@@ -76,7 +76,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
         self.close_connection = True
-        reason = "badRequest" if code < 500 else "backendError"
+        if code == 501:
+            # An HTTP method no route knows: the client's mistake, not a
+            # server failure that clients would retry.
+            code, message = 405, f"Method {self.command} is not allowed"
+        reason = {405: "httpMethodNotAllowed"}.get(code, "badRequest" if code < 500 else "backendError")
         # The stdlib gives no message for some errors (414): fall back to the status phrase.
         message = message or explain or self.responses.get(code, ("Bad request",))[0]
         self._send(error_response(ApiError(code, reason, message)))

@@ -1,0 +1,253 @@
+"""pullqueue_worker end to end: real worker processes, a real emulator over HTTP."""
+
+import base64
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from kombu import Connection
+
+from kombu_appengine.emulator import Emulator, QueueConfig
+from kombu_appengine.worker import backoff_seconds, format_summary, load_function, WorkerError
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+PROJECT = "emulator"
+
+
+@pytest.fixture
+def emulator():
+    with Emulator(queues=["jobs", "dead", QueueConfig("limited", max_leases=3)]) as running:
+        yield running
+
+
+class Run:
+    """A running pullqueue_worker and the files its task functions write."""
+
+    def __init__(self, emulator, tmp_path, function, *options, queue="jobs"):
+        self.record = tmp_path / f"record-{time.monotonic_ns()}.jsonl"
+        self.release = tmp_path / "release"
+        env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, WORKER_RECORD=str(self.record),
+                   WORKER_RELEASE=str(self.release), PYTHONPATH=TESTS)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kombu_appengine.worker", f"worker_jobs:{function}", "--queue", queue,
+             "--polling-interval", "0.05", "--stats-interval", "0.5", *options],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def events(self):
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def count(self, event):
+        return collections.Counter(e["n"] for e in self.events() if e["event"] == event)
+
+    def wait_for(self, condition, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}) before {what}:\n"
+                                     + self.process.stderr.read())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Send ``sig`` (none when ``None``) and wait for the exit."""
+        if sig is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_worker(emulator, tmp_path):
+    runs = []
+
+    def start(function, *options, queue="jobs"):
+        run = Run(emulator, tmp_path, function, *options, queue=queue)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.communicate()
+
+
+def publish(emulator, count, queue="jobs"):
+    with Connection(transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}) as conn:
+        simple = conn.SimpleQueue(queue)
+        for n in range(count):
+            simple.put({"n": n})
+
+
+def total(emulator, queue="jobs"):
+    return emulator.service.get_queue(PROJECT, queue, get_stats=True)["stats"]["totalTasks"]
+
+
+def released(emulator, queue="jobs"):
+    """How many tasks of the queue are not leased."""
+    return sum(task["leaseTimestamp"] == "0" for task in emulator.service.list_tasks(PROJECT, queue)["items"])
+
+
+def test_every_task_processed_exactly_once_over_four_processes(emulator, run_worker):
+    publish(emulator, 1000)
+    run = run_worker("record", "--processes", "4", "--num-tasks", "20")
+    run.wait_for(lambda: total(emulator) == 0, "the queue to drain")
+    code, stdout, _ = run.stop()
+    done = run.count("done")
+    assert sorted(done) == list(range(1000))
+    assert set(done.values()) == {1}
+    assert len({e["pid"] for e in run.events()}) > 1, "the work was not shared between processes"
+    assert code == 0
+    assert "summary: processed=1000 failed=0" in stdout
+
+
+def test_random_failures_are_retried_until_every_task_is_done(emulator, run_worker):
+    publish(emulator, 300)
+    run = run_worker("flaky", "--processes", "3", "--retry-backoff", "0")
+    run.wait_for(lambda: total(emulator) == 0, "the queue to drain")
+    code, stdout, stderr = run.stop()
+    assert sorted(run.count("done")) == list(range(300))
+    assert set(run.count("done").values()) == {1}
+    failed = sum(run.count("failed").values())
+    assert failed > 0
+    assert f"failed={failed} retried={failed}" in stdout
+    assert "RuntimeError: flaky failure" in stderr, "the traceback of a failure is logged"
+    assert code == 0
+
+
+def test_raw_json_and_binary_payloads_reach_the_function_decoded(emulator, run_worker):
+    emulator.service.insert(PROJECT, "jobs", {"payloadBase64": base64.b64encode(b'{"n": 7}').decode()})
+    emulator.service.insert(PROJECT, "jobs", {"payloadBase64": base64.b64encode(b"plain bytes").decode()})
+    run = run_worker("raw_payload", "--processes", "1")
+    run.wait_for(lambda: total(emulator) == 0, "the queue to drain")
+    run.stop()
+    assert sorted((e["event"], e["n"]) for e in run.events()) == [("int", 7), ("str", "plain bytes")]
+
+
+def test_a_child_killed_mid_task_is_replaced_and_its_task_processed_later(emulator, run_worker):
+    publish(emulator, 1)
+    run = run_worker("blocking", "--processes", "1", "--lease-secs", "2")
+    run.wait_for(lambda: run.count("started"), "the task to start")
+    victim = run.events()[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    run.release.touch()
+    run.wait_for(lambda: run.count("done"), "the task to be done by another process")
+    run.wait_for(lambda: total(emulator) == 0, "the task to be acked")
+    code, _, stderr = run.stop()
+    done = [e for e in run.events() if e["event"] == "done"]
+    assert [e["n"] for e in done] == [0]
+    assert done[0]["pid"] != victim
+    assert f"(pid {victim}) died with exit code -9; starting another" in stderr
+    assert code == 0
+
+
+def test_sigterm_finishes_running_tasks_and_releases_buffered_ones_at_once(emulator, run_worker):
+    publish(emulator, 5)
+    run = run_worker("blocking", "--processes", "1", "--num-tasks", "5", "--lease-secs", "600")
+    run.wait_for(lambda: run.count("started"), "a task to start")
+    running = run.events()[0]["n"]
+    run.process.send_signal(signal.SIGTERM)
+
+    run.wait_for(lambda: released(emulator) == 4, "the four buffered tasks to be released")
+    # Another worker can lease them now, long before their 600 s leases would end.
+    leased = emulator.service.lease(PROJECT, "jobs", num_tasks=10, lease_secs=60)["items"]
+    assert len(leased) == 4
+    assert run.process.poll() is None, "the worker must wait for its running task"
+    run.release.touch()
+    code, stdout, _ = run.stop(sig=None)
+    assert code == 0
+    assert run.count("done") == {running: 1}
+    assert "summary: processed=1 " in stdout
+    assert total(emulator) == 4
+
+
+def test_a_second_signal_stops_at_once_and_loses_nothing(emulator, run_worker):
+    publish(emulator, 3)
+    run = run_worker("blocking", "--processes", "1", "--num-tasks", "3", "--lease-secs", "600")
+    run.wait_for(lambda: run.count("started"), "a task to start")
+    run.process.send_signal(signal.SIGTERM)
+    # Signals sent together may arrive as one: send the second once the
+    # first has visibly been handled (the buffered tasks were released).
+    run.wait_for(lambda: released(emulator) == 2, "the buffered tasks to be released")
+    run.process.send_signal(signal.SIGTERM)
+    code, _, _ = run.stop(sig=None)
+    assert code == 0
+    assert not run.count("done")
+    assert total(emulator) == 3, "an interrupted task stays in the queue"
+
+
+def test_max_retries_then_dead_letter_queue(emulator, run_worker):
+    publish(emulator, 2)
+    run = run_worker("always_fail", "--processes", "1", "--max-retries", "2", "--retry-backoff", "0",
+                     "--dead-letter-queue", "dead")
+    run.wait_for(lambda: total(emulator, "dead") == 2, "both tasks to reach the dead-letter queue")
+    code, stdout, stderr = run.stop()
+    assert run.count("failed") == {0: 3, 1: 3}, "one try and two retries each"
+    assert total(emulator) == 0
+    assert "dead_lettered=2" in stdout
+    assert "moving it to 'dead'" in stderr
+    # The dead letters hold the original payload, readable by kombu.
+    with Connection(transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}) as conn:
+        dead = conn.SimpleQueue("dead")
+        payloads = sorted(dead.get(timeout=5).payload["n"] for _ in range(2))
+    assert payloads == [0, 1]
+
+
+def test_max_retries_without_dead_letter_queue_deletes(emulator, run_worker):
+    publish(emulator, 1)
+    run = run_worker("always_fail", "--processes", "1", "--max-retries", "1", "--retry-backoff", "0")
+    run.wait_for(lambda: total(emulator) == 0, "the task to be dropped")
+    code, stdout, stderr = run.stop()
+    assert run.count("failed") == {0: 2}
+    assert "dropped=1" in stdout
+    assert "deleting it" in stderr
+
+
+def test_the_queues_max_leases_is_respected(emulator, run_worker):
+    publish(emulator, 1, queue="limited")
+    run = run_worker("always_fail", "--processes", "1", "--retry-backoff", "0", "--dead-letter-queue", "dead",
+                     queue="limited")
+    run.wait_for(lambda: total(emulator, "dead") == 1, "the task to be dead-lettered")
+    run.stop()
+    assert run.count("failed") == {0: 3}, "maxLeases 3 allows three attempts"
+
+
+def test_bad_function_and_unknown_queue_are_clear_errors(emulator, tmp_path):
+    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, PYTHONPATH=TESTS)
+    for args, expected in [
+        (["worker_jobs:missing", "--queue", "jobs"], "has no 'missing'"),
+        (["no_such_module:f", "--queue", "jobs"], "cannot import module 'no_such_module'"),
+        (["worker_jobs:record", "--queue", "nope"], "'nope'"),
+        (["worker_jobs:record", "--queue", "jobs", "--processes", "0"], "--processes must be at least 1"),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "kombu_appengine.worker", *args], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff_seconds(n, 1.0) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert backoff_seconds(40, 1.0) == 3600
+    assert backoff_seconds(5, 0) == 0
+
+
+def test_load_function_rejects_bad_specs():
+    with pytest.raises(WorkerError, match="not MODULE:FUNCTION"):
+        load_function("json.loads")
+    assert load_function("json:loads") is json.loads
+
+
+def test_summary_line_format():
+    counts = {"processed": 10, "failed": 1, "retried": 1, "dead_lettered": 0, "dropped": 0, "seconds": 2.0}
+    assert format_summary(counts) == ("summary: processed=10 failed=1 retried=1 dead_lettered=0 "
+                                      "dropped=0 seconds=2.0 tasks_per_second=5.0")

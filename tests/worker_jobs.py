@@ -1,0 +1,57 @@
+"""Task functions for the worker tests, run by pullqueue_worker's processes.
+
+Each writes what it did as one line appended to the file named by
+``WORKER_RECORD`` (one ``write(2)`` a line, so lines from several processes
+never interleave); the tests read that file.
+"""
+
+import json
+import os
+import random
+import time
+
+
+def _record(event, payload):
+    line = json.dumps({"event": event, "n": payload["n"], "pid": os.getpid()}) + "\n"
+    fd = os.open(os.environ["WORKER_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def record(payload):
+    """Succeed, recording the task."""
+    _record("done", payload)
+
+
+def flaky(payload):
+    """Fail one time in five, else succeed."""
+    if random.random() < 0.2:
+        _record("failed", payload)
+        raise RuntimeError(f"flaky failure on task {payload['n']}")
+    _record("done", payload)
+
+
+def always_fail(payload):
+    """Fail every time."""
+    _record("failed", payload)
+    raise RuntimeError(f"task {payload['n']} always fails")
+
+
+def blocking(payload):
+    """Record the start, then wait for the file ``WORKER_RELEASE`` to exist."""
+    _record("started", payload)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.environ["WORKER_RELEASE"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError("WORKER_RELEASE never appeared")
+        time.sleep(0.02)
+    _record("done", payload)
+
+
+def raw_payload(payload):
+    """Record the payload's Python type (JSON decoded, or bytes)."""
+    if isinstance(payload, bytes):
+        payload = {"n": payload.decode("utf-8")}
+    _record(type(payload["n"]).__name__, payload)
