@@ -139,19 +139,36 @@ class TaskQueueClient:
     def __repr__(self) -> str:
         return f"<TaskQueueClient project={self.project!r} root_url={self.root_url!r}>"
 
-    @property
-    def service(self) -> Any:
-        """This thread's (and process's) google-api-python-client service."""
+    def _thread_api(self) -> threading.local:
+        """This thread's (and process's) service and resources, built on first use."""
         local = self._local
-        if getattr(local, "pid", None) is None:
+        if getattr(local, "pid", None) != os.getpid():
             http = httplib2.Http(timeout=self.timeout)
             if self.credentials is not None:
                 http = authorized_http(self.credentials, http)
             # build_from_document writes into the document it is given.
             document = json.loads(json.dumps(self._document))
             local.service = build_from_document(document, http=http)
+            # Building a resource object rebuilds all its methods: keep them.
+            local.tasks = local.service.tasks()
+            local.taskqueues = local.service.taskqueues()
             local.pid = os.getpid()
-        return local.service
+        return local
+
+    @property
+    def service(self) -> Any:
+        """This thread's google-api-python-client service."""
+        return self._thread_api().service
+
+    @property
+    def tasks(self) -> Any:
+        """This thread's ``tasks`` resource."""
+        return self._thread_api().tasks
+
+    @property
+    def taskqueues(self) -> Any:
+        """This thread's ``taskqueues`` resource."""
+        return self._thread_api().taskqueues
 
     # -- retries and errors -----------------------------------------------
 
@@ -225,7 +242,7 @@ class TaskQueueClient:
     def get_queue(self, queue: str, stats: bool = False) -> Dict[str, Any]:
         """``taskqueues.get``: the queue's resource, with ``stats`` if asked."""
         return self._execute(
-            lambda: self.service.taskqueues().get(project=self.project, taskqueue=queue, getStats=stats),
+            lambda: self.taskqueues.get(project=self.project, taskqueue=queue, getStats=stats),
             queue, "get queue")
 
     def insert(self, queue: str, payload: bytes, tag: Optional[str] = None) -> str:
@@ -249,7 +266,7 @@ class TaskQueueClient:
         if tag is not None:
             body["tag"] = tag
         self._execute(
-            lambda: self.service.tasks().insert(project=self.project, taskqueue=queue, body=body),
+            lambda: self.tasks.insert(project=self.project, taskqueue=queue, body=body),
             queue, "insert task", done_if_retried=(409,))
         return name
 
@@ -259,7 +276,7 @@ class TaskQueueClient:
         if tag is not None:
             options = {"groupByTag": True, "tag": tag}
         response = self._execute(
-            lambda: self.service.tasks().lease(project=self.project, taskqueue=queue,
+            lambda: self.tasks.lease(project=self.project, taskqueue=queue,
                                                numTasks=num_tasks, leaseSecs=lease_secs, **options),
             queue, "lease tasks")
         return response.get("items", [])
@@ -268,7 +285,7 @@ class TaskQueueClient:
         """``tasks.delete``; a task that is already gone is not an error."""
         try:
             self._execute(
-                lambda: self.service.tasks().delete(project=self.project, taskqueue=queue, task=task),
+                lambda: self.tasks.delete(project=self.project, taskqueue=queue, task=task),
                 queue, "delete task", done_if_retried=(404,))
         except TaskNotFound:
             logger.debug("task %s of queue %r was already deleted", task, queue)
@@ -281,7 +298,7 @@ class TaskQueueClient:
             TaskNotFound: the task is gone.
         """
         return self._execute(
-            lambda: self.service.tasks().update(project=self.project, taskqueue=queue, task=task,
+            lambda: self.tasks.update(project=self.project, taskqueue=queue, task=task,
                                                 newLeaseSeconds=seconds, body={"queueName": queue}),
             queue, "change lease")
 
@@ -295,24 +312,24 @@ class TaskQueueClient:
     def list_tasks(self, queue: str) -> List[Dict[str, Any]]:
         """``tasks.list``: up to 100 tasks, leased ones included, without payloads."""
         response = self._execute(
-            lambda: self.service.tasks().list(project=self.project, taskqueue=queue),
+            lambda: self.tasks.list(project=self.project, taskqueue=queue),
             queue, "list tasks")
         return response.get("items", [])
 
     def delete_many(self, queue: str, tasks: Iterable[str]) -> None:
         """Delete tasks with batch calls; tasks already gone are skipped."""
-        self._batch(queue, tasks, "delete task", lambda service, task: service.tasks().delete(
+        self._batch(queue, tasks, "delete task", lambda tasks, task: tasks.delete(
             project=self.project, taskqueue=queue, task=task))
 
     def release_many(self, queue: str, tasks: Iterable[str]) -> None:
         """Release leases with batch calls; tasks gone or no longer leased are skipped."""
-        self._batch(queue, tasks, "change lease", lambda service, task: service.tasks().update(
+        self._batch(queue, tasks, "change lease", lambda tasks, task: tasks.update(
             project=self.project, taskqueue=queue, task=task, newLeaseSeconds=0,
             body={"queueName": queue}))
 
     def _batch(self, queue: str, tasks: Iterable[str], action: str,
                make: Callable[[Any, str], Any]) -> None:
-        """Send ``make(service, task)`` for each task in batch calls.
+        """Send ``make(tasks_resource, task)`` for each task in batch calls.
 
         Tasks that are gone (404) or no longer leased (400) are skipped;
         parts that failed transiently are retried one by one.
@@ -331,7 +348,7 @@ class TaskQueueClient:
                 service = self.service
                 batch = service.new_batch_http_request(callback=collect)
                 for task in chunk:
-                    batch.add(make(service, task), request_id=task)
+                    batch.add(make(self.tasks, task), request_id=task)
                 return batch
 
             self._execute(send, queue, action)
@@ -341,7 +358,7 @@ class TaskQueueClient:
                 if not _retryable(error):
                     raise self._translate(error, queue, action)
                 try:
-                    self._execute(lambda task=task: make(self.service, task), queue, action,
+                    self._execute(lambda task=task: make(self.tasks, task), queue, action,
                                   done_if_retried=(400, 404))
                 except (TaskNotFound, LeaseLost):
                     pass

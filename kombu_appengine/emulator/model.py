@@ -292,8 +292,22 @@ class Queue:
         return leased, expired
 
     def ordered(self, limit: int) -> List[Task]:
-        """The first ``limit`` tasks in lease order (ETA, then insertion)."""
-        return heapq.nsmallest(limit, self.tasks.values(), key=lambda t: (t.eta, t.seq))
+        """The first ``limit`` tasks in lease order (ETA, then insertion).
+
+        Walks the heap as the tree it is, smallest entry first, so the cost
+        grows with ``limit`` and the stale entries met, not with the depth.
+        """
+        heap = self._heap
+        found: List[Task] = []
+        frontier: List[Tuple[_HeapEntry, int]] = [(heap[0], 0)] if heap else []
+        while frontier and len(found) < limit:
+            (_, _, version, task), index = heapq.heappop(frontier)
+            if version == task.version:
+                found.append(task)
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+        return found
 
     def stats(self, now: int) -> Dict[str, Any]:
         """The ``stats`` object of ``taskqueues.get``; exact, not approximate."""
