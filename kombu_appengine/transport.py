@@ -122,7 +122,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any, Deque, Dict, List, Mapping, Optional, Set
 
@@ -240,6 +241,9 @@ class Lease:
     expires: float
     task: Dict[str, Any]
     lost: bool = False
+    #: The process that leased it: only that one gives it back on close
+    #: (a forked child closing what it inherited must not).
+    pid: int = field(default_factory=os.getpid)
 
 
 def _decode_payload(text: str) -> Optional[bytes]:
@@ -250,9 +254,30 @@ def _decode_payload(text: str) -> Optional[bytes]:
         return None
 
 
+#: Keys of every message kombu prepares (``Channel.prepare_message``).
+ENVELOPE_KEYS = frozenset({"body", "content-encoding", "content-type", "headers", "properties"})
+
+
 def _is_envelope(document: Any) -> bool:
-    return (isinstance(document, dict) and "body" in document
-            and isinstance(document.get("properties"), dict))
+    return (isinstance(document, dict) and ENVELOPE_KEYS <= document.keys()
+            and isinstance(document["properties"], dict))
+
+
+#: Every open channel of this process, to give them fresh locks after a fork.
+_CHANNELS: "weakref.WeakSet[Channel]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at the fork would never be released in
+    # the child, whose only thread is the one that forked.
+    for channel in list(_CHANNELS):
+        channel._lock = threading.Lock()
+        channel._keeper_stop = threading.Event()
+        channel._keeper = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Channel(virtual.Channel):
@@ -272,6 +297,7 @@ class Channel(virtual.Channel):
         self._lock = threading.Lock()
         self._keeper_stop = threading.Event()
         self._keeper: Optional[threading.Thread] = None
+        _CHANNELS.add(self)
 
     # -- queues -------------------------------------------------------------
 
@@ -361,6 +387,10 @@ class Channel(virtual.Channel):
         result = super().basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
             self._no_ack_queues.discard(queue)
+            # No one takes them from here now: others may have them at once
+            # (a warm shutdown of Celery cancels its task consumer before it
+            # waits for the running tasks).
+            self.release_buffered(queue)
         return result
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
@@ -504,7 +534,7 @@ class Channel(virtual.Channel):
     def _restore(self, message: Any) -> None:
         """Give an unacknowledged message back: release its lease, never copy it."""
         lease = self._take(message.delivery_tag)
-        if lease is not None:
+        if lease is not None and lease.pid == os.getpid():
             self.client.release(lease.route.pull_queue, lease.task_id)
 
     # -- lease keeping --------------------------------------------------------
@@ -538,36 +568,44 @@ class Channel(virtual.Channel):
         renewed = 0
         for tag, lease in due:
             started = time.monotonic()
-            try:
-                self.client.change_lease(lease.route.pull_queue, lease.task_id, lease_secs)
-            except TaskQueueChannelError as error:
-                with self._lock:
-                    still_held = tag in self._unacked
-                if still_held:
+            # Renew under the lock that ack, reject and restore take the
+            # lease with: a lease given back meanwhile is never renewed after
+            # its release (which would hide the task for lease_secs).
+            with self._lock:
+                if tag not in self._unacked:
+                    continue
+                try:
+                    self.client.change_lease(lease.route.pull_queue, lease.task_id, lease_secs)
+                except TaskQueueChannelError as error:
                     lease.lost = True
                     logger.warning("lost the lease on task %s of queue %r before it was renewed (%s): "
                                    "another consumer may get it", lease.task_id, lease.route.pull_queue, error)
-                continue
+                    continue
             lease.expires = started + lease_secs
             renewed += 1
         return renewed
 
     # -- closing ------------------------------------------------------------
 
-    def release_buffered(self) -> int:
+    def release_buffered(self, queue: Optional[str] = None) -> int:
         """Release the leases of the tasks buffered but not yet delivered.
 
         Other consumers can lease them at once. Safe to call from another
         thread than the consuming one. Returns how many were released.
+
+        Parameters:
+            queue: only the tasks buffered for this kombu queue; default all.
         """
         by_queue: Dict[str, List[str]] = collections.defaultdict(list)
-        for buffer in list(self._buffers.values()):
+        buffers = list(self._buffers.values()) if queue is None else [self._buffers.get(queue, ())]
+        for buffer in buffers:
             while buffer:
                 try:
                     lease = buffer.popleft()
                 except IndexError:  # the consuming thread took the last one
                     break
-                by_queue[lease.route.pull_queue].append(lease.task_id)
+                if lease.pid == os.getpid():
+                    by_queue[lease.route.pull_queue].append(lease.task_id)
         released = 0
         for pull_queue, names in by_queue.items():
             try:
@@ -601,6 +639,10 @@ class Transport(virtual.Transport):
 
     connection_errors = virtual.Transport.connection_errors + (TaskQueueConnectionError,)
     channel_errors = virtual.Transport.channel_errors + (TaskQueueChannelError,)
+    #: Without this attribute ``Connection.ensure`` gives up at the second
+    #: connection error; reconnecting here does no I/O, so the server may
+    #: well still be down after a "successful" reconnect.
+    recoverable_connection_errors = connection_errors
 
     implements = virtual.Transport.implements.extend(
         exchange_type=frozenset(["direct", "topic"]),
