@@ -1,0 +1,145 @@
+"""Every example and command in README.md runs, so the manual cannot rot.
+
+Python blocks run in order, each in a fresh interpreter, against one
+emulator; the address the README gives (``127.0.0.1:8123``) is replaced by
+that emulator's. Shell commands are checked against the commands' own
+``--help``: every flag the README uses must exist.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kombu_appengine.emulator import Emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: The emulator address the README's examples use.
+README_HOST = "127.0.0.1:8123"
+#: The queues the README's examples use.
+README_QUEUES = ["pull-queue", "other", "images"]
+#: Commands of this project whose flags the README may use.
+COMMANDS = {
+    "pullqueue_emulator": [sys.executable, "-m", "kombu_appengine.emulator"],
+    "pullqueue_worker": [sys.executable, "-m", "kombu_appengine.worker"],
+    "pullqueue_authenticate": [sys.executable, "-m", "kombu_appengine.authenticate"],
+}
+
+
+def blocks(language):
+    """The README's code blocks in ``language``, with the heading they stand under."""
+    found = []
+    heading = ""
+    for match in re.finditer(r"^(#+ [^\n]*)$|^```(\w*)\n(.*?)^```", README, re.MULTILINE | re.DOTALL):
+        if match.group(1):
+            heading = match.group(1).lstrip("# ")
+        elif match.group(2) == language:
+            found.append((heading, match.group(3)))
+    return found
+
+
+PYTHON_BLOCKS = [(heading, code) for heading, code in blocks("python") if "def test_" not in code]
+FIXTURE_BLOCKS = [code for _, code in blocks("python") if "def test_" in code]
+
+
+def test_the_readme_has_examples_to_run():
+    assert len(PYTHON_BLOCKS) >= 5
+    assert FIXTURE_BLOCKS
+
+
+@pytest.fixture(scope="module")
+def readme_emulator():
+    with Emulator(queues=README_QUEUES) as running:
+        yield running
+
+
+def run_python(code, host, cwd, timeout=120):
+    env = {key: value for key, value in os.environ.items() if key != "TASKQUEUE_EMULATOR_HOST"}
+    return subprocess.run([sys.executable, "-c", code.replace(README_HOST, host)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_python_examples_run_in_order(readme_emulator, tmp_path):
+    for heading, code in PYTHON_BLOCKS:
+        result = run_python(code, readme_emulator.host, tmp_path)
+        assert result.returncode == 0, f"the example under {heading!r} failed:\n{code}\n{result.stderr}"
+    # The producer's ten messages were all consumed by the consumer example.
+    stats = readme_emulator.service.get_queue("emulator", "pull-queue", get_stats=True)["stats"]
+    assert stats["totalTasks"] == 0
+
+
+def test_consumer_example_prints_what_the_producer_sent(readme_emulator, tmp_path):
+    by_heading = dict(PYTHON_BLOCKS)
+    assert run_python(by_heading["A simple producer"], readme_emulator.host, tmp_path).returncode == 0
+    result = run_python(by_heading["A simple consumer"], readme_emulator.host, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:10] == [f"hello {n}" for n in range(10)]
+
+
+def test_fixture_example_passes_under_pytest(tmp_path):
+    for number, code in enumerate(FIXTURE_BLOCKS):
+        (tmp_path / f"test_readme_example_{number}.py").write_text(code)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(FIXTURE_BLOCKS)} passed" in result.stdout
+
+
+def command_lines():
+    for _, code in blocks("sh"):
+        for line in code.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                yield line
+
+
+def test_shell_commands_exist_with_the_flags_used():
+    seen = set()
+    for line in command_lines():
+        words = shlex.split(line)
+        if words[0] == ".venv/bin/python":
+            words = words[1:]
+        if words[0].startswith("scripts/"):
+            assert os.access(ROOT / words[0], os.X_OK), f"{words[0]} is not executable"
+            seen.add(words[0])
+            continue
+        if words[:3] == ["python", "-m", "kombu_appengine.emulator"]:
+            words = ["pullqueue_emulator"] + words[3:]
+        if words[0] not in COMMANDS:
+            continue
+        seen.add(words[0])
+        help_text = subprocess.run(COMMANDS[words[0]] + ["--help"], capture_output=True, text=True,
+                                   timeout=60).stdout
+        for word in words[1:]:
+            if word.startswith("--"):
+                assert word.split("=")[0] in help_text, f"{words[0]} has no {word} (README: {line})"
+    assert {"scripts/demo", "scripts/test", "pullqueue_emulator", "pullqueue_worker"} <= seen
+
+
+def test_readme_shows_the_two_commands_first():
+    quick_start = README.index("## Quick start")
+    assert README.index("scripts/demo") > quick_start
+    assert README.index("scripts/test") > quick_start
+    assert README.index("## Quick start") < README.index("## kombu on a pull queue")
+
+
+def test_every_transport_option_in_the_manual_is_in_the_readme():
+    from kombu_appengine import transport
+
+    documented = set(re.findall(r"^\* ``(\w+)``", transport.__doc__, re.MULTILINE))
+    in_readme = set(re.findall(r"^\| `(\w+)` \|", README, re.MULTILINE))
+    assert documented and documented <= in_readme
+
+
+def test_demo_runs_and_reports_an_empty_queue():
+    result = subprocess.run([sys.executable, "-m", "kombu_appengine.demo", "--tasks", "200", "--processes", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "processed:          200 of 200" in result.stdout
+    assert "queue now holds:    0 tasks (taskqueues.get), 0 listed (tasks.list)" in result.stdout
+    assert re.search(r"HTTP calls per task: \d+\.\d\d", result.stdout)
