@@ -335,24 +335,9 @@ class TaskQueueClient:
         parts that failed transiently are retried one by one.
         """
         pending = list(tasks)
-        while pending:
-            chunk, pending = pending[:BATCH_SIZE], pending[BATCH_SIZE:]
-            errors: Dict[str, HttpError] = {}
-
-            def collect(request_id: str, _response: Any, error: Optional[Exception]) -> None:
-                if isinstance(error, HttpError):
-                    errors[request_id] = error
-
-            def send(chunk: List[str] = chunk) -> Any:
-                errors.clear()
-                service = self.service
-                batch = service.new_batch_http_request(callback=collect)
-                for task in chunk:
-                    batch.add(make(self.tasks, task), request_id=task)
-                return batch
-
-            self._execute(send, queue, action)
-            for task, error in errors.items():
+        for start in range(0, len(pending), BATCH_SIZE):
+            failures = self._send_batch(queue, pending[start:start + BATCH_SIZE], action, make)
+            for task, error in failures.items():
                 if error.resp.status in (400, 404):
                     continue
                 if not _retryable(error):
@@ -362,3 +347,22 @@ class TaskQueueClient:
                                   done_if_retried=(400, 404))
                 except (TaskNotFound, LeaseLost):
                     pass
+
+    def _send_batch(self, queue: str, chunk: List[str], action: str,
+                    make: Callable[[Any, str], Any]) -> Dict[str, HttpError]:
+        """One batch call (retried whole on transient failure); the parts that failed."""
+        failures: Dict[str, HttpError] = {}
+
+        def collect(request_id: str, _response: Any, error: Optional[Exception]) -> None:
+            if isinstance(error, HttpError):
+                failures[request_id] = error
+
+        def build() -> Any:
+            failures.clear()
+            batch = self.service.new_batch_http_request(callback=collect)
+            for task in chunk:
+                batch.add(make(self.tasks, task), request_id=task)
+            return batch
+
+        self._execute(build, queue, action)
+        return failures

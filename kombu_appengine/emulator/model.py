@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Protocol, Tuple
 
 from . import errors
-from .errors import ApiError
 
 #: Most tasks one lease may ask for.
 MAX_NUM_TASKS = 1000
