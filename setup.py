@@ -29,12 +29,15 @@ setup(
         "test": [
             "pytest>=7",
             "hypothesis>=6",
+            # The end-to-end tests run real Celery workers (tests/test_celery.py).
+            "celery>=5.3",
         ],
     },
     entry_points={
         "console_scripts": [
             "pullqueue_emulator = kombu_appengine.emulator.cli:main",
             "pullqueue_worker = kombu_appengine.worker:main",
+            "pullqueue_authenticate = kombu_appengine.authenticate:main",
         ],
         "pytest11": [
             "pullqueue_emulator = kombu_appengine.pytest_plugin",

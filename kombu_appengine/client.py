@@ -24,11 +24,12 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+import google.auth.exceptions
 import httplib2
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
-from .credentials import authorized_http
+from .credentials import authorized_http, refresh_refused
 from .discovery import load_document
 from .errors import (
     AuthenticationFailed,
@@ -196,6 +197,9 @@ class TaskQueueClient:
                     raise self._translate(error, queue, action) from None
                 logger.warning("%s on queue %r answered %s; retrying in %.2fs",
                                action, queue, status, delay)
+            except google.auth.exceptions.RefreshError as error:
+                # Batches refresh credentials themselves, outside authorized_http.
+                raise refresh_refused(error) from None
             except TRANSPORT_ERRORS as error:
                 if last:
                     raise TaskQueueConnectionError(

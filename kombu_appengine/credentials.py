@@ -1,103 +1,428 @@
-"""Where the transport's OAuth 2.0 credentials come from, and how they sign requests.
+"""Where the transport's OAuth 2.0 credentials come from, how they sign
+requests, and where refreshed tokens go.
 
-Sources, first match wins: a ready ``credentials`` object (google-auth or
-oauth2client); a ``credentials_storage`` (anything with ``.get()``, such as
-``oauth2client.file.Storage``); a ``credentials_file`` (the file
-``pullqueue_authenticate`` writes, a service-account key, or an
-authorized-user file as gcloud writes it); otherwise Application Default
-Credentials. An emulator needs none.
+Sources, first match wins:
+
+1. ``credentials``: a ready credentials object, google-auth or oauth2client.
+2. ``credentials_storage``: anything with ``.get()``, such as
+   ``oauth2client.file.Storage``.
+3. ``credentials_file``: its kind is detected from its content: the file
+   ``pullqueue_authenticate`` writes (oauth2client's storage format), a
+   service-account key, or an authorized-user file (as gcloud or google-auth
+   write it).
+4. (an emulator needs none: :class:`kombu_appengine.transport.Transport`
+   decides that)
+5. Application Default Credentials, with the Task Queue scope: the file
+   named by ``GOOGLE_APPLICATION_CREDENTIALS`` (read as a ``credentials_file``
+   when it is of a kind above), else whatever :func:`google.auth.default`
+   finds.
+
+Every source ends up as one google-auth credentials object. An access token
+that has expired (or is about to) is refreshed before a request is sent, and
+a token the service refuses (401) is refreshed once and the request retried.
+The refreshed token is written back where it came from, so the next start
+does not refresh again: through the oauth2client storage the credentials were
+read from, or into the authorized-user file, keeping its other fields.
+Service-account keys hold no token, so nothing is written for them.
+Files are always written atomically (a temporary file renamed over the old
+one), so a process never reads half a file another one is writing.
+
+No function here logs or formats a token, a refresh token or a client
+secret.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
-from typing import Any, Optional
+import logging
+import os
+import stat
+import tempfile
+import threading
+from typing import Any, Dict, Optional
 
 import google.auth
 import google.auth.credentials
 import google.auth.exceptions
 import google_auth_httplib2
 import httplib2
+import oauth2client.client
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
-from .errors import ConfigurationError
+from .errors import AuthenticationFailed, ConfigurationError, TaskQueueConnectionError
+
+logger = logging.getLogger(__name__)
 
 #: OAuth scope for every Task Queue call.
 TASKQUEUE_SCOPE = "https://www.googleapis.com/auth/taskqueue"
 #: OAuth scope for consuming only (lease, update, delete, get, list).
 TASKQUEUE_CONSUMER_SCOPE = "https://www.googleapis.com/auth/taskqueue.consumer"
+#: Environment variable naming the Application Default Credentials file.
+ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+#: Socket timeout, in seconds, of a request to a token endpoint.
+REFRESH_TIMEOUT = 60.0
+#: Mode of a credentials file this module creates: readable by its owner only.
+PRIVATE_FILE_MODE = 0o600
+#: Least time a token written by another process must have left to be used
+#: instead of refreshing (more than google-auth's own refresh margin).
+FRESH_MARGIN = datetime.timedelta(minutes=5)
+#: The ``type`` of a service-account key file.
+SERVICE_ACCOUNT_TYPE = "service_account"
+#: The ``type`` of an authorized-user file.
+AUTHORIZED_USER_TYPE = "authorized_user"
+
+
+# -- loading ----------------------------------------------------------------
 
 
 def load_credentials(
     credentials: Any = None,
     storage: Any = None,
     credentials_file: Optional[str] = None,
-) -> Any:
+) -> google.auth.credentials.Credentials:
     """The credentials to sign requests with, from the first source given.
+
+    With no source given, Application Default Credentials.
 
     Raises:
         ConfigurationError: a source is given but holds no usable
-            credentials; the message names the source.
+            credentials, or none is given and there are no Application
+            Default Credentials; the message names the source.
     """
     if credentials is not None:
-        return credentials
+        return as_google_auth(credentials)
     if storage is not None:
-        if not callable(getattr(storage, "get", None)):
-            raise ConfigurationError("credentials_storage must have a get() method, "
-                                     "like oauth2client.file.Storage")
-        loaded = storage.get()
-        if loaded is None:
-            raise ConfigurationError(
-                f"credentials_storage {storage!r} holds no credentials: "
-                "run pullqueue_authenticate client_secrets.json FILE first")
-        return loaded
+        return as_google_auth(credentials_from_storage(storage))
     if credentials_file is not None:
         return credentials_from_file(credentials_file)
-    try:
-        found, _ = google.auth.default(scopes=[TASKQUEUE_SCOPE])
-    except google.auth.exceptions.DefaultCredentialsError as exc:
+    return application_default_credentials()
+
+
+def credentials_from_storage(storage: Any) -> Any:
+    """The credentials ``storage.get()`` returns, set to write refreshes back to it.
+
+    Raises:
+        ConfigurationError: ``storage`` has no ``get()`` or holds nothing.
+    """
+    if not callable(getattr(storage, "get", None)):
+        raise ConfigurationError("credentials_storage must have a get() method, "
+                                 "like oauth2client.file.Storage")
+    loaded = storage.get()
+    if loaded is None:
         raise ConfigurationError(
-            "no credentials: set the transport option credentials_file (see "
-            "pullqueue_authenticate), credentials_storage or credentials, or set up "
-            f"Application Default Credentials ({exc})") from None
-    return found
+            f"credentials_storage {type(storage).__name__} holds no credentials: "
+            "run pullqueue_authenticate client_secrets.json FILE first")
+    if (isinstance(loaded, oauth2client.client.Credentials)
+            and isinstance(storage, oauth2client.client.Storage)
+            and getattr(loaded, "store", None) is None):
+        loaded.set_store(storage)
+    return loaded
 
 
-def credentials_from_file(path: str) -> Any:
+def credentials_from_file(path: str, source: str = "credentials_file") -> google.auth.credentials.Credentials:
     """Credentials from a file, whatever its kind.
+
+    Parameters:
+        path: the file.
+        source: what named the file, for error messages.
 
     Raises:
         ConfigurationError: the file is missing, not JSON, or of no known kind.
     """
-    try:
-        with open(path, encoding="utf-8") as stream:
-            data = json.load(stream)
-    except OSError as exc:
-        raise ConfigurationError(f"credentials_file {path}: cannot read: {exc.strerror}") from None
-    except ValueError:
-        raise ConfigurationError(f"credentials_file {path}: not a JSON credentials file") from None
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"credentials_file {path}: not a JSON credentials file")
+    data = _read_json(path, source)
     if "_module" in data and "_class" in data:
-        from oauth2client.file import Storage
-
-        loaded = Storage(path).get()
+        loaded = CredentialsFileStorage(path).get()
         if loaded is None:
-            raise ConfigurationError(f"credentials_file {path}: oauth2client could not read it")
-        return loaded
+            raise ConfigurationError(f"{source} {path}: oauth2client cannot read it")
+        return as_google_auth(loaded)
     kind = data.get("type")
-    if kind == "service_account":
-        return service_account.Credentials.from_service_account_info(data, scopes=[TASKQUEUE_SCOPE])
-    if kind == "authorized_user":
-        return user_credentials.Credentials.from_authorized_user_info(data)
+    try:
+        if kind == SERVICE_ACCOUNT_TYPE:
+            return service_account.Credentials.from_service_account_info(data, scopes=[TASKQUEUE_SCOPE])
+        if kind == AUTHORIZED_USER_TYPE:
+            return AuthorizedUserFileCredentials.from_file_info(data, path)
+    except (ValueError, KeyError) as error:
+        raise ConfigurationError(f"{source} {path}: not a valid {kind} file: {error}") from None
     raise ConfigurationError(
-        f"credentials_file {path}: not a file written by pullqueue_authenticate, "
+        f"{source} {path}: not a file written by pullqueue_authenticate, "
         "a service-account key or an authorized-user file")
 
 
-def authorized_http(credentials: Any, http: httplib2.Http) -> Any:
-    """``http`` signing every request with ``credentials`` (refreshing as needed)."""
-    if hasattr(credentials, "authorize") and not isinstance(credentials, google.auth.credentials.Credentials):
-        return credentials.authorize(http)
-    return google_auth_httplib2.AuthorizedHttp(credentials, http=http)
+def application_default_credentials() -> google.auth.credentials.Credentials:
+    """Application Default Credentials with the Task Queue scope.
+
+    A ``GOOGLE_APPLICATION_CREDENTIALS`` file of a kind
+    :func:`credentials_from_file` knows is read by it (so refreshed tokens
+    are written back to it); anything else is left to
+    :func:`google.auth.default`.
+
+    Raises:
+        ConfigurationError: there are none.
+    """
+    path = os.environ.get(ADC_ENV)
+    if path:
+        data = _read_json(path, ADC_ENV)
+        if data.get("type") in (SERVICE_ACCOUNT_TYPE, AUTHORIZED_USER_TYPE):
+            return credentials_from_file(path, source=ADC_ENV)
+    try:
+        found, _ = google.auth.default(scopes=[TASKQUEUE_SCOPE])
+    except google.auth.exceptions.DefaultCredentialsError as error:
+        raise ConfigurationError(
+            "no credentials: set the transport option credentials_file (see "
+            "pullqueue_authenticate), credentials_storage or credentials, or set up "
+            f"Application Default Credentials ({error})") from None
+    return found
+
+
+def as_google_auth(credentials: Any) -> google.auth.credentials.Credentials:
+    """``credentials`` as a google-auth object, with the Task Queue scope if it needs one.
+
+    oauth2client credentials are wrapped, not converted, so that refreshing
+    them still goes through (and writes back to) their own storage.
+    """
+    if isinstance(credentials, google.auth.credentials.Credentials):
+        return google.auth.credentials.with_scopes_if_required(credentials, [TASKQUEUE_SCOPE])
+    if isinstance(credentials, oauth2client.client.Credentials):
+        if getattr(credentials, "create_scoped_required", lambda: False)():
+            credentials = credentials.create_scoped([TASKQUEUE_SCOPE])
+        return OAuth2ClientCredentials(credentials)
+    raise ConfigurationError(
+        f"credentials must be google-auth or oauth2client credentials, not {type(credentials).__name__}")
+
+
+def _read_json(path: str, source: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except OSError as error:
+        raise ConfigurationError(f"{source} {path}: cannot read it: {error.strerror}") from None
+    except ValueError:
+        raise ConfigurationError(f"{source} {path}: not a JSON credentials file") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source} {path}: not a JSON credentials file")
+    return data
+
+
+# -- signing requests ---------------------------------------------------------
+
+
+def refresh_refused(error: google.auth.exceptions.RefreshError) -> AuthenticationFailed:
+    """The error to raise when the token endpoint refused a refresh."""
+    # args[0] is the reason; args[1], when present, the whole error body.
+    reason = error.args[0] if error.args else error
+    return AuthenticationFailed(
+        f"the token endpoint refused to refresh the credentials ({reason}): "
+        "run pullqueue_authenticate again, or check the service-account key")
+
+
+class _AuthorizedHttp(google_auth_httplib2.AuthorizedHttp):
+    """An AuthorizedHttp whose refresh failures are kombu_appengine errors."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().request(*args, **kwargs)
+        except google.auth.exceptions.RefreshError as error:
+            raise refresh_refused(error) from None
+        except google.auth.exceptions.TransportError as error:
+            raise TaskQueueConnectionError(
+                f"cannot reach the token endpoint to refresh the credentials: {error}") from None
+
+
+def authorized_http(credentials: Any, http: httplib2.Http) -> httplib2.Http:
+    """``http`` signing every request with ``credentials``, refreshing them as needed.
+
+    Raises (from its ``request``):
+        AuthenticationFailed: the token endpoint refused to refresh them.
+        TaskQueueConnectionError: the token endpoint could not be reached.
+    """
+    if not isinstance(credentials, google.auth.credentials.Credentials):
+        credentials = as_google_auth(credentials)
+    return _AuthorizedHttp(credentials, http=http)
+
+
+class OAuth2ClientCredentials(google.auth.credentials.Credentials):
+    """oauth2client credentials seen through google-auth.
+
+    google-auth refreshes before the token expires; oauth2client alone would
+    send an expired token and refresh only on the 401. Refreshing goes
+    through oauth2client, so its storage (``set_store``, which
+    ``Storage.get()`` does) gets the new token, and a newer token that
+    another process already wrote there is used instead of refreshing again.
+    """
+
+    def __init__(self, wrapped: oauth2client.client.Credentials) -> None:
+        super().__init__()
+        #: The oauth2client credentials.
+        self.wrapped = wrapped
+        self._take_token()
+
+    def _take_token(self) -> None:
+        self.token = getattr(self.wrapped, "access_token", None)
+        self.expiry = getattr(self.wrapped, "token_expiry", None)
+
+    def refresh(self, request: Any) -> None:
+        """Refresh through oauth2client (and its storage)."""
+        try:
+            self.wrapped.refresh(httplib2.Http(timeout=REFRESH_TIMEOUT))
+        except oauth2client.client.HttpAccessTokenRefreshError as error:
+            raise google.auth.exceptions.RefreshError(str(error)) from None
+        except (httplib2.HttpLib2Error, OSError) as error:
+            raise google.auth.exceptions.TransportError(repr(error)) from None
+        self._take_token()
+
+
+class AuthorizedUserFileCredentials(user_credentials.Credentials):
+    """An authorized-user file's credentials, writing refreshed tokens back to it.
+
+    The new access token and its expiry are stored under ``token`` and
+    ``expiry`` (the keys google-auth's ``to_json`` uses and
+    ``from_authorized_user_info`` reads); every other field is kept. Before
+    refreshing, a token that another process already wrote to the file is
+    used if it is newer and still fresh. A file that cannot be written (a
+    read-only secret mount, say) only costs a refresh at the next start.
+    """
+
+    @classmethod
+    def from_file_info(cls, info: Dict[str, Any], path: str) -> "AuthorizedUserFileCredentials":
+        """Credentials from the parsed authorized-user file at ``path``.
+
+        Unlike google-auth's ``from_authorized_user_info``, the file's
+        ``token_uri`` is honoured when it has one.
+
+        Raises:
+            ValueError: a required field is missing.
+        """
+        loaded = cls.from_authorized_user_info(info)
+        token_uri = info.get("token_uri")
+        if token_uri and token_uri != loaded.token_uri:
+            expiry = loaded.expiry
+            loaded = loaded.with_token_uri(token_uri)
+            loaded.expiry = expiry
+        loaded._path = path
+        loaded._file_lock = threading.Lock()
+        return loaded
+
+    def refresh(self, request: Any) -> None:
+        """Refresh, unless the file already holds a newer fresh token; write the new one back."""
+        path = getattr(self, "_path", None)
+        if path is None:
+            super().refresh(request)
+            return
+        with self._file_lock:
+            if self._take_newer_token_from_file(path):
+                return
+            super().refresh(request)
+            self._write_token_to_file(path)
+
+    def _take_newer_token_from_file(self, path: str) -> bool:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                stored = json.load(stream)
+            token, expiry = stored["token"], _parse_expiry(stored["expiry"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        if not token or token == self.token or expiry <= _utcnow() + FRESH_MARGIN:
+            return False
+        self.token, self.expiry = token, expiry
+        return True
+
+    def _write_token_to_file(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                stored = json.load(stream)
+            stored["token"] = self.token
+            stored["expiry"] = self.expiry.isoformat() + "Z" if self.expiry else None
+            if self.refresh_token:
+                stored["refresh_token"] = self.refresh_token
+            write_private_file(path, json.dumps(stored, indent=2) + "\n",
+                               mode=stat.S_IMODE(os.stat(path).st_mode))
+        except (OSError, ValueError) as error:
+            logger.warning("could not write the refreshed access token back to %s (%s): "
+                           "the next start refreshes again", path, getattr(error, "strerror", None) or
+                           type(error).__name__)
+
+
+def _utcnow() -> datetime.datetime:
+    """Now, as google-auth keeps expiries: naive UTC."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _parse_expiry(text: str) -> datetime.datetime:
+    """An ``expiry`` as google-auth writes it (naive UTC), as google-auth parses it."""
+    return datetime.datetime.strptime(text.rstrip("Z").split(".")[0], "%Y-%m-%dT%H:%M:%S")
+
+
+# -- storing ------------------------------------------------------------------
+
+
+def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Replace the file at ``path`` (following a symlink) with ``text``, atomically.
+
+    The text goes to a temporary file in the same directory, created with
+    ``mode``, flushed to disk, then renamed over ``path``: readers see the
+    old file or the new one, never a part.
+
+    Raises:
+        OSError: the directory cannot be written.
+    """
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target) or "."
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(target) + ".",
+                                             suffix=".tmp")
+    try:
+        os.chmod(temporary, mode)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+class CredentialsFileStorage(oauth2client.client.Storage):
+    """oauth2client's file storage format, written atomically with mode 0600.
+
+    What ``pullqueue_authenticate`` writes and ``credentials_file`` reads
+    when it is in this format: ``oauth2client.file.Storage(path).get()``
+    reads the same file.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(lock=threading.Lock())
+        #: The file.
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<CredentialsFileStorage {self.path!r}>"
+
+    def locked_get(self) -> Optional[oauth2client.client.Credentials]:
+        """The stored credentials, set to write refreshes back here; ``None`` when unreadable."""
+        try:
+            with open(self.path, encoding="utf-8") as stream:
+                content = stream.read()
+        except OSError:
+            return None
+        try:
+            credentials = oauth2client.client.Credentials.new_from_json(content)
+        except (ValueError, KeyError, TypeError, AttributeError, ImportError):
+            return None
+        credentials.set_store(self)
+        return credentials
+
+    def locked_put(self, credentials: oauth2client.client.Credentials) -> None:
+        """Store ``credentials`` atomically, readable by the owner only."""
+        write_private_file(self.path, credentials.to_json(), PRIVATE_FILE_MODE)
+
+    def locked_delete(self) -> None:
+        """Remove the file."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

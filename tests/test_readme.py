@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kombu_appengine.emulator import Emulator
+from oauth_server import OAuthServer
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -43,8 +44,12 @@ def blocks(language):
     return found
 
 
-PYTHON_BLOCKS = [(heading, code) for heading, code in blocks("python") if "def test_" not in code]
+PYTHON_BLOCKS = [(heading, code) for heading, code in blocks("python")
+                 if "def test_" not in code and "credentials_file" not in code]
 FIXTURE_BLOCKS = [code for _, code in blocks("python") if "def test_" in code]
+#: Examples for the real service: run against an emulator that demands the
+#: tokens a local OAuth server issued.
+CREDENTIAL_BLOCKS = [code for _, code in blocks("python") if "credentials_file" in code]
 
 
 def test_the_readme_has_examples_to_run():
@@ -58,8 +63,8 @@ def readme_emulator():
         yield running
 
 
-def run_python(code, host, cwd, timeout=120):
-    env = {key: value for key, value in os.environ.items() if key != "TASKQUEUE_EMULATOR_HOST"}
+def run_python(code, host, cwd, timeout=120, env=None):
+    env = env or {key: value for key, value in os.environ.items() if key != "TASKQUEUE_EMULATOR_HOST"}
     return subprocess.run([sys.executable, "-c", code.replace(README_HOST, host)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -79,6 +84,20 @@ def test_consumer_example_prints_what_the_producer_sent(readme_emulator, tmp_pat
     result = run_python(by_heading["A simple consumer"], readme_emulator.host, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:10] == [f"hello {n}" for n in range(10)]
+
+
+def test_real_service_example_signs_with_the_stored_token(tmp_path):
+    assert CREDENTIAL_BLOCKS
+    with OAuthServer() as oauth, Emulator(queues=README_QUEUES, require_auth=True) as server:
+        server.api.accepted_tokens = oauth.valid_tokens
+        oauth.write_credentials_file(tmp_path / "credentials")
+        env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=server.host)
+        for code in CREDENTIAL_BLOCKS:
+            result = run_python(code, server.host, tmp_path, env=env)
+            assert result.returncode == 0, f"{code}\n{result.stderr}"
+        assert server.tokens and set(server.tokens) <= set(oauth.issued)
+        stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
+        assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
 
 
 def test_fixture_example_passes_under_pytest(tmp_path):

@@ -1,0 +1,252 @@
+"""``pullqueue_authenticate`` end to end: a child process, a real OAuth 2.0
+server on loopback (``oauth_server``), and a "browser" that follows the
+authorization URL and goes back to wherever the server redirects it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import pathlib
+import shutil
+import stat
+import sys
+import urllib.parse
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from oauth2client.client import OAuth2Credentials
+from oauth2client.file import Storage
+
+from kombu_appengine import authenticate
+from kombu_appengine.credentials import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from oauth_server import AuthenticateRun, OAuthServer, consent, visit
+
+
+@pytest.fixture
+def oauth() -> Iterator[OAuthServer]:
+    """A running OAuth 2.0 server."""
+    with OAuthServer() as server:
+        yield server
+
+
+def write_json(path: pathlib.Path, document: Any) -> str:
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def client_secrets(oauth: OAuthServer, tmp_path: pathlib.Path) -> str:
+    """An installed client's secrets file pointing at :func:`oauth`."""
+    return write_json(tmp_path / "client_secrets.json", oauth.client_secrets())
+
+
+def query_of(url: str) -> Dict[str, str]:
+    return {key: values[0] for key, values in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).items()}
+
+
+def secrets_of(oauth: OAuthServer) -> List[str]:
+    """Everything that must never be printed."""
+    return oauth.issued + oauth.refresh_tokens_issued + [oauth.client_secret]
+
+
+def assert_one_line_error(status: int, stderr: str, *words: str) -> None:
+    assert status != 0
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("pullqueue_authenticate: ")
+    for word in words:
+        assert word in stderr
+
+
+def assert_valid_credentials_file(path: pathlib.Path, oauth: OAuthServer, scope: str = TASKQUEUE_SCOPE) -> None:
+    """The file is private, in oauth2client's format, and holds what the server issued."""
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    document = json.loads(path.read_text())
+    assert document["_module"] == "oauth2client.client" and document["_class"] == "OAuth2Credentials"
+    stored = Storage(str(path)).get()
+    assert isinstance(stored, OAuth2Credentials)
+    assert stored.access_token == oauth.issued[-1]
+    assert stored.refresh_token == oauth.refresh_tokens_issued[-1]
+    assert stored.client_id == oauth.client_id
+    assert stored.token_uri == oauth.token_uri
+    assert stored.scopes == {scope}
+    assert not stored.access_token_expired
+    assert [entry.name for entry in path.parent.iterdir() if entry.name.endswith(".tmp")] == []
+
+
+# -- the two modes ----------------------------------------------------------------
+
+
+def test_loopback_flow_as_a_browser_does(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "credentials"
+    run = AuthenticateRun(client_secrets, str(target), "--no-browser")
+    url = run.authorization_url()
+    assert url.startswith(oauth.auth_uri + "?")
+    asked = query_of(url)
+    assert asked["client_id"] == oauth.client_id
+    assert asked["scope"] == TASKQUEUE_SCOPE
+    assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
+    assert asked["access_type"] == "offline" and asked["response_type"] == "code"
+    redirect_uri = urllib.parse.urlsplit(asked["redirect_uri"])
+    assert redirect_uri.scheme == "http" and redirect_uri.hostname == "127.0.0.1" and redirect_uri.port
+
+    back = consent(url)
+    assert back.startswith(asked["redirect_uri"])
+    status, _, page = visit(back)
+    assert status == 200 and b"close this window" in page
+
+    code, stdout, stderr = run.finish()
+    assert code == 0, stderr
+    assert oauth.grants == ["authorization_code"]
+    assert f"Credentials written to {target}" in stdout
+    assert_valid_credentials_file(target, oauth)
+    for secret in secrets_of(oauth):
+        assert secret not in stdout + stderr
+
+
+def test_manual_flow_reads_the_redirected_address(oauth: OAuthServer, client_secrets: str,
+                                                  tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "credentials"
+    run = AuthenticateRun(client_secrets, str(target), "--noauth_local_webserver")
+    url = run.authorization_url()
+    assert query_of(url)["redirect_uri"] == authenticate.MANUAL_REDIRECT_URI
+    back = consent(url)
+    assert back.startswith(authenticate.MANUAL_REDIRECT_URI + "?code=")
+
+    code, stdout, stderr = run.finish(back)
+    assert code == 0, stderr
+    assert_valid_credentials_file(target, oauth)
+    for secret in secrets_of(oauth):
+        assert secret not in stdout + stderr
+
+
+def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(oauth: OAuthServer, client_secrets: str,
+                                                                tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "credentials"
+    run = AuthenticateRun(client_secrets, str(target), "--noauth_local_webserver", "--scope", "consumer")
+    url = run.authorization_url()
+    assert query_of(url)["scope"] == TASKQUEUE_CONSUMER_SCOPE
+    code, _, stderr = run.finish("  " + query_of(consent(url))["code"] + "  ")
+    assert code == 0, stderr
+    assert_valid_credentials_file(target, oauth, TASKQUEUE_CONSUMER_SCOPE)
+
+
+def test_installed_console_script_replaces_a_file_and_keeps_it_private(
+        oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+    scripts = [entry for entry in importlib.metadata.entry_points(group="console_scripts")
+               if entry.name == "pullqueue_authenticate"]
+    assert [entry.value for entry in scripts] == ["kombu_appengine.authenticate:main"]
+    script = shutil.which("pullqueue_authenticate", path=os.path.dirname(sys.executable))
+    assert script, "pullqueue_authenticate is not installed next to this Python"
+    target = tmp_path / "credentials"
+    target.write_text("old")
+    target.chmod(0o644)
+    run = AuthenticateRun(client_secrets, str(target), "--noauth_local_webserver", command=[script])
+    code, _, stderr = run.finish(consent(run.authorization_url()))
+    assert code == 0, stderr
+    assert_valid_credentials_file(target, oauth)
+
+
+# -- errors: one line on stderr, a non-zero exit, no file ----------------------
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["cannot read it"]),
+    ("{not json", ["not JSON"]),
+    (json.dumps({"installed": {"client_id": "x"}}), ["Missing property"]),
+    (json.dumps(["installed"]), ["Invalid file format"]),
+])
+def test_missing_or_malformed_client_secrets(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture,
+                                             content: Any, words: List[str]) -> None:
+    secrets_path = tmp_path / "client_secrets.json"
+    if content is not None:
+        secrets_path.write_text(content)
+    status = authenticate.main([str(secrets_path), str(tmp_path / "credentials"), "--no-browser"])
+    captured = capsys.readouterr()
+    assert_one_line_error(status, captured.err, str(secrets_path), *words)
+    assert not (tmp_path / "credentials").exists()
+
+
+def test_web_client_is_refused(oauth: OAuthServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
+    secrets_path = write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web"))
+    status = authenticate.main([secrets_path, str(tmp_path / "credentials"), "--no-browser"])
+    assert_one_line_error(status, capsys.readouterr().err, "web application", "Desktop app")
+    assert oauth.authorization_requests == []
+    assert not (tmp_path / "credentials").exists()
+
+
+def test_consent_denied_in_the_loopback_flow(oauth: OAuthServer, client_secrets: str,
+                                             tmp_path: pathlib.Path) -> None:
+    oauth.deny = True
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--no-browser")
+    back = consent(run.authorization_url())
+    assert "error=access_denied" in back
+    status, _, page = visit(back)
+    assert status == 200 and b"denied" in page
+    code, _, stderr = run.finish()
+    assert_one_line_error(code, stderr, "consent was denied")
+    assert oauth.grants == []
+    assert not (tmp_path / "credentials").exists()
+
+
+def test_consent_denied_in_the_manual_flow(oauth: OAuthServer, client_secrets: str,
+                                           tmp_path: pathlib.Path) -> None:
+    oauth.deny = True
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
+    code, _, stderr = run.finish(consent(run.authorization_url()))
+    assert_one_line_error(code, stderr, "access_denied")
+    assert not (tmp_path / "credentials").exists()
+
+
+def test_state_mismatch_in_the_loopback_flow(oauth: OAuthServer, client_secrets: str,
+                                             tmp_path: pathlib.Path) -> None:
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--no-browser")
+    back = consent(run.authorization_url())
+    forged = back.replace("state=", "state=forged")
+    visit(forged)
+    code, _, stderr = run.finish()
+    assert_one_line_error(code, stderr, "state")
+    assert oauth.grants == []
+    assert not (tmp_path / "credentials").exists()
+
+
+def test_state_missing_in_a_pasted_address(oauth: OAuthServer, client_secrets: str,
+                                           tmp_path: pathlib.Path) -> None:
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
+    code = query_of(consent(run.authorization_url()))["code"]
+    status, _, stderr = run.finish(f"http://localhost/?code={code}")
+    assert_one_line_error(status, stderr, "state")
+    assert oauth.grants == []
+
+
+def test_token_endpoint_refuses_the_code(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
+    consent(run.authorization_url())
+    code, stdout, stderr = run.finish("not-the-code")
+    assert_one_line_error(code, stderr, "refused the authorization code", "invalid_grant", oauth.token_uri)
+    assert not (tmp_path / "credentials").exists()
+    assert oauth.client_secret not in stdout + stderr
+
+
+def test_no_answer_pasted(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
+    run.authorization_url()
+    code, _, stderr = run.finish()
+    assert_one_line_error(code, stderr, "no authorization code")
+
+
+def test_the_server_insists_on_pkce(oauth: OAuthServer) -> None:
+    """What makes a successful flow above a proof that PKCE was used."""
+    url = oauth.auth_uri + "?" + urllib.parse.urlencode({
+        "client_id": oauth.client_id, "redirect_uri": "http://127.0.0.1:9/", "response_type": "code",
+        "scope": TASKQUEUE_SCOPE, "state": "s"})
+    assert "error=invalid_request" in consent(url)
+
+
+def test_unknown_scope_is_a_usage_error(client_secrets: str, tmp_path: pathlib.Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        authenticate.main([client_secrets, str(tmp_path / "credentials"), "--scope", "everything"])
+    assert exit_info.value.code == 2
+    assert "not a Task Queue scope" in capsys.readouterr().err
