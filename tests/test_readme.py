@@ -23,7 +23,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The emulator address the README's examples use.
 README_HOST = "127.0.0.1:8123"
 #: The queues the README's examples use.
-README_QUEUES = ["pull-queue", "other", "images"]
+README_QUEUES = ["pull-queue", "other", "images", "celery", "shared"]
 #: Commands of this project whose flags the README may use.
 COMMANDS = {
     "pullqueue_emulator": [sys.executable, "-m", "kombu_appengine.emulator"],
@@ -64,12 +64,22 @@ def readme_emulator():
 
 
 def run_python(code, host, cwd, timeout=120, env=None):
-    env = env or {key: value for key, value in os.environ.items() if key != "TASKQUEUE_EMULATOR_HOST"}
+    env = env or dict(os.environ, TASKQUEUE_EMULATOR_HOST=host)
     return subprocess.run([sys.executable, "-c", code.replace(README_HOST, host)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def module_name(code):
+    """The module a block is, by its opening docstring (``tasks.py: ...``), else None."""
+    match = re.match(r'"""(\w+)\.py:', code)
+    return match.group(1) if match else None
+
+
 def test_python_examples_run_in_order(readme_emulator, tmp_path):
+    # Modules the README names (tasks.py) are there for the blocks that import them.
+    for _, code in PYTHON_BLOCKS:
+        if module_name(code):
+            (tmp_path / f"{module_name(code)}.py").write_text(code)
     for heading, code in PYTHON_BLOCKS:
         result = run_python(code, readme_emulator.host, tmp_path)
         assert result.returncode == 0, f"the example under {heading!r} failed:\n{code}\n{result.stderr}"
@@ -138,6 +148,12 @@ def test_shell_commands_exist_with_the_flags_used():
             if word.startswith("--"):
                 assert word.split("=")[0] in help_text, f"{words[0]} has no {word} (README: {line})"
     assert {"scripts/demo", "scripts/test", "pullqueue_emulator", "pullqueue_worker"} <= seen
+
+
+def test_the_celery_example_is_the_one_the_celery_tests_run():
+    example = (ROOT / "tests" / "celery_example.py").read_text(encoding="utf-8")
+    assert module_name(example) == "tasks"
+    assert f"```python\n{example}```" in README
 
 
 def test_readme_shows_the_two_commands_first():
