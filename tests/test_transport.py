@@ -1031,3 +1031,41 @@ def test_http_calls_per_consumed_message(emulator, num_tasks):
         queue.close()
     assert calls / count <= 1 + 1 / num_tasks
     assert total_tasks(emulator) == 0
+
+
+# -- cancel and the lease keeper ----------------------------------------------
+
+
+def test_cancelling_the_last_consumer_releases_its_buffered_tasks(emulator):
+    prefill(emulator, 5)
+    with connect(emulator, num_tasks=5) as connection:
+        got = []
+        consumer = connection.Consumer(Queue("default"), callbacks=[lambda body, message: got.append(message)])
+        consumer.consume()
+        connection.drain_events(timeout=5)
+        assert len(got) == 1
+        assert all(task["leaseTimestamp"] != "0" for task in listed(emulator))
+        consumer.cancel()
+        # The connection is still open: the delivered message keeps its
+        # lease, the four never delivered are free for others at once.
+        leases = {task["id"]: task["leaseTimestamp"] for task in listed(emulator)}
+        held = got[0].delivery_info["task_id"]
+        assert leases.pop(held) != "0"
+        assert set(leases.values()) == {"0"}
+        got[0].ack()
+    assert total_tasks(emulator) == 4
+
+
+def test_the_lease_keeper_never_renews_a_lease_given_back(emulator):
+    prefill(emulator, 1)
+    with connect(emulator, lease_secs=100) as connection:
+        channel = connection.default_channel
+        message = channel.basic_get("default")
+        # Force the renewal point: pretend the lease is about to end.
+        channel._unacked[message.delivery_tag].expires = time.monotonic()
+        assert channel.extend_leases() == 1
+        renewed = only_task(emulator)["leaseTimestamp"]
+        assert renewed != "0"
+        message.requeue()
+        assert channel.extend_leases() == 0
+        assert only_task(emulator)["leaseTimestamp"] == "0"
