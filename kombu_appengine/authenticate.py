@@ -256,7 +256,7 @@ def obtain_credentials(info: Dict[str, str], scope: str, manual: bool, browser: 
     try:
         print("Open this address in a browser and allow access to your pull queues:", file=stdout)
         print(url, file=stdout)
-        if manual:
+        if server is None:
             print(f"The browser is then sent to {MANUAL_REDIRECT_URI}, which shows an error page: "
                   "paste the address from its address bar here (or only the code in it).", file=stdout)
             print("Address or code: ", end="", file=stdout)

@@ -14,6 +14,7 @@ connection, since ``httplib2.Http`` is not thread-safe) and across
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import logging
@@ -347,7 +348,7 @@ class TaskQueueClient:
                 if not _retryable(error):
                     raise self._translate(error, queue, action)
                 try:
-                    self._execute(lambda task=task: make(self.tasks, task), queue, action,
+                    self._execute(functools.partial(make, self.tasks, task), queue, action,
                                   done_if_retried=(400, 404))
                 except (TaskNotFound, LeaseLost):
                     pass

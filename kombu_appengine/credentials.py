@@ -284,6 +284,11 @@ class AuthorizedUserFileCredentials(user_credentials.Credentials):
     read-only secret mount, say) only costs a refresh at the next start.
     """
 
+    #: The file the credentials came from and go back to.
+    _path: Optional[str] = None
+    #: Serializes refreshes of one object (threads share it).
+    _file_lock: threading.Lock
+
     @classmethod
     def from_file_info(cls, info: Dict[str, Any], path: str) -> "AuthorizedUserFileCredentials":
         """Credentials from the parsed authorized-user file at ``path``.

@@ -125,7 +125,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from queue import Empty
-from typing import Any, Deque, Dict, List, Mapping, Optional, Set
+from typing import Any, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 import googleapiclient
 from kombu.transport import virtual
@@ -637,8 +637,8 @@ class Transport(virtual.Transport):
     driver_type = "appengine"
     driver_name = "googleapiclient"
 
-    connection_errors = virtual.Transport.connection_errors + (TaskQueueConnectionError,)
-    channel_errors = virtual.Transport.channel_errors + (TaskQueueChannelError,)
+    connection_errors: Tuple[Any, ...] = virtual.Transport.connection_errors + (TaskQueueConnectionError,)
+    channel_errors: Tuple[Any, ...] = virtual.Transport.channel_errors + (TaskQueueChannelError,)
     #: Without this attribute ``Connection.ensure`` gives up at the second
     #: connection error; reconnecting here does no I/O, so the server may
     #: well still be down after a "successful" reconnect.

@@ -201,11 +201,10 @@ class Supervisor:
         self.processes = processes
         self.stats_interval = stats_interval
         methods = multiprocessing.get_all_start_methods()
-        self.context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.counters = Counters(self.context)
         self.children: List[Any] = []
         self._signals = 0
-        self._wake = threading.Event()
 
     def _start_child(self, number: int) -> Any:
         child = self.context.Process(target=work, args=(self.settings, self.counters),
@@ -226,7 +225,6 @@ class Supervisor:
             for child in self.children:
                 if child.is_alive():
                     os.kill(child.pid, signal.SIGKILL)
-        self._wake.set()
 
     def run(self) -> Dict[str, float]:
         """Supervise until every process has stopped after a signal.
@@ -269,9 +267,9 @@ class Supervisor:
                 last_report, last_processed = now, counts["processed"]
         for child in self.children:
             child.join()
-        counts = self.counters.snapshot()
-        counts["seconds"] = time.monotonic() - started
-        return counts
+        final: Dict[str, float] = dict(self.counters.snapshot())
+        final["seconds"] = time.monotonic() - started
+        return final
 
 
 def format_summary(counts: Dict[str, float]) -> str:

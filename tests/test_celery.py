@@ -380,7 +380,8 @@ def test_warm_shutdown_gives_prefetched_and_eta_tasks_back_at_once(emulator, sta
     leaving = start_worker("leaving", CELERY_TEST_LEASE_SECS=str(lease_secs))
     slow = client.signature("celery_app.slow")
     record = client.signature("celery_app.record")
-    running = [slow.delay(f"run{i}", 1.5) for i in range(2)]
+    for i in range(2):
+        slow.delay(f"run{i}", 1.5)
     wait_for(lambda: len(keys(exec_log, "start")) == 2, 15, "two tasks to run")
     eta_tasks = [record.apply_async((f"eta{i}",), countdown=6) for i in range(3)]
     waiting = [slow.delay(f"wait{i}", 0.2) for i in range(4)]

@@ -12,7 +12,7 @@ import re
 import uuid
 from email.parser import BytesParser
 from http import HTTPStatus
-from typing import List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple, cast
 
 from . import errors
 from .rest import BATCH_PATHS, Response, RestApi, parse_headers
@@ -72,7 +72,7 @@ def answer_batch(api: RestApi, headers: Mapping[str, str], body: bytes, host: st
             "The batch body is not well-formed multipart/mixed: "
             + ", ".join(type(defect).__name__ for defect in message.defects)
         )
-    parts = message.get_payload()
+    parts = cast(List[Any], message.get_payload())
     if not parts:
         raise errors.bad_request("The batch holds no requests")
     if len(parts) > MAX_BATCH_PARTS:

@@ -615,10 +615,10 @@ class TaskQueueService:
         queue = self.queue(entry["project"], entry["queue"])
         op = entry["op"]
         if op == "insert":
-            task = Task(entry["name"], base64.b64decode(entry["payload"]), entry["tag"],
-                        entry["enqueued"], entry["seq"])
-            self._seq = max(self._seq, task.seq)
-            queue.add(task)
+            restored = Task(entry["name"], base64.b64decode(entry["payload"]), entry["tag"],
+                            entry["enqueued"], entry["seq"])
+            self._seq = max(self._seq, restored.seq)
+            queue.add(restored)
         elif op == "lease":
             for task_name, eta, lease_expires, retry_count in entry["tasks"]:
                 task = queue.tasks.get(task_name)

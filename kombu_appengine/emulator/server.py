@@ -111,7 +111,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return body
 
     def _read_chunked(self) -> Optional[bytes]:
-        chunks = []
+        chunks: List[bytes] = []
         total = 0
         while True:
             size_line = self.rfile.readline(1024)
