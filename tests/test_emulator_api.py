@@ -889,3 +889,12 @@ def test_injected_failures_match_path_and_method(emulator, service):
     assert get_task(service, "t1")["id"] == "t1"
     expect_error(service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=1, leaseSecs=1), 503)
     assert leased_ids(service) == ["t1"]
+
+
+def test_a_long_get_sent_as_post_with_method_override_keeps_its_query(service):
+    # google-api-python-client turns a GET longer than 2048 characters into
+    # a POST with X-HTTP-Method-Override: GET and the query as a form body.
+    request = service.taskqueues().get(project=PROJECT, taskqueue=QUEUE, getStats=True, quotaUser="x" * 2100)
+    document = request.execute()
+    assert request.method == "POST" and request.headers["x-http-method-override"] == "GET"
+    assert document["stats"]["totalTasks"] == 0

@@ -159,6 +159,27 @@ class Task:
 _HeapEntry = Tuple[int, int, int, Task]
 
 
+class LeaseWindow:
+    """How many tasks were leased in the last ``seconds``, exactly, in O(1) amortized."""
+
+    def __init__(self, seconds: int) -> None:
+        self.span = seconds * _MICROS
+        self._log: Deque[Tuple[int, int]] = collections.deque()
+        self._total = 0
+
+    def add(self, when: int, count: int) -> None:
+        """Record ``count`` tasks leased at ``when``."""
+        self._log.append((when, count))
+        self._total += count
+
+    def total(self, now: int) -> int:
+        """Tasks leased after ``now`` minus the window."""
+        log = self._log
+        while log and log[0][0] <= now - self.span:
+            self._total -= log.popleft()[1]
+        return self._total
+
+
 class Queue:
     """One pull queue of one project."""
 
@@ -173,8 +194,9 @@ class Queue:
         #: Deleted names still reserved: name -> deletion time.
         self.tombstones: Dict[str, int] = {}
         self._tombstone_order: Deque[Tuple[int, str]] = collections.deque()
-        #: ``(time, count)`` of recent leases, for the stats.
-        self._lease_log: Deque[Tuple[int, int]] = collections.deque()
+        #: Tasks leased recently, for the stats.
+        self._leased_last_minute = LeaseWindow(60)
+        self._leased_last_hour = LeaseWindow(3600)
 
     # -- index upkeep -----------------------------------------------------
 
@@ -287,7 +309,8 @@ class Queue:
         for task in leased:
             self.set_lease(task, now + lease_micros, now + lease_micros)
         if leased:
-            self._lease_log.append((now, len(leased)))
+            self._leased_last_minute.add(now, len(leased))
+            self._leased_last_hour.add(now, len(leased))
         return leased, expired
 
     def ordered(self, limit: int) -> List[Task]:
@@ -310,17 +333,12 @@ class Queue:
 
     def stats(self, now: int) -> Dict[str, Any]:
         """The ``stats`` object of ``taskqueues.get``; exact, not approximate."""
-        log = self._lease_log
-        while log and log[0][0] <= now - 3600 * _MICROS:
-            log.popleft()
-        last_minute = sum(count for when, count in log if when > now - 60 * _MICROS)
-        last_hour = sum(count for _, count in log)
         oldest = next(iter(self.tasks.values())).enqueued // _MICROS if self.tasks else 0
         return {
             "totalTasks": len(self.tasks),
             "oldestTask": str(oldest),
-            "leasedLastMinute": str(last_minute),
-            "leasedLastHour": str(last_hour),
+            "leasedLastMinute": str(self._leased_last_minute.total(now)),
+            "leasedLastHour": str(self._leased_last_hour.total(now)),
         }
 
 

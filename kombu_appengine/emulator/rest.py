@@ -161,6 +161,11 @@ class RestApi:
         override = headers.get("x-http-method-override")
         if override and method == "POST":
             method = override.upper()
+            if method == "GET" and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                # google-api-python-client sends a GET whose URL would pass
+                # 2048 characters as such a POST, its query in the body.
+                form = urllib.parse.parse_qs(body.decode("latin-1"), keep_blank_values=True)
+                query = {**query, **form}
         if path == discovery.DISCOVERY_PATH:
             if method != "GET":
                 raise ApiError(405, "httpMethodNotAllowed", f"{method} is not allowed on {path}")
