@@ -898,3 +898,27 @@ def test_a_long_get_sent_as_post_with_method_override_keeps_its_query(service):
     document = request.execute()
     assert request.method == "POST" and request.headers["x-http-method-override"] == "GET"
     assert document["stats"]["totalTasks"] == 0
+
+
+def test_identities_hold_requests_to_the_queue_acl():
+    acl_queue = QueueConfig("guarded", consumer_emails=["worker@example.com"],
+                            producer_emails=["app@example.com"])
+    identities = {"worker-token": "worker@example.com", "app-token": "app@example.com"}
+    with Emulator(queues=[acl_queue], identities=identities) as server:
+        def call(token, method, path, body=None):
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            response, content = httplib2.Http().request(
+                f"{server.url}/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/guarded{path}", method,
+                body=json.dumps(body) if body is not None else None, headers=headers)
+            return response.status, json.loads(content) if content else None
+
+        assert call("app-token", "POST", "/tasks", {"payloadBase64": "aGk="})[0] == 200
+        status, document = call("worker-token", "POST", "/tasks", {"payloadBase64": "aGk="})
+        assert status == 403
+        assert document["error"]["errors"][0]["reason"] == "forbidden"
+        assert "worker@example.com" in document["error"]["message"]
+        assert call("app-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")[0] == 403
+        status, leased = call("worker-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")
+        assert status == 200 and len(leased["items"]) == 1
+        assert call("stranger-token", "GET", "")[0] == 403
+        assert call("app-token", "GET", "")[0] == 200

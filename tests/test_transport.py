@@ -16,14 +16,17 @@ import time
 from queue import Empty
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
+import google.oauth2.credentials
 import httplib2
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from conftest import b64
+from kombu_appengine.emulator import Emulator, QueueConfig
 from kombu_appengine.emulator.errors import ApiError
 from kombu_appengine.emulator.model import Task
 from kombu_appengine.errors import (
+    AuthenticationFailed,
     ConfigurationError,
     PayloadTooLarge,
     QueueNotFound,
@@ -1069,3 +1072,19 @@ def test_the_lease_keeper_never_renews_a_lease_given_back(emulator):
         message.requeue()
         assert channel.extend_leases() == 0
         assert only_task(emulator)["leaseTimestamp"] == "0"
+
+
+def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml():
+    guarded = QueueConfig("guarded", consumer_emails=["worker@example.com"])
+    with Emulator(queues=[guarded], identities={"worker-token": "worker@example.com"}) as server:
+        token = google.oauth2.credentials.Credentials(token="worker-token")
+        with connect(server, credentials=token) as connection:
+            queue = connection.SimpleQueue("guarded")
+            with pytest.raises(AuthenticationFailed) as refused:
+                queue.put({"n": 1})
+            text = str(refused.value)
+            assert "'guarded'" in text and "writer_email" in text and "queue.yaml" in text
+            assert refused.value.status == 403
+            assert isinstance(refused.value, tuple(connection.channel_errors))
+            with pytest.raises(Empty):  # consuming is allowed: the queue is just empty
+                queue.get(block=False)

@@ -24,6 +24,9 @@ SERVICE_PATH = "/taskqueue/v1beta2/projects/"
 BATCH_PATHS = ("/batch", "/batch/taskqueue/v1beta2")
 #: Content type of every JSON answer.
 JSON_TYPE = "application/json; charset=UTF-8"
+#: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
+CONSUMER, PRODUCER = "consumer", "producer"
+_ROLE_VERBS = {CONSUMER: "consume from", PRODUCER: "insert into", "any": "use"}
 
 
 class Response(NamedTuple):
@@ -99,6 +102,9 @@ class RestApi:
         service: the queues.
         require_auth: refuse requests without a bearer token (401).
         accepted_tokens: when not ``None``, the only bearer tokens accepted.
+        identities: when not ``None``, the account (email) of each bearer
+            token; requests are then held to the queues' ACLs (403): a
+            ``user_email`` may consume, a ``writer_email`` may insert.
     """
 
     def __init__(
@@ -106,10 +112,12 @@ class RestApi:
         service: TaskQueueService,
         require_auth: bool = False,
         accepted_tokens: Optional[Set[str]] = None,
+        identities: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.service = service
         self.require_auth = require_auth
         self.accepted_tokens = accepted_tokens
+        self.identities = identities
         #: Every bearer token received, in order, for tests of credentials.
         self.tokens: List[str] = []
         self._tokens_lock = threading.Lock()
@@ -186,26 +194,26 @@ class RestApi:
         service = self.service
         if not rest:
             self._allow(method, path, "GET")
-            self._authenticate(headers, query, outer_token)
+            self._authorize(headers, query, outer_token, queue, "any")
             return json_response(200, service.get_queue(project, queue, bool_param(query, "getStats")))
         if rest[0] != "tasks" or len(rest) > 2:
             raise errors.not_found(f"No API at {path}")
         if len(rest) == 1:
             self._allow(method, path, "GET", "POST")
-            self._authenticate(headers, query, outer_token)
+            self._authorize(headers, query, outer_token, queue, CONSUMER if method == "GET" else PRODUCER)
             if method == "GET":
                 return json_response(200, service.list_tasks(project, queue))
             return json_response(200, service.insert(project, queue, json_body(body)))
         task = rest[1]
         if task == "lease" and method == "POST":
-            self._authenticate(headers, query, outer_token)
+            self._authorize(headers, query, outer_token, queue, CONSUMER)
             tag = _one(query, "tag")
             return json_response(200, service.lease(
                 project, queue, int_param(query, "numTasks"), int_param(query, "leaseSecs"),
                 bool_param(query, "groupByTag"), tag,
             ))
         self._allow(method, path, "GET", "DELETE", "POST", "PATCH")
-        self._authenticate(headers, query, outer_token)
+        self._authorize(headers, query, outer_token, queue, CONSUMER)
         if method == "GET":
             return json_response(200, service.get_task(project, queue, task))
         if method == "DELETE":
@@ -213,6 +221,26 @@ class RestApi:
             return Response(204, b"", None)
         new_lease = int_param(query, "newLeaseSeconds")
         return json_response(200, service.update_task(project, queue, task, new_lease, json_body(body)))
+
+    def _authorize(self, headers: Mapping[str, str], query: Mapping[str, List[str]],
+                   outer_token: Optional[str], queue: str, role: str) -> None:
+        """Authenticate, then hold the token's account to the queue's ACL (when identities are known)."""
+        token = self._authenticate(headers, query, outer_token)
+        if self.identities is None:
+            return
+        email = self.identities.get(token) if token is not None else None
+        config = self.service.configs.get(queue)
+        if config is None:
+            return  # the service answers 404 for it
+        allowed = {
+            CONSUMER: config.consumer_emails,
+            PRODUCER: config.producer_emails,
+            "any": config.consumer_emails + config.producer_emails,
+        }[role]
+        if email is None or email not in allowed:
+            who = email or "this caller"
+            raise ApiError(403, "forbidden", f"{who} is not allowed to {_ROLE_VERBS[role]} queue {queue!r}: "
+                                             "see the acl of the queue in queue.yaml")
 
     @staticmethod
     def _allow(method: str, path: str, *allowed: str) -> None:

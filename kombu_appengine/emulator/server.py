@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Union
 
 from . import batch
 from .errors import ApiError
@@ -237,6 +237,8 @@ class Emulator:
         port: port to bind; 0 picks a free one.
         require_auth: answer 401 to requests without a bearer token.
         accepted_tokens: when given, the only bearer tokens accepted.
+        identities: the account (email) of each bearer token; when given,
+            requests are held to the queues' ACLs from ``queue.yaml`` (403).
         clock: seconds since the epoch, as :func:`time.time`.
     """
 
@@ -250,6 +252,7 @@ class Emulator:
         port: int = 0,
         require_auth: bool = False,
         accepted_tokens: Optional[Iterable[str]] = None,
+        identities: Optional[Mapping[str, str]] = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         configs: List[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
@@ -259,6 +262,7 @@ class Emulator:
         self.api = RestApi(
             self.service, require_auth=require_auth,
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
+            identities=identities,
         )
         self._server = _Server((host, port), self.api)
         self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
