@@ -36,8 +36,11 @@ How kombu maps onto the API
   left. A consumer that dies stops renewing, so its tasks come back within
   ``lease_secs``.
 * queue size: ``taskqueues.get`` with stats (``totalTasks``: leased tasks
-  count too). purge: ``tasks.list`` and ``tasks.delete`` until the queue is
-  empty; returns how many were deleted.
+  count too; for a queue on ``shared_queue``, its tagged tasks among the
+  first hundred listed). purge: ``tasks.list`` and ``tasks.delete`` until the
+  queue is empty, tasks other consumers hold included (for a queue on
+  ``shared_queue``, its tagged tasks, also found by leasing the tag);
+  returns how many were deleted.
 
 Queues
 ======
@@ -352,11 +355,13 @@ class Channel(virtual.Channel):
         route = self._route(queue)
         purged = 0
         while True:
-            if route.tag is None:
-                names = [task["id"] for task in self.client.list_tasks(route.pull_queue)]
-            else:
-                names = [task["id"] for task in self.client.lease(
-                    route.pull_queue, 1000, self.settings.lease_secs, tag=route.tag)]
+            # Listed tasks include those other consumers hold; a tag's tasks
+            # beyond the first hundred listed are reached by leasing the tag.
+            names = {task["id"] for task in self.client.list_tasks(route.pull_queue)
+                     if route.tag is None or task.get("tag") == route.tag}
+            if route.tag is not None:
+                names.update(task["id"] for task in self.client.lease(
+                    route.pull_queue, 1000, self.settings.lease_secs, tag=route.tag))
             if not names:
                 return purged
             self.client.delete_many(route.pull_queue, names)

@@ -552,6 +552,22 @@ def test_purge_of_more_than_one_page(emulator):
     assert total_tasks(emulator) == 0
 
 
+def test_purge_of_a_queue_on_shared_queue_takes_its_held_tasks_and_no_others(emulator):
+    with connect(emulator, shared_queue="pull-queue") as holder, \
+            connect(emulator, shared_queue="pull-queue") as connection:
+        mine, theirs = connection.SimpleQueue("mine.q"), connection.SimpleQueue("theirs.q")
+        for number in range(5):
+            mine.put({"n": number})
+            theirs.put({"n": number})
+        holder_queue = holder.SimpleQueue("mine.q")
+        held = holder_queue.get(timeout=5)  # held (and buffered) by another consumer
+        assert mine.clear() == 5
+        assert [task["tag"] for task in listed(emulator, "pull-queue")] == ["theirs.q"] * 5
+        held.ack()  # the task is gone already: not an error
+        for simple in (mine, theirs, holder_queue):
+            simple.close()
+
+
 # -- queue names: shared_queue, translation, hrd ----------------------------
 
 
