@@ -184,6 +184,7 @@ class Settings:
     shared_queue: Optional[str] = None
     message_format: str = "kombu"
     max_retries: int = 5
+    polling_interval: float = 1.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "Settings":
@@ -222,6 +223,8 @@ class Settings:
             shared_queue=pull_queue_name(shared) if shared else None,
             message_format=message_format,
             max_retries=_as_number("max_retries", options.get("max_retries", cls.max_retries), int, 0, 100),
+            polling_interval=_as_number("polling_interval", options.get("polling_interval", cls.polling_interval),
+                                        float, 0, 3600),
         )
 
 
@@ -324,7 +327,13 @@ class Channel(virtual.Channel):
                 raise TaskQueueChannelError(
                     f"kombu queue name {queue[:60]!r}... is over {MAX_TAG_BYTES} bytes: "
                     "too long to be a tag on shared_queue") from None
-            self.client.get_queue(shared)
+            try:
+                self.client.get_queue(shared)
+            except QueueNotFound:
+                raise QueueNotFound(
+                    f"kombu queue {queue!r} has no pull queue of its own, and the shared_queue "
+                    f"{shared!r} does not exist in project {self.settings.project!r} either: "
+                    "declare it in queue.yaml with 'mode: pull'") from None
             route = Route(shared, queue)
         self._routes[queue] = route
         return route
@@ -660,6 +669,7 @@ class Transport(virtual.Transport):
         if options.get("project_name") is None and client.hostname not in (None, "", "localhost"):
             options["project_name"] = client.hostname
         self.settings = Settings.from_options(options)
+        self.polling_interval = self.settings.polling_interval
         credentials = None
         if not self.settings.emulated or any(
                 options.get(key) is not None for key in ("credentials", "credentials_storage", "credentials_file")):

@@ -1017,6 +1017,9 @@ def test_emulator_from_the_environment_needs_no_project_or_credentials(emulator,
     ("message_format", "xml"),
     ("hrd_project", "maybe"),
     ("shared_queue", ""),
+    ("polling_interval", -1),
+    ("polling_interval", "soon"),
+    ("max_retries", -1),
 ])
 def test_bad_option_values_are_clear_errors_naming_the_option(emulator, option, value):
     with pytest.raises(ConfigurationError) as failure:
@@ -1032,6 +1035,19 @@ def test_good_option_values_given_as_strings_are_accepted(emulator):
                                "hrd_project": "true", "project_name": "app"})
     assert (transport.settings.num_tasks, transport.settings.lease_secs) == (7, 30)
     assert transport.settings.project == "s~app"
+
+
+def test_polling_interval_reaches_the_transport(emulator):
+    assert _transport_of({"api_endpoint": emulator.url, "polling_interval": "0.25"}).polling_interval == 0.25
+    assert _transport_of({"api_endpoint": emulator.url}).polling_interval == 1.0
+
+
+def test_a_missing_shared_queue_is_named_as_such(emulator):
+    with connect(emulator, shared_queue="no-such-shared") as connection:
+        with pytest.raises(QueueNotFound) as failure:
+            connection.SimpleQueue("reply.queue").put({"n": 1})
+    text = str(failure.value)
+    assert "shared_queue 'no-such-shared' does not exist" in text and "queue.yaml" in text
 
 
 # -- cost -------------------------------------------------------------------
