@@ -354,7 +354,7 @@ def heap_sizes(service: TaskQueueService, project: str, queue: str) -> Tuple[int
 @pytest.mark.parametrize("tag", [None, "red"])
 def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: Optional[str]) -> None:
     """Leased-then-deleted tasks leave stale heap entries behind; they must be reclaimed
-    even when the clock stands still and no lease ever asks for the tag."""
+    even when the clock stands still, in the main heap and in a tag's."""
     clock = FakeClock()
     service = TaskQueueService([QueueConfig("q")], clock=clock)
     body: Dict[str, Any] = {"payloadBase64": "", **({"tag": tag} if tag else {})}
@@ -362,7 +362,8 @@ def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: Optional[str]) -> No
         service.insert("p", "q", body)
     for _ in range(5000):
         service.insert("p", "q", body)
-        (task,) = service.lease("p", "q", num_tasks=1, lease_secs=600)["items"]
+        by_tag = {"group_by_tag": True, "tag": tag} if tag else {}
+        (task,) = service.lease("p", "q", num_tasks=1, lease_secs=600, **by_tag)["items"]
         service.delete_task("p", "q", task["id"])
     assert service.get_queue("p", "q", get_stats=True)["stats"]["totalTasks"] == 10
     main, tagged = heap_sizes(service, "p", "q")
@@ -378,6 +379,17 @@ def test_lease_extensions_do_not_grow_the_heaps() -> None:
         service.update_task("p", "q", "worker-task", 60, {"queueName": "q"})
     main, tagged = heap_sizes(service, "p", "q")
     assert main <= 100 and tagged <= 100, (main, tagged)
+
+
+def test_a_queue_never_leased_by_tag_keeps_one_heap() -> None:
+    service = TaskQueueService([QueueConfig("q")], clock=FakeClock())
+    for number in range(50):
+        service.insert("p", "q", {"payloadBase64": "", "tag": f"tag-{number % 5}"})
+    service.lease("p", "q", num_tasks=10, lease_secs=60)
+    assert heap_sizes(service, "p", "q")[1] == 0
+    leased = service.lease("p", "q", num_tasks=100, lease_secs=60, group_by_tag=True, tag="tag-3")["items"]
+    assert len(leased) == 8  # ten tag-3 tasks, two of them leased already
+    assert set(service.queue("p", "q")._tag_heaps) == {"tag-3"}
 
 
 def test_tags_of_deleted_tasks_are_forgotten() -> None:

@@ -188,8 +188,10 @@ class Queue:
         #: Every task, in insertion order (so the first is the oldest).
         self.tasks: "collections.OrderedDict[str, Task]" = collections.OrderedDict()
         self._heap: List[_HeapEntry] = []
+        #: A heap per tag that was leased by (``groupByTag``), built on first
+        #: use: queues never leased by tag keep one heap only.
         self._tag_heaps: Dict[Optional[str], List[_HeapEntry]] = {}
-        #: Live tasks per tag: a tag's heap goes when its last task does.
+        #: Live tasks per tag.
         self._tag_counts: Dict[Optional[str], int] = {}
         #: Deleted names still reserved: name -> deletion time.
         self.tombstones: Dict[str, int] = {}
@@ -204,7 +206,18 @@ class Queue:
         task.version += 1
         entry = (task.eta, task.seq, task.version, task)
         self._push(self._heap, entry, len(self.tasks))
-        self._push(self._tag_heaps.setdefault(task.tag, []), entry, self._tag_counts[task.tag])
+        tag_heap = self._tag_heaps.get(task.tag)
+        if tag_heap is not None:
+            self._push(tag_heap, entry, self._tag_counts[task.tag])
+
+    def _tag_heap(self, tag: Optional[str]) -> List[_HeapEntry]:
+        """The heap of the tasks tagged ``tag``, built from the queue on first use."""
+        heap = self._tag_heaps.get(tag)
+        if heap is None:
+            heap = [(t.eta, t.seq, t.version, t) for t in self.tasks.values() if t.tag == tag]
+            heapq.heapify(heap)
+            self._tag_heaps[tag] = heap
+        return heap
 
     @staticmethod
     def _push(heap: List[_HeapEntry], entry: _HeapEntry, live: int) -> None:
@@ -241,7 +254,10 @@ class Queue:
         self._tag_counts[task.tag] -= 1
         if not self._tag_counts[task.tag]:
             del self._tag_counts[task.tag]
-            del self._tag_heaps[task.tag]
+            if task.tag in self._tag_heaps:
+                # Only stale entries are left; the (empty) heap stays for
+                # the consumers that lease by this tag.
+                self._tag_heaps[task.tag] = []
         self.tombstone(task.name, now)
 
     def tombstone(self, name: str, when: int) -> None:
@@ -285,7 +301,7 @@ class Queue:
                 if oldest is None:
                     return [], []
                 tag = oldest.tag
-            heap = self._tag_heaps.get(tag, [])
+            heap = self._tag_heap(tag) if self._tag_counts.get(tag) else []
         leased: List[Task] = []
         expired: List[Task] = []
         batch_bytes = 0
