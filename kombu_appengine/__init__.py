@@ -6,9 +6,9 @@ Celery. The emulator of the Task Queue REST API is
 :mod:`kombu_appengine.emulator`.
 """
 
-from kombu.transport import TRANSPORT_ALIASES
+from typing import Any
 
-from .transport import Transport
+from kombu.transport import TRANSPORT_ALIASES
 
 __version__ = "0.1.0"
 
@@ -17,3 +17,13 @@ URL_SCHEME = "appengine"
 TRANSPORT_ALIASES.setdefault(URL_SCHEME, "kombu_appengine:Transport")
 
 __all__ = ["Transport", "URL_SCHEME", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # The transport (and google-api-python-client behind it) loads on first
+    # use, so the emulator alone starts quickly and quietly.
+    if name == "Transport":
+        from .transport import Transport
+
+        return Transport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
