@@ -31,6 +31,8 @@ setup(
             "hypothesis>=6",
             # The end-to-end tests run real Celery workers (tests/test_celery.py).
             "celery>=5.3",
+            # The test OAuth server checks service-account JWT signatures.
+            "cryptography",
         ],
     },
     entry_points={

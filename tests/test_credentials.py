@@ -294,7 +294,6 @@ def test_an_unwritable_authorized_user_file_costs_only_a_refresh(
 
 @pytest.fixture
 def service_account_key(oauth: OAuthServer, tmp_path: pathlib.Path) -> pathlib.Path:
-    pytest.importorskip("cryptography", reason="the test OAuth server checks RS256 signatures with cryptography")
     return write_json(tmp_path / "key.json", oauth.service_account_info())
 
 
