@@ -251,3 +251,19 @@ def test_summary_line_format():
     counts = {"processed": 10, "failed": 1, "retried": 1, "dead_lettered": 0, "dropped": 0, "seconds": 2.0}
     assert format_summary(counts) == ("summary: processed=10 failed=1 retried=1 dead_lettered=0 "
                                       "dropped=0 seconds=2.0 tasks_per_second=5.0")
+
+
+def test_a_task_running_longer_than_its_lease_keeps_it_and_runs_once(emulator, run_worker):
+    publish(emulator, 1)
+    run = run_worker("blocking", "--processes", "2", "--lease-secs", "2")
+    run.wait_for(lambda: run.count("started"), "the task to start")
+    started = time.monotonic()
+    # Three lease lengths: without renewal the other process would lease it.
+    run.wait_for(lambda: time.monotonic() - started > 6, "three lease lengths to pass", timeout=30)
+    tasks = emulator.service.list_tasks(PROJECT, "jobs")["items"]
+    assert len(tasks) == 1 and tasks[0]["leaseTimestamp"] != "0" and tasks[0]["retry_count"] == 1
+    run.release.touch()
+    run.wait_for(lambda: total(emulator) == 0, "the task to be acked")
+    run.stop()
+    assert run.count("started") == {0: 1}
+    assert run.count("done") == {0: 1}
