@@ -46,7 +46,6 @@ setup(
         ],
     },
     classifiers=[
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Framework :: Celery",
         "Topic :: System :: Distributed Computing",
