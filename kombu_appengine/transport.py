@@ -26,8 +26,10 @@ How kombu maps onto the API
   when the task had been leased before.
 * ack: ``tasks.delete``.
 * reject with ``requeue=True``, and the restore of unacknowledged messages
-  when a channel closes: the lease is released (``newLeaseSeconds=0``) so
-  the task can be leased again at once. A copy is never inserted.
+  when a channel closes: the lease is released (``newLeaseSeconds=0``; at
+  close, one batch call per queue) so the task can be leased again at once.
+  A copy is never inserted. A release that fails loses nothing: the task
+  comes back when its lease ends.
 * reject with ``requeue=False``: ``tasks.delete``.
 * Closing a channel also releases the leases of the tasks still buffered.
 * While a delivered message is unacknowledged and its channel is open, a
@@ -128,7 +130,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from queue import Empty
-from typing import Any, Deque, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import googleapiclient
 from kombu.transport import virtual
@@ -286,9 +288,26 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class QoS(virtual.QoS):
+    """kombu's bookkeeping of unacknowledged messages, restored in batches."""
+
+    def restore_unacked(self) -> List[Any]:
+        """Give every unacknowledged message back: one batch of lease releases per queue.
+
+        Returns no errors for kombu to dump: a release that fails loses
+        nothing, since the task comes back when its lease ends.
+        """
+        self._flush()
+        messages = list(self._delivered.values())
+        self._delivered.clear()
+        self.channel.release_messages(messages)
+        return []
+
+
 class Channel(virtual.Channel):
     """A kombu channel on pull queues."""
 
+    QoS = QoS
     do_restore = True
     supports_fanout = False
 
@@ -545,6 +564,26 @@ class Channel(virtual.Channel):
         value = self.client.get_queue(route.pull_queue).get("maxLeases")
         return int(value) if value is not None else None
 
+    def release_messages(self, messages: Iterable[Any]) -> None:
+        """Release the leases of unacknowledged messages, in one batch per queue."""
+        self._release([self._take(message.delivery_tag) for message in messages], "unacknowledged")
+
+    def _release(self, leases: Iterable[Optional[Lease]], what: str) -> int:
+        """Release the leases this process took, in batches; failures only cost their lease time."""
+        by_queue: Dict[str, List[str]] = collections.defaultdict(list)
+        for lease in leases:
+            if lease is not None and lease.pid == os.getpid():
+                by_queue[lease.route.pull_queue].append(lease.task_id)
+        released = 0
+        for pull_queue, names in by_queue.items():
+            try:
+                self.client.release_many(pull_queue, names)
+                released += len(names)
+            except (TaskQueueConnectionError, TaskQueueChannelError) as error:
+                logger.warning("could not release %d %s tasks of queue %r (%s): "
+                               "they come back when their leases end", len(names), what, pull_queue, error)
+        return released
+
     def _restore(self, message: Any) -> None:
         """Give an unacknowledged message back: release its lease, never copy it."""
         lease = self._take(message.delivery_tag)
@@ -610,25 +649,15 @@ class Channel(virtual.Channel):
         Parameters:
             queue: only the tasks buffered for this kombu queue; default all.
         """
-        by_queue: Dict[str, List[str]] = collections.defaultdict(list)
+        taken: List[Lease] = []
         buffers = list(self._buffers.values()) if queue is None else [self._buffers.get(queue, ())]
         for buffer in buffers:
             while buffer:
                 try:
-                    lease = buffer.popleft()
+                    taken.append(buffer.popleft())
                 except IndexError:  # the consuming thread took the last one
                     break
-                if lease.pid == os.getpid():
-                    by_queue[lease.route.pull_queue].append(lease.task_id)
-        released = 0
-        for pull_queue, names in by_queue.items():
-            try:
-                self.client.release_many(pull_queue, names)
-                released += len(names)
-            except (TaskQueueConnectionError, TaskQueueChannelError) as error:
-                logger.warning("could not release %d buffered tasks of queue %r (%s): "
-                               "they come back when their leases end", len(names), pull_queue, error)
-        return released
+        return self._release(taken, "buffered")
 
     def close(self) -> None:
         """Release every lease this channel holds, then close."""

@@ -1120,3 +1120,28 @@ def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml():
             assert isinstance(refused.value, tuple(connection.channel_errors))
             with pytest.raises(Empty):  # consuming is allowed: the queue is just empty
                 queue.get(block=False)
+
+
+def test_closing_releases_every_unacked_message_in_one_batch_call(emulator):
+    prefill(emulator, 6)
+    connection = connect(emulator, num_tasks=6)
+    queue = connection.SimpleQueue("default")
+    held = [queue.get(timeout=5) for _ in range(6)]
+    assert len({message.delivery_tag for message in held}) == 6
+    before = emulator.requests
+    connection.close()
+    assert emulator.requests - before == 1
+    assert [task["leaseTimestamp"] for task in listed(emulator)] == ["0"] * 6
+
+
+def test_a_release_that_fails_at_close_only_costs_the_lease_time(emulator, caplog):
+    prefill(emulator, 3)
+    connection = connect(emulator, num_tasks=3, max_retries=0)
+    queue = connection.SimpleQueue("default")
+    queue.get(timeout=5)  # one unacked, two buffered
+    emulator.inject_failures(2, status=503, path_contains="/batch")
+    connection.close()  # no error: nothing is lost
+    assert "could not release 1 unacknowledged tasks" in caplog.text
+    assert "could not release 2 buffered tasks" in caplog.text
+    assert total_tasks(emulator) == 3
+    assert all(task["leaseTimestamp"] != "0" for task in listed(emulator))
