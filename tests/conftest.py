@@ -4,7 +4,8 @@ google-api-python-client built from the shipped discovery document."""
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator
+import time
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import httplib2
 import pytest
@@ -15,6 +16,22 @@ from kombu_appengine.emulator import Emulator
 
 #: Queues every test emulator declares.
 TEST_QUEUES = ("default", "other", "pull-queue")
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], Optional[T]], timeout: float = 10.0, what: str = "condition",
+             interval: float = 0.02) -> T:
+    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def b64(data: bytes) -> str:

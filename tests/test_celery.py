@@ -25,6 +25,7 @@ import celery
 import pytest
 
 import celery_app
+from conftest import wait_for
 from kombu_appengine.emulator import Emulator
 
 #: Where celery_app.py is: the workers' working directory.
@@ -48,18 +49,6 @@ queue:
 """
 #: Lines of a clean worker log never contain these.
 LOG_ERRORS = ("ERROR", "CRITICAL", "Traceback", "WARNING")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Worker:

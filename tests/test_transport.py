@@ -14,14 +14,14 @@ import socket
 import threading
 import time
 from queue import Empty
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Dict, List
 
 import google.oauth2.credentials
 import httplib2
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from conftest import b64
+from conftest import b64, wait_for
 from kombu_appengine.emulator import Emulator, QueueConfig
 from kombu_appengine.emulator.errors import ApiError
 from kombu_appengine.emulator.model import Task
@@ -41,8 +41,6 @@ PROJECT = "emulator"
 #: The environment variable that points connections at an emulator.
 EMULATOR_HOST_ENV = "TASKQUEUE_EMULATOR_HOST"
 
-T = TypeVar("T")
-
 
 @pytest.fixture(autouse=True)
 def _no_emulator_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,18 +53,6 @@ def connect(emulator: Any, **options: Any) -> Connection:
     options.setdefault("polling_interval", 0.05)
     return Connection(transport="kombu_appengine:Transport",
                       transport_options={"api_endpoint": emulator.url, **options})
-
-
-def wait_for(condition: Callable[[], Optional[T]], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def total_tasks(emulator: Any, queue: str = "default", project: str = PROJECT) -> int:
