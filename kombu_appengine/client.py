@@ -148,6 +148,8 @@ class TaskQueueClient:
             http = httplib2.Http(timeout=self.timeout)
             if self.credentials is not None:
                 http = authorized_http(self.credentials, http)
+            #: What google-api-python-client finds on the http to sign with.
+            local.signing_credentials = getattr(http, "credentials", None)
             # build_from_document writes into the document it is given.
             document = json.loads(json.dumps(self._document))
             local.service = build_from_document(document, http=http)
@@ -337,7 +339,8 @@ class TaskQueueClient:
         """Send ``make(tasks_resource, task)`` for each task in batch calls.
 
         Tasks that are gone (404) or no longer leased (400) are skipped;
-        parts that failed transiently are retried one by one.
+        parts that failed transiently, or whose token was refused (401), are
+        sent again one by one.
         """
         pending = list(tasks)
         for start in range(0, len(pending), BATCH_SIZE):
@@ -345,7 +348,7 @@ class TaskQueueClient:
             for task, error in failures.items():
                 if error.resp.status in (400, 404):
                     continue
-                if not _retryable(error):
+                if error.resp.status != 401 and not _retryable(error):
                     raise self._translate(error, queue, action)
                 try:
                     self._execute(functools.partial(make, self.tasks, task), queue, action,
@@ -365,6 +368,14 @@ class TaskQueueClient:
         def build() -> Any:
             failures.clear()
             batch = self.service.new_batch_http_request(callback=collect)
+            # google-api-python-client refreshes the credentials before every
+            # batch, valid or not: a token request (and a write-back to the
+            # credentials file) per call. Marked as refreshed, they are still
+            # refreshed when expired; a part refused with 401 is sent again
+            # alone, through the path that refreshes on 401.
+            signing = self._thread_api().signing_credentials
+            if signing is not None:
+                batch._refreshed_credentials[id(signing)] = 1
             for task in chunk:
                 batch.add(make(self.tasks, task), request_id=task)
             return batch

@@ -12,7 +12,7 @@ import pathlib
 import subprocess
 import sys
 import stat
-from typing import Any, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator
 
 import google.oauth2.credentials
 import google_auth_httplib2
@@ -155,6 +155,37 @@ def test_credentials_file_of_pullqueue_authenticate_refreshes_and_writes_back(
     use(emulator, credentials_file=str(path))
     assert sent_since(emulator, start) == {refreshed}
     assert oauth.grants == ["refresh_token"], "the written-back token was not used at the next start"
+
+
+def hold_and_close(emulator: Emulator, path: pathlib.Path, before_close: Callable[[], None] = lambda: None) -> None:
+    """Lease five tasks, take one, and close: the batch calls that give them back."""
+    with connect(emulator, credentials_file=str(path), num_tasks=5) as connection:
+        queue = connection.SimpleQueue(QUEUE)
+        for number in range(5):
+            queue.put({"n": number})
+        queue.get(timeout=10)
+        before_close()
+    tasks = emulator.service.list_tasks(PROJECT, QUEUE)["items"]
+    assert [task["leaseTimestamp"] for task in tasks] == ["0"] * 5, "every lease was given back"
+
+
+def test_batch_calls_do_not_refresh_valid_credentials(
+        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    before = path.read_text()
+    hold_and_close(emulator, path)
+    assert oauth.grants == [], "a valid token was refreshed"
+    assert set(emulator.tokens) == {oauth.issued[0]}
+    assert path.read_text() == before
+
+
+def test_a_batch_refused_for_its_token_is_sent_again_with_a_fresh_one(
+        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    # Revoked at the server while still fresh for the client.
+    hold_and_close(emulator, path, before_close=lambda: oauth.expire(oauth.issued[0]))
+    assert oauth.grants == ["refresh_token"]
+    assert Storage(str(path)).get().access_token == oauth.issued[-1] != oauth.issued[0]
 
 
 def test_credentials_storage_refreshes_and_writes_back(oauth: OAuthServer, emulator: Emulator,
