@@ -204,6 +204,8 @@ class Supervisor:
         self.context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.counters = Counters(self.context)
         self.children: List[Any] = []
+        #: Whether it stopped because processes kept dying at start.
+        self.gave_up = False
         self._signals = 0
 
     def _start_child(self, number: int) -> Any:
@@ -230,9 +232,17 @@ class Supervisor:
         """Supervise until every process has stopped after a signal.
 
         Returns the final counts and ``seconds``, the time it ran.
+        :attr:`gave_up` then says whether it stopped because processes kept
+        dying as soon as they started.
         """
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        previous = {number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._supervise()
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _supervise(self) -> Dict[str, float]:
         started = time.monotonic()
         self.children = [self._start_child(n) for n in range(self.processes)]
         last_report = started
@@ -252,6 +262,7 @@ class Supervisor:
                 quick_deaths = quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
                 if quick_deaths > 3 * self.processes:
                     logger.critical("worker processes keep dying at start; giving up")
+                    self.gave_up = True
                     self._on_signal(signal.SIGTERM, None)
                     break
                 self.children[index] = self._start_child(index)
@@ -343,8 +354,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                 channel.queue_max_leases(queue)
     except (WorkerError, TaskQueueError, ValueError) as error:
         sys.exit(f"pullqueue_worker: {error}")
-    counts = Supervisor(settings, args.processes, args.stats_interval).run()
+    supervisor = Supervisor(settings, args.processes, args.stats_interval)
+    counts = supervisor.run()
     print(format_summary(counts), flush=True)
+    if supervisor.gave_up:
+        sys.exit("pullqueue_worker: worker processes kept dying as soon as they started; see the log above")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from kombu import Connection
 
 from kombu_appengine.emulator import Emulator, QueueConfig
-from kombu_appengine.worker import backoff_seconds, format_summary, load_function, WorkerError
+from kombu_appengine.worker import Supervisor, WorkerError, WorkerSettings, backoff_seconds, format_summary, load_function
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PROJECT = "emulator"
@@ -267,3 +267,18 @@ def test_a_task_running_longer_than_its_lease_keeps_it_and_runs_once(emulator, r
     run.stop()
     assert run.count("started") == {0: 1}
     assert run.count("done") == {0: 1}
+
+
+def test_processes_dying_at_start_make_the_supervisor_give_up(emulator, monkeypatch):
+    # The parent checks FUNCTION before starting processes; here the
+    # processes cannot load it, so each dies as soon as it starts.
+    monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
+    settings = WorkerSettings(function="worker_jobs:missing", queue="jobs", transport_options={},
+                              log_level="CRITICAL")
+    supervisor = Supervisor(settings, processes=1, stats_interval=60)
+    handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    counts = supervisor.run()
+    assert supervisor.gave_up
+    assert counts["processed"] == 0
+    assert all(child.exitcode not in (0, None) for child in supervisor.children)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
