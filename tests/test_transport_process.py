@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 from kombu import Connection, Queue
@@ -159,6 +159,22 @@ def start_emulator(port: int, data_dir: Path) -> subprocess.Popen:
     return process
 
 
+def in_background(work: Callable[[], Any]) -> Tuple[threading.Thread, Dict[str, Any]]:
+    """Run ``work`` in a started thread; the dict gets ``done`` or the ``error`` it raised."""
+    outcome: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            work()
+            outcome["done"] = True
+        except BaseException as error:  # noqa: BLE001 - reported to the test thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -179,17 +195,7 @@ def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(tmp_pa
             publish({"n": 1}, routing_key="default")
 
             kill(server)
-            outcome: Dict[str, Any] = {}
-
-            def publish_while_down() -> None:
-                try:
-                    publish({"n": 2}, routing_key="default")
-                    outcome["done"] = True
-                except BaseException as error:  # noqa: BLE001 - reported to the test thread
-                    outcome["error"] = error
-
-            publisher = threading.Thread(target=publish_while_down)
-            publisher.start()
+            publisher, outcome = in_background(lambda: publish({"n": 2}, routing_key="default"))
             assert failed.wait(timeout=20), "publishing never noticed the emulator was down"
             server = start_emulator(port, tmp_path)
             publisher.join(timeout=30)
@@ -235,21 +241,14 @@ def test_consumer_reconnects_after_the_emulator_restarts(tmp_path):
                     connection_.drain_events(timeout=5)
 
             failed = threading.Event()
-            outcome: Dict[str, Any] = {}
 
             def consume() -> None:
-                try:
-                    connection.ensure_connection(max_retries=3)
-                    ensured = connection.ensure(connection, consume_once, max_retries=100,
-                                                errback=lambda error, interval: failed.set(),
-                                                interval_start=0.05, interval_step=0.05, interval_max=0.2)
-                    ensured()
-                    outcome["done"] = True
-                except BaseException as error:  # noqa: BLE001 - reported to the test thread
-                    outcome["error"] = error
+                connection.ensure_connection(max_retries=3)
+                connection.ensure(connection, consume_once, max_retries=100,
+                                  errback=lambda error, interval: failed.set(),
+                                  interval_start=0.05, interval_step=0.05, interval_max=0.2)()
 
-            consumer = threading.Thread(target=consume)
-            consumer.start()
+            consumer, outcome = in_background(consume)
             assert failed.wait(timeout=20), "consuming never noticed the emulator was down"
             server = start_emulator(port, tmp_path)
             consumer.join(timeout=30)
