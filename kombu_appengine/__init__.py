@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 URL_SCHEME = "appengine"
 TRANSPORT_ALIASES.setdefault(URL_SCHEME, "kombu_appengine:Transport")
 
-__all__ = ["Transport", "URL_SCHEME", "__version__"]
+__all__ = ["URL_SCHEME", "Transport", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

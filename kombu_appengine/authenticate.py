@@ -27,6 +27,7 @@ secret are never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import http.server
 import os
@@ -35,7 +36,7 @@ import sys
 import threading
 import urllib.parse
 import webbrowser
-from typing import Dict, List, Optional, TextIO
+from typing import TextIO
 
 import httplib2
 import oauth2client
@@ -62,29 +63,42 @@ def _scope(value: str) -> str:
     if value in SCOPES.values():
         return value
     raise argparse.ArgumentTypeError(
-        f"{value!r} is not a Task Queue scope: use taskqueue, consumer or one of {', '.join(SCOPES.values())}")
+        f"{value!r} is not a Task Queue scope: use taskqueue, consumer or one of {', '.join(SCOPES.values())}"
+    )
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         prog="pullqueue_authenticate",
         description="Authorize access to App Engine pull queues (OAuth 2.0 installed-application flow) "
-                    "and write the credentials file for the transport option credentials_file.")
+        "and write the credentials file for the transport option credentials_file.",
+    )
     parser.add_argument("client_secrets", help="client secrets JSON of a Desktop-app OAuth client")
     parser.add_argument("credentials", help="file to write the credentials to (mode 0600)")
-    parser.add_argument("--scope", type=_scope, default=TASKQUEUE_SCOPE,
-                        help="taskqueue (default: insert and consume) or consumer (consume only), "
-                             "or the scope's URL")
-    parser.add_argument("--noauth_local_webserver", "--noauth-local-webserver", action="store_true",
-                        help="no local server: paste the address the browser was sent to "
-                             f"({MANUAL_REDIRECT_URI}/?code=...) or its code on standard input")
-    parser.add_argument("--no-browser", "--no_browser", action="store_true",
-                        help="print the authorization URL without opening a browser")
+    parser.add_argument(
+        "--scope",
+        type=_scope,
+        default=TASKQUEUE_SCOPE,
+        help="taskqueue (default: insert and consume) or consumer (consume only), or the scope's URL",
+    )
+    parser.add_argument(
+        "--noauth_local_webserver",
+        "--noauth-local-webserver",
+        action="store_true",
+        help="no local server: paste the address the browser was sent to "
+        f"({MANUAL_REDIRECT_URI}/?code=...) or its code on standard input",
+    )
+    parser.add_argument(
+        "--no-browser",
+        "--no_browser",
+        action="store_true",
+        help="print the authorization URL without opening a browser",
+    )
     return parser.parse_args(argv)
 
 
-def load_client_secrets(path: str) -> Dict[str, str]:
+def load_client_secrets(path: str) -> dict[str, str]:
     """The ``installed`` client of a client secrets file.
 
     Raises:
@@ -95,14 +109,17 @@ def load_client_secrets(path: str) -> Dict[str, str]:
         kind, info = clientsecrets.loadfile(path)
     except clientsecrets.InvalidClientSecretsError as error:
         if len(error.args) == 4:  # oauth2client's "cannot open" form
-            raise AuthenticationError(f"client secrets file {path}: cannot read it: {error.args[2]}") from None
+            raise AuthenticationError(
+                f"client secrets file {path}: cannot read it: {error.args[2]}"
+            ) from None
         raise AuthenticationError(f"client secrets file {path}: {error.args[0]}") from None
     except ValueError:
         raise AuthenticationError(f"client secrets file {path}: not JSON") from None
     if kind != clientsecrets.TYPE_INSTALLED:
         raise AuthenticationError(
             f"client secrets file {path} is for a {kind} application client: create an OAuth client "
-            "of type 'Desktop app' (installed) in the Google Cloud console and download its JSON")
+            "of type 'Desktop app' (installed) in the Google Cloud console and download its JSON"
+        )
     return info
 
 
@@ -112,16 +129,15 @@ def open_browser(url: str) -> None:
     A console browser (lynx, say) would hold the terminal, so it runs in a
     daemon thread that the flow never waits for.
     """
+
     def attempt() -> None:
-        try:
+        with contextlib.suppress(webbrowser.Error):
             webbrowser.open(url, new=1, autoraise=True)
-        except webbrowser.Error:
-            pass
 
     threading.Thread(target=attempt, name="open-browser", daemon=True).start()
 
 
-def _check_redirect(params: Dict[str, List[str]], state: str) -> str:
+def _check_redirect(params: dict[str, list[str]], state: str) -> str:
     """The code of an authorization response's parameters.
 
     Raises:
@@ -134,11 +150,13 @@ def _check_redirect(params: Dict[str, List[str]], state: str) -> str:
     if error:
         description = params.get("error_description", [""])[0]
         raise AuthenticationError(
-            f"the authorization server refused: {error}" + (f" ({description})" if description else ""))
+            f"the authorization server refused: {error}" + (f" ({description})" if description else "")
+        )
     if not secrets.compare_digest(params.get("state", [""])[0].encode(), state.encode()):
         raise AuthenticationError(
             "the state parameter of the answer does not match this request: "
-            "not the answer to this authorization, start again")
+            "not the answer to this authorization, start again"
+        )
     code = params.get("code", [""])[0]
     if not code:
         raise AuthenticationError("the answer carries no authorization code")
@@ -148,21 +166,24 @@ def _check_redirect(params: Dict[str, List[str]], state: str) -> str:
 class _RedirectHandler(http.server.BaseHTTPRequestHandler):
     """Receives the browser's redirect on the loopback server."""
 
-    server: "_LoopbackServer"
+    server: _LoopbackServer
     #: Seconds an idle connection (a browser's speculative preconnect) is kept.
     timeout = 30
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         query = urllib.parse.urlsplit(self.path).query
         params = urllib.parse.parse_qs(query)
         if "code" not in params and "error" not in params:
             self.send_error(404)
             return
-        code: Optional[str] = None
-        error: Optional[AuthenticationError] = None
+        code: str | None = None
+        error: AuthenticationError | None = None
         try:
             code = _check_redirect(params, self.server.state)
-            title, text = "Authorized", "pullqueue_authenticate got the authorization. You may close this window."
+            title, text = (
+                "Authorized",
+                "pullqueue_authenticate got the authorization. You may close this window.",
+            )
         except AuthenticationError as refusal:
             error = refusal
             title, text = "Not authorized", str(refusal)
@@ -176,7 +197,7 @@ class _RedirectHandler(http.server.BaseHTTPRequestHandler):
         # Only now: the command may exit as soon as it has the answer.
         self.server.answer(code, error)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         # The request line holds the authorization code: keep it off the terminal.
         pass
 
@@ -193,12 +214,12 @@ class _LoopbackServer(http.server.ThreadingHTTPServer):
     def __init__(self, state: str) -> None:
         super().__init__(("127.0.0.1", 0), _RedirectHandler)
         self.state = state
-        self.code: Optional[str] = None
-        self.error: Optional[AuthenticationError] = None
+        self.code: str | None = None
+        self.error: AuthenticationError | None = None
         self.answered = threading.Event()
         self._answer_lock = threading.Lock()
 
-    def answer(self, code: Optional[str] = None, error: Optional[AuthenticationError] = None) -> None:
+    def answer(self, code: str | None = None, error: AuthenticationError | None = None) -> None:
         """Take the first answer; later ones (a reload) change nothing."""
         with self._answer_lock:
             if not self.answered.is_set():
@@ -237,8 +258,9 @@ def _code_from_paste(text: str, state: str) -> str:
     return text
 
 
-def obtain_credentials(info: Dict[str, str], scope: str, manual: bool, browser: bool,
-                       stdin: TextIO, stdout: TextIO) -> OAuth2Credentials:
+def obtain_credentials(
+    info: dict[str, str], scope: str, manual: bool, browser: bool, stdin: TextIO, stdout: TextIO
+) -> OAuth2Credentials:
     """Run the flow with the client ``info``; the credentials it yields.
 
     Raises:
@@ -248,17 +270,27 @@ def obtain_credentials(info: Dict[str, str], scope: str, manual: bool, browser: 
     server = None if manual else _LoopbackServer(state)
     redirect_uri = MANUAL_REDIRECT_URI if server is None else f"http://127.0.0.1:{server.server_port}/"
     flow = OAuth2WebServerFlow(
-        info["client_id"], client_secret=info.get("client_secret"), scope=scope,
-        redirect_uri=redirect_uri, auth_uri=info["auth_uri"], token_uri=info["token_uri"],
+        info["client_id"],
+        client_secret=info.get("client_secret"),
+        scope=scope,
+        redirect_uri=redirect_uri,
+        auth_uri=info["auth_uri"],
+        token_uri=info["token_uri"],
         revoke_uri=info.get("revoke_uri", oauth2client.GOOGLE_REVOKE_URI),
-        user_agent="pullqueue_authenticate", pkce=True, prompt="consent")
+        user_agent="pullqueue_authenticate",
+        pkce=True,
+        prompt="consent",
+    )
     url = flow.step1_get_authorize_url(state=state)
     try:
         print("Open this address in a browser and allow access to your pull queues:", file=stdout)
         print(url, file=stdout)
         if server is None:
-            print(f"The browser is then sent to {MANUAL_REDIRECT_URI}, which shows an error page: "
-                  "paste the address from its address bar here (or only the code in it).", file=stdout)
+            print(
+                f"The browser is then sent to {MANUAL_REDIRECT_URI}, which shows an error page: "
+                "paste the address from its address bar here (or only the code in it).",
+                file=stdout,
+            )
             print("Address or code: ", end="", file=stdout)
             stdout.flush()
             answer = stdin.readline()
@@ -278,21 +310,26 @@ def obtain_credentials(info: Dict[str, str], scope: str, manual: bool, browser: 
         return flow.step2_exchange(code, http=httplib2.Http(timeout=EXCHANGE_TIMEOUT))
     except FlowExchangeError as error:
         raise AuthenticationError(
-            f"the token endpoint {info['token_uri']} refused the authorization code: {error}") from None
+            f"the token endpoint {info['token_uri']} refused the authorization code: {error}"
+        ) from None
     except (httplib2.HttpLib2Error, OSError) as error:
         raise AuthenticationError(f"cannot reach the token endpoint {info['token_uri']}: {error}") from None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The ``pullqueue_authenticate`` command; returns its exit status."""
     args = parse_args(argv)
     try:
         info = load_client_secrets(args.client_secrets)
-        credentials = obtain_credentials(info, args.scope, args.noauth_local_webserver,
-                                         not args.no_browser, sys.stdin, sys.stdout)
+        credentials = obtain_credentials(
+            info, args.scope, args.noauth_local_webserver, not args.no_browser, sys.stdin, sys.stdout
+        )
         if not credentials.refresh_token:
-            print("pullqueue_authenticate: warning: the authorization server gave no refresh token; "
-                  "these credentials stop working when the access token expires", file=sys.stderr)
+            print(
+                "pullqueue_authenticate: warning: the authorization server gave no refresh token; "
+                "these credentials stop working when the access token expires",
+                file=sys.stderr,
+            )
         path = os.path.abspath(args.credentials)
         try:
             CredentialsFileStorage(path).put(credentials)

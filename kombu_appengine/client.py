@@ -14,6 +14,7 @@ connection, since ``httplib2.Http`` is not thread-safe) and across
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.client
 import json
@@ -23,7 +24,8 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any, Callable
 
 import google.auth.exceptions
 import httplib2
@@ -60,7 +62,7 @@ BATCH_SIZE = 100
 TRANSPORT_ERRORS = (OSError, httplib2.HttpLib2Error, http.client.HTTPException)
 
 
-def emulator_root_url() -> Optional[str]:
+def emulator_root_url() -> str | None:
     """The root URL of the emulator named by ``TASKQUEUE_EMULATOR_HOST``, if any."""
     host = os.environ.get(EMULATOR_HOST_ENV, "").strip()
     if not host:
@@ -85,7 +87,7 @@ def root_url_of(api_endpoint: str) -> str:
     return root
 
 
-def _error_reason(error: HttpError) -> Tuple[Optional[str], str]:
+def _error_reason(error: HttpError) -> tuple[str | None, str]:
     """Google's ``reason`` and message from an HttpError's body."""
     try:
         document = json.loads(error.content.decode("utf-8"))["error"]
@@ -176,8 +178,9 @@ class TaskQueueClient:
 
     # -- retries and errors -----------------------------------------------
 
-    def _execute(self, make_request: Callable[[], Any], queue: str, action: str,
-                 done_if_retried: Iterable[int] = ()) -> Any:
+    def _execute(
+        self, make_request: Callable[[], Any], queue: str, action: str, done_if_retried: Iterable[int] = ()
+    ) -> Any:
         """Run a request, retrying transient failures with backoff.
 
         ``done_if_retried`` are statuses that mean the request already took
@@ -198,8 +201,7 @@ class TaskQueueClient:
                     return None
                 if last or not _retryable(error):
                     raise self._translate(error, queue, action) from None
-                logger.warning("%s on queue %r answered %s; retrying in %.2fs",
-                               action, queue, status, delay)
+                logger.warning("%s on queue %r answered %s; retrying in %.2fs", action, queue, status, delay)
             except google.auth.exceptions.RefreshError as error:
                 # Batches refresh credentials themselves, outside authorized_http.
                 raise refresh_refused(error) from None
@@ -207,9 +209,9 @@ class TaskQueueClient:
                 if last:
                     raise TaskQueueConnectionError(
                         f"cannot reach the Task Queue API at {self.root_url} to {action} "
-                        f"on queue {queue!r} of project {self.project!r}: {error!r}") from error
-                logger.warning("%s on queue %r failed (%r); retrying in %.2fs",
-                               action, queue, error, delay)
+                        f"on queue {queue!r} of project {self.project!r}: {error!r}"
+                    ) from error
+                logger.warning("%s on queue %r failed (%r); retrying in %.2fs", action, queue, error, delay)
                 # A connection that failed may be half-used: start afresh.
                 self._local.pid = None
             time.sleep(delay * (0.5 + random.random()))
@@ -222,22 +224,30 @@ class TaskQueueClient:
         where = f"queue {queue!r} of project {self.project!r}"
         if status >= 500 or status == 429 or reason in RATE_LIMIT_REASONS:
             return TaskQueueConnectionError(
-                f"the Task Queue API kept failing to {action} on {where}: {status} {message}")
+                f"the Task Queue API kept failing to {action} on {where}: {status} {message}"
+            )
         if status == 401:
             return AuthenticationFailed(
                 f"the Task Queue API refused the credentials to {action} on {where}: {message}",
-                status, reason)
+                status,
+                reason,
+            )
         if status == 403:
             return AuthenticationFailed(
                 f"not allowed to {action} on {where} ({message}): the queue's acl in "
                 "queue.yaml must list the account (user_email to consume, writer_email to insert)",
-                status, reason)
+                status,
+                reason,
+            )
         if status == 404:
             if action in ("delete task", "change lease", "get task"):
                 return TaskNotFound(f"cannot {action} on {where}: {message}", status, reason)
             return QueueNotFound(
                 f"{where} does not exist or is not a pull queue: declare it in queue.yaml "
-                "with 'mode: pull', or set the transport option shared_queue", status, reason)
+                "with 'mode: pull', or set the transport option shared_queue",
+                status,
+                reason,
+            )
         if status == 400 and action == "change lease":
             return LeaseLost(f"cannot {action} on {where}: {message}", status, reason)
         if status == 400 and reason == "taskTooLarge":
@@ -246,13 +256,15 @@ class TaskQueueClient:
 
     # -- the API ------------------------------------------------------------
 
-    def get_queue(self, queue: str, stats: bool = False) -> Dict[str, Any]:
+    def get_queue(self, queue: str, stats: bool = False) -> dict[str, Any]:
         """``taskqueues.get``: the queue's resource, with ``stats`` if asked."""
         return self._execute(
             lambda: self.taskqueues.get(project=self.project, taskqueue=queue, getStats=stats),
-            queue, "get queue")
+            queue,
+            "get queue",
+        )
 
-    def insert(self, queue: str, payload: bytes, tag: Optional[str] = None) -> str:
+    def insert(self, queue: str, payload: bytes, tag: str | None = None) -> str:
         """``tasks.insert`` of ``payload``; returns the task's name.
 
         The name is chosen here, so a retried insert that had in fact
@@ -264,28 +276,38 @@ class TaskQueueClient:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(
                 f"a message of {len(payload)} bytes does not fit in a task of queue {queue!r} "
-                f"of project {self.project!r}: the limit is {MAX_PAYLOAD_BYTES} bytes")
+                f"of project {self.project!r}: the limit is {MAX_PAYLOAD_BYTES} bytes"
+            )
         name = uuid.uuid4().hex
-        body: Dict[str, Any] = {
-            "id": name, "queueName": queue,
+        body: dict[str, Any] = {
+            "id": name,
+            "queueName": queue,
             "payloadBase64": base64.b64encode(payload).decode("ascii"),
         }
         if tag is not None:
             body["tag"] = tag
         self._execute(
             lambda: self.tasks.insert(project=self.project, taskqueue=queue, body=body),
-            queue, "insert task", done_if_retried=(409,))
+            queue,
+            "insert task",
+            done_if_retried=(409,),
+        )
         return name
 
-    def lease(self, queue: str, num_tasks: int, lease_secs: int, tag: Optional[str] = None) -> List[Dict[str, Any]]:
+    def lease(
+        self, queue: str, num_tasks: int, lease_secs: int, tag: str | None = None
+    ) -> list[dict[str, Any]]:
         """``tasks.lease`` of up to ``num_tasks`` (only those tagged ``tag`` when given)."""
-        options: Dict[str, Any] = {}
+        options: dict[str, Any] = {}
         if tag is not None:
             options = {"groupByTag": True, "tag": tag}
         response = self._execute(
-            lambda: self.tasks.lease(project=self.project, taskqueue=queue,
-                                               numTasks=num_tasks, leaseSecs=lease_secs, **options),
-            queue, "lease tasks")
+            lambda: self.tasks.lease(
+                project=self.project, taskqueue=queue, numTasks=num_tasks, leaseSecs=lease_secs, **options
+            ),
+            queue,
+            "lease tasks",
+        )
         return response.get("items", [])
 
     def delete(self, queue: str, task: str) -> None:
@@ -293,11 +315,14 @@ class TaskQueueClient:
         try:
             self._execute(
                 lambda: self.tasks.delete(project=self.project, taskqueue=queue, task=task),
-                queue, "delete task", done_if_retried=(404,))
+                queue,
+                "delete task",
+                done_if_retried=(404,),
+            )
         except TaskNotFound:
             logger.debug("task %s of queue %r was already deleted", task, queue)
 
-    def change_lease(self, queue: str, task: str, seconds: int) -> Dict[str, Any]:
+    def change_lease(self, queue: str, task: str, seconds: int) -> dict[str, Any]:
         """``tasks.update``: the lease ends ``seconds`` from now (0 releases it).
 
         Raises:
@@ -305,9 +330,16 @@ class TaskQueueClient:
             TaskNotFound: the task is gone.
         """
         return self._execute(
-            lambda: self.tasks.update(project=self.project, taskqueue=queue, task=task,
-                                                newLeaseSeconds=seconds, body={"queueName": queue}),
-            queue, "change lease")
+            lambda: self.tasks.update(
+                project=self.project,
+                taskqueue=queue,
+                task=task,
+                newLeaseSeconds=seconds,
+                body={"queueName": queue},
+            ),
+            queue,
+            "change lease",
+        )
 
     def release(self, queue: str, task: str) -> None:
         """Give a leased task back to the queue at once; gone or expired is fine."""
@@ -316,26 +348,34 @@ class TaskQueueClient:
         except (TaskNotFound, LeaseLost):
             logger.debug("task %s of queue %r was no longer leased when released", task, queue)
 
-    def list_tasks(self, queue: str) -> List[Dict[str, Any]]:
+    def list_tasks(self, queue: str) -> list[dict[str, Any]]:
         """``tasks.list``: up to 100 tasks, leased ones included, without payloads."""
         response = self._execute(
-            lambda: self.tasks.list(project=self.project, taskqueue=queue),
-            queue, "list tasks")
+            lambda: self.tasks.list(project=self.project, taskqueue=queue), queue, "list tasks"
+        )
         return response.get("items", [])
 
     def delete_many(self, queue: str, tasks: Iterable[str]) -> None:
         """Delete tasks with batch calls; tasks already gone are skipped."""
-        self._batch(queue, tasks, "delete task", lambda tasks, task: tasks.delete(
-            project=self.project, taskqueue=queue, task=task))
+        self._batch(
+            queue,
+            tasks,
+            "delete task",
+            lambda tasks, task: tasks.delete(project=self.project, taskqueue=queue, task=task),
+        )
 
     def release_many(self, queue: str, tasks: Iterable[str]) -> None:
         """Release leases with batch calls; tasks gone or no longer leased are skipped."""
-        self._batch(queue, tasks, "change lease", lambda tasks, task: tasks.update(
-            project=self.project, taskqueue=queue, task=task, newLeaseSeconds=0,
-            body={"queueName": queue}))
+        self._batch(
+            queue,
+            tasks,
+            "change lease",
+            lambda tasks, task: tasks.update(
+                project=self.project, taskqueue=queue, task=task, newLeaseSeconds=0, body={"queueName": queue}
+            ),
+        )
 
-    def _batch(self, queue: str, tasks: Iterable[str], action: str,
-               make: Callable[[Any, str], Any]) -> None:
+    def _batch(self, queue: str, tasks: Iterable[str], action: str, make: Callable[[Any, str], Any]) -> None:
         """Send ``make(tasks_resource, task)`` for each task in batch calls.
 
         Tasks that are gone (404) or no longer leased (400) are skipped;
@@ -344,24 +384,24 @@ class TaskQueueClient:
         """
         pending = list(tasks)
         for start in range(0, len(pending), BATCH_SIZE):
-            failures = self._send_batch(queue, pending[start:start + BATCH_SIZE], action, make)
+            failures = self._send_batch(queue, pending[start : start + BATCH_SIZE], action, make)
             for task, error in failures.items():
                 if error.resp.status in (400, 404):
                     continue
                 if error.resp.status != 401 and not _retryable(error):
                     raise self._translate(error, queue, action)
-                try:
-                    self._execute(functools.partial(make, self.tasks, task), queue, action,
-                                  done_if_retried=(400, 404))
-                except (TaskNotFound, LeaseLost):
-                    pass
+                with contextlib.suppress(TaskNotFound, LeaseLost):
+                    self._execute(
+                        functools.partial(make, self.tasks, task), queue, action, done_if_retried=(400, 404)
+                    )
 
-    def _send_batch(self, queue: str, chunk: List[str], action: str,
-                    make: Callable[[Any, str], Any]) -> Dict[str, HttpError]:
+    def _send_batch(
+        self, queue: str, chunk: list[str], action: str, make: Callable[[Any, str], Any]
+    ) -> dict[str, HttpError]:
         """One batch call (retried whole on transient failure); the parts that failed."""
-        failures: Dict[str, HttpError] = {}
+        failures: dict[str, HttpError] = {}
 
-        def collect(request_id: str, _response: Any, error: Optional[Exception]) -> None:
+        def collect(request_id: str, _response: Any, error: Exception | None) -> None:
             if isinstance(error, HttpError):
                 failures[request_id] = error
 

@@ -33,6 +33,7 @@ secret.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -40,7 +41,7 @@ import os
 import stat
 import tempfile
 import threading
-from typing import Any, Dict, Optional
+from typing import Any
 
 import google.auth
 import google.auth.credentials
@@ -80,7 +81,7 @@ AUTHORIZED_USER_TYPE = "authorized_user"
 def load_credentials(
     credentials: Any = None,
     storage: Any = None,
-    credentials_file: Optional[str] = None,
+    credentials_file: str | None = None,
 ) -> google.auth.credentials.Credentials:
     """The credentials to sign requests with, from the first source given.
 
@@ -107,16 +108,20 @@ def credentials_from_storage(storage: Any) -> Any:
         ConfigurationError: ``storage`` has no ``get()`` or holds nothing.
     """
     if not callable(getattr(storage, "get", None)):
-        raise ConfigurationError("credentials_storage must have a get() method, "
-                                 "like oauth2client.file.Storage")
+        raise ConfigurationError(
+            "credentials_storage must have a get() method, like oauth2client.file.Storage"
+        )
     loaded = storage.get()
     if loaded is None:
         raise ConfigurationError(
             f"credentials_storage {type(storage).__name__} holds no credentials: "
-            "run pullqueue_authenticate client_secrets.json FILE first")
-    if (isinstance(loaded, oauth2client.client.Credentials)
-            and isinstance(storage, oauth2client.client.Storage)
-            and getattr(loaded, "store", None) is None):
+            "run pullqueue_authenticate client_secrets.json FILE first"
+        )
+    if (
+        isinstance(loaded, oauth2client.client.Credentials)
+        and isinstance(storage, oauth2client.client.Storage)
+        and getattr(loaded, "store", None) is None
+    ):
         loaded.set_store(storage)
     return loaded
 
@@ -147,7 +152,8 @@ def credentials_from_file(path: str, source: str = "credentials_file") -> google
         raise ConfigurationError(f"{source} {path}: not a valid {kind} file: {error}") from None
     raise ConfigurationError(
         f"{source} {path}: not a file written by pullqueue_authenticate, "
-        "a service-account key or an authorized-user file")
+        "a service-account key or an authorized-user file"
+    )
 
 
 def application_default_credentials() -> google.auth.credentials.Credentials:
@@ -172,7 +178,8 @@ def application_default_credentials() -> google.auth.credentials.Credentials:
         raise ConfigurationError(
             "no credentials: set the transport option credentials_file (see "
             "pullqueue_authenticate), credentials_storage or credentials, or set up "
-            f"Application Default Credentials ({error})") from None
+            f"Application Default Credentials ({error})"
+        ) from None
     return found
 
 
@@ -189,10 +196,11 @@ def as_google_auth(credentials: Any) -> google.auth.credentials.Credentials:
             credentials = credentials.create_scoped([TASKQUEUE_SCOPE])
         return OAuth2ClientCredentials(credentials)
     raise ConfigurationError(
-        f"credentials must be google-auth or oauth2client credentials, not {type(credentials).__name__}")
+        f"credentials must be google-auth or oauth2client credentials, not {type(credentials).__name__}"
+    )
 
 
-def _read_json(path: str, source: str) -> Dict[str, Any]:
+def _read_json(path: str, source: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as stream:
             data = json.load(stream)
@@ -214,7 +222,8 @@ def refresh_refused(error: google.auth.exceptions.RefreshError) -> Authenticatio
     reason = error.args[0] if error.args else error
     return AuthenticationFailed(
         f"the token endpoint refused to refresh the credentials ({reason}): "
-        "run pullqueue_authenticate again, or check the service-account key")
+        "run pullqueue_authenticate again, or check the service-account key"
+    )
 
 
 class _AuthorizedHttp(google_auth_httplib2.AuthorizedHttp):
@@ -227,7 +236,8 @@ class _AuthorizedHttp(google_auth_httplib2.AuthorizedHttp):
             raise refresh_refused(error) from None
         except google.auth.exceptions.TransportError as error:
             raise TaskQueueConnectionError(
-                f"cannot reach the token endpoint to refresh the credentials: {error}") from None
+                f"cannot reach the token endpoint to refresh the credentials: {error}"
+            ) from None
 
 
 def authorized_http(credentials: Any, http: httplib2.Http) -> httplib2.Http:
@@ -285,12 +295,12 @@ class AuthorizedUserFileCredentials(user_credentials.Credentials):
     """
 
     #: The file the credentials came from and go back to.
-    _path: Optional[str] = None
+    _path: str | None = None
     #: Serializes refreshes of one object (threads share it).
     _file_lock: threading.Lock
 
     @classmethod
-    def from_file_info(cls, info: Dict[str, Any], path: str) -> "AuthorizedUserFileCredentials":
+    def from_file_info(cls, info: dict[str, Any], path: str) -> AuthorizedUserFileCredentials:
         """Credentials from the parsed authorized-user file at ``path``.
 
         Unlike google-auth's ``from_authorized_user_info``, the file's
@@ -341,12 +351,15 @@ class AuthorizedUserFileCredentials(user_credentials.Credentials):
             stored["expiry"] = self.expiry.isoformat() + "Z" if self.expiry else None
             if self.refresh_token:
                 stored["refresh_token"] = self.refresh_token
-            write_private_file(path, json.dumps(stored, indent=2) + "\n",
-                               mode=stat.S_IMODE(os.stat(path).st_mode))
+            write_private_file(
+                path, json.dumps(stored, indent=2) + "\n", mode=stat.S_IMODE(os.stat(path).st_mode)
+            )
         except (OSError, ValueError) as error:
-            logger.warning("could not write the refreshed access token back to %s (%s): "
-                           "the next start refreshes again", path, getattr(error, "strerror", None) or
-                           type(error).__name__)
+            logger.warning(
+                "could not write the refreshed access token back to %s (%s): the next start refreshes again",
+                path,
+                getattr(error, "strerror", None) or type(error).__name__,
+            )
 
 
 def _utcnow() -> datetime.datetime:
@@ -374,8 +387,9 @@ def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> N
     """
     target = os.path.realpath(path)
     directory = os.path.dirname(target) or "."
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(target) + ".",
-                                             suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(target) + ".", suffix=".tmp"
+    )
     try:
         os.chmod(temporary, mode)
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
@@ -384,10 +398,8 @@ def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> N
             os.fsync(stream.fileno())
         os.replace(temporary, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
-        except OSError:
-            pass
         raise
 
 
@@ -407,7 +419,7 @@ class CredentialsFileStorage(oauth2client.client.Storage):
     def __repr__(self) -> str:
         return f"<CredentialsFileStorage {self.path!r}>"
 
-    def locked_get(self) -> Optional[oauth2client.client.Credentials]:
+    def locked_get(self) -> oauth2client.client.Credentials | None:
         """The stored credentials, set to write refreshes back here; ``None`` when unreadable."""
         try:
             with open(self.path, encoding="utf-8") as stream:
@@ -427,7 +439,5 @@ class CredentialsFileStorage(oauth2client.client.Storage):
 
     def locked_delete(self) -> None:
         """Remove the file."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass

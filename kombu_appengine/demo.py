@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 from kombu import Connection
 
@@ -52,8 +52,13 @@ def _insert_raw(host: str, count: int, first: int) -> None:
     path = f"/taskqueue/v1beta2/projects/demo-app/taskqueues/{QUEUE}/tasks"
     try:
         for n in range(first, first + count):
-            body = json.dumps({"payloadBase64": base64.b64encode(
-                json.dumps({"n": n, "source": "rest"}).encode("utf-8")).decode("ascii")})
+            body = json.dumps(
+                {
+                    "payloadBase64": base64.b64encode(
+                        json.dumps({"n": n, "source": "rest"}).encode("utf-8")
+                    ).decode("ascii")
+                }
+            )
             connection.request("POST", path, body, {"Content-Type": "application/json"})
             response = connection.getresponse()
             response.read()
@@ -94,11 +99,30 @@ def run(tasks: int, processes: int, num_tasks: int) -> int:
         requests_before = emulator.requests
         started = time.monotonic()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "kombu_appengine.worker", "kombu_appengine.demo:process",
-             "--queue", QUEUE, "--project", "demo-app", "--processes", str(processes),
-             "--num-tasks", str(num_tasks), "--polling-interval", "0.2", "--retry-backoff", "1",
-             "--log-level", "ERROR"],
-            env=env, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "kombu_appengine.worker",
+                "kombu_appengine.demo:process",
+                "--queue",
+                QUEUE,
+                "--project",
+                "demo-app",
+                "--processes",
+                str(processes),
+                "--num-tasks",
+                str(num_tasks),
+                "--polling-interval",
+                "0.2",
+                "--retry-backoff",
+                "1",
+                "--log-level",
+                "ERROR",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         left = tasks
         # A terminal gets a bar redrawn in place; a log gets a line every 2 s.
         print_every = 0.25 if err.isatty() else 2.0
@@ -132,15 +156,17 @@ def run(tasks: int, processes: int, num_tasks: int) -> int:
         return 0 if ok else 1
 
 
-def _parse_summary(output: str) -> Dict[str, Union[int, float]]:
+def _parse_summary(output: str) -> dict[str, int | float]:
     match = re.search(r"^summary: (.*)$", output, re.MULTILINE)
     if match is None:
         return {}
-    return {key: float(value) if "." in value else int(value)
-            for key, value in re.findall(r"(\w+)=([\d.]+)", match.group(1))}
+    return {
+        key: float(value) if "." in value else int(value)
+        for key, value in re.findall(r"(\w+)=([\d.]+)", match.group(1))
+    }
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """The ``scripts/demo`` entry point."""
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=4000, help="tasks to enqueue (default: %(default)s)")

@@ -33,7 +33,7 @@ DISCOVERY_PATH = "/discovery/v1/apis/taskqueue/v1beta2/rest"
 _RESOURCE_NAME = "taskqueue_v1beta2.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _original() -> dict[str, Any]:
     """Parse the shipped document once; callers must never mutate the result."""
     text = files("kombu_appengine").joinpath(_RESOURCE_NAME).read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ try again", :class:`TaskQueueChannelError` means "this request is wrong".
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from amqp import ChannelError, ConnectionError
 
@@ -33,7 +33,7 @@ class TaskQueueChannelError(TaskQueueError, ChannelError):
         reason: Google's ``reason`` for it (``notFound``, ``invalid`` ...).
     """
 
-    def __init__(self, message: str, status: Optional[int] = None, reason: Optional[str] = None) -> None:
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason

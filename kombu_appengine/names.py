@@ -34,5 +34,5 @@ def pull_queue_name(name: str) -> str:
     translated = _ILLEGAL.sub("-", name)
     if len(translated) > MAX_QUEUE_NAME:
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-        translated = f"{translated[:MAX_QUEUE_NAME - 9]}-{digest}"
+        translated = f"{translated[: MAX_QUEUE_NAME - 9]}-{digest}"
     return translated

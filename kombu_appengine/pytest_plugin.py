@@ -14,7 +14,7 @@ and points ``TASKQUEUE_EMULATOR_HOST`` at it for the test's duration.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

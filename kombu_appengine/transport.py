@@ -128,14 +128,15 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from queue import Empty
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any
 
 import googleapiclient
 from kombu.transport import virtual
 
-from .client import TaskQueueClient, emulator_root_url, root_url_of, GOOGLE_ROOT_URL
+from .client import GOOGLE_ROOT_URL, TaskQueueClient, emulator_root_url, root_url_of
 from .credentials import load_credentials
 from .errors import (
     ConfigurationError,
@@ -170,7 +171,8 @@ def _as_number(name: str, value: Any, kind: type, low: float, high: float) -> An
         number = None
     if number is None or isinstance(value, bool) or not low <= number <= high:
         raise ConfigurationError(
-            f"transport option {name} must be a number from {low} to {high}, not {value!r}")
+            f"transport option {name} must be a number from {low} to {high}, not {value!r}"
+        )
     return number
 
 
@@ -183,13 +185,13 @@ class Settings:
     emulated: bool
     num_tasks: int = 10
     lease_secs: int = 60
-    shared_queue: Optional[str] = None
+    shared_queue: str | None = None
     message_format: str = "kombu"
     max_retries: int = 5
     polling_interval: float = 1.0
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "Settings":
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
         """Check ``transport_options``.
 
         Raises:
@@ -203,16 +205,20 @@ class Settings:
             if not emulated:
                 raise ConfigurationError(
                     "transport option project_name is required: the App Engine application id "
-                    "(or set api_endpoint or TASKQUEUE_EMULATOR_HOST to use an emulator)")
+                    "(or set api_endpoint or TASKQUEUE_EMULATOR_HOST to use an emulator)"
+                )
             project = EMULATOR_PROJECT
         if not isinstance(project, str) or not project:
-            raise ConfigurationError(f"transport option project_name must be a non-empty string, not {project!r}")
+            raise ConfigurationError(
+                f"transport option project_name must be a non-empty string, not {project!r}"
+            )
         if _as_bool("hrd_project", options.get("hrd_project", False)) and not project.startswith("s~"):
             project = "s~" + project
         message_format = options.get("message_format", "kombu")
         if message_format not in MESSAGE_FORMATS:
             raise ConfigurationError(
-                f"transport option message_format must be 'kombu' or 'raw', not {message_format!r}")
+                f"transport option message_format must be 'kombu' or 'raw', not {message_format!r}"
+            )
         shared = options.get("shared_queue")
         if shared is not None and (not isinstance(shared, str) or not shared):
             raise ConfigurationError(f"transport option shared_queue must be a queue name, not {shared!r}")
@@ -225,8 +231,9 @@ class Settings:
             shared_queue=pull_queue_name(shared) if shared else None,
             message_format=message_format,
             max_retries=_as_number("max_retries", options.get("max_retries", cls.max_retries), int, 0, 100),
-            polling_interval=_as_number("polling_interval", options.get("polling_interval", cls.polling_interval),
-                                        float, 0, 3600),
+            polling_interval=_as_number(
+                "polling_interval", options.get("polling_interval", cls.polling_interval), float, 0, 3600
+            ),
         )
 
 
@@ -235,7 +242,7 @@ class Route:
     """Where a kombu queue's tasks are: a pull queue, and a tag on it or none."""
 
     pull_queue: str
-    tag: Optional[str] = None
+    tag: str | None = None
 
 
 @dataclass
@@ -247,14 +254,14 @@ class Lease:
     #: When the lease ends, on this process's monotonic clock (conservative:
     #: measured from before the lease was asked for).
     expires: float
-    task: Dict[str, Any]
+    task: dict[str, Any]
     lost: bool = False
     #: The process that leased it: only that one gives it back on close
     #: (a forked child closing what it inherited must not).
     pid: int = field(default_factory=os.getpid)
 
 
-def _decode_payload(text: str) -> Optional[bytes]:
+def _decode_payload(text: str) -> bytes | None:
     compact = "".join(text.split()).translate(str.maketrans("-_", "+/"))
     try:
         return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
@@ -267,12 +274,15 @@ ENVELOPE_KEYS = frozenset({"body", "content-encoding", "content-type", "headers"
 
 
 def _is_envelope(document: Any) -> bool:
-    return (isinstance(document, dict) and ENVELOPE_KEYS <= document.keys()
-            and isinstance(document["properties"], dict))
+    return (
+        isinstance(document, dict)
+        and document.keys() >= ENVELOPE_KEYS
+        and isinstance(document["properties"], dict)
+    )
 
 
 #: Every open channel of this process, to give them fresh locks after a fork.
-_CHANNELS: "weakref.WeakSet[Channel]" = weakref.WeakSet()
+_CHANNELS: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -291,7 +301,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
 class QoS(virtual.QoS):
     """kombu's bookkeeping of unacknowledged messages, restored in batches."""
 
-    def restore_unacked(self) -> List[Any]:
+    def restore_unacked(self) -> list[Any]:
         """Give every unacknowledged message back: one batch of lease releases per queue.
 
         Returns no errors for kombu to dump: a release that fails loses
@@ -315,13 +325,13 @@ class Channel(virtual.Channel):
         super().__init__(*args, **kwargs)
         self.settings: Settings = self.connection.settings
         self.client: TaskQueueClient = self.connection.client_for_channels
-        self._routes: Dict[str, Route] = {}
-        self._buffers: Dict[str, Deque[Lease]] = collections.defaultdict(collections.deque)
-        self._unacked: Dict[str, Lease] = {}
-        self._no_ack_queues: Set[str] = set()
+        self._routes: dict[str, Route] = {}
+        self._buffers: dict[str, collections.deque[Lease]] = collections.defaultdict(collections.deque)
+        self._unacked: dict[str, Lease] = {}
+        self._no_ack_queues: set[str] = set()
         self._lock = threading.Lock()
         self._keeper_stop = threading.Event()
-        self._keeper: Optional[threading.Thread] = None
+        self._keeper: threading.Thread | None = None
         _CHANNELS.add(self)
 
     # -- queues -------------------------------------------------------------
@@ -345,14 +355,16 @@ class Channel(virtual.Channel):
             if len(queue.encode("utf-8")) > MAX_TAG_BYTES:
                 raise TaskQueueChannelError(
                     f"kombu queue name {queue[:60]!r}... is over {MAX_TAG_BYTES} bytes: "
-                    "too long to be a tag on shared_queue") from None
+                    "too long to be a tag on shared_queue"
+                ) from None
             try:
                 self.client.get_queue(shared)
             except QueueNotFound:
                 raise QueueNotFound(
                     f"kombu queue {queue!r} has no pull queue of its own, and the shared_queue "
                     f"{shared!r} does not exist in project {self.settings.project!r} either: "
-                    "declare it in queue.yaml with 'mode: pull'") from None
+                    "declare it in queue.yaml with 'mode: pull'"
+                ) from None
             route = Route(shared, queue)
         self._routes[queue] = route
         return route
@@ -385,11 +397,18 @@ class Channel(virtual.Channel):
         while True:
             # Listed tasks include those other consumers hold; a tag's tasks
             # beyond the first hundred listed are reached by leasing the tag.
-            names = {task["id"] for task in self.client.list_tasks(route.pull_queue)
-                     if route.tag is None or task.get("tag") == route.tag}
+            names = {
+                task["id"]
+                for task in self.client.list_tasks(route.pull_queue)
+                if route.tag is None or task.get("tag") == route.tag
+            }
             if route.tag is not None:
-                names.update(task["id"] for task in self.client.lease(
-                    route.pull_queue, 1000, self.settings.lease_secs, tag=route.tag))
+                names.update(
+                    task["id"]
+                    for task in self.client.lease(
+                        route.pull_queue, 1000, self.settings.lease_secs, tag=route.tag
+                    )
+                )
             if not names:
                 return purged
             self.client.delete_many(route.pull_queue, names)
@@ -397,7 +416,7 @@ class Channel(virtual.Channel):
 
     # -- publishing ---------------------------------------------------------
 
-    def _put(self, queue: str, message: Dict[str, Any], **kwargs: Any) -> None:
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         route = self._route(queue)
         if self.settings.message_format == "raw":
             body = self.decode_body(message["body"], message["properties"].get("body_encoding"))
@@ -439,7 +458,7 @@ class Channel(virtual.Channel):
         allowed = self.qos.can_consume_max_estimate()
         return self.settings.num_tasks if allowed is None else max(1, min(allowed, self.settings.num_tasks))
 
-    def _next_fresh(self, buffer: Deque[Lease]) -> Optional[Lease]:
+    def _next_fresh(self, buffer: collections.deque[Lease]) -> Lease | None:
         deadline = time.monotonic() + self.settings.lease_secs / 2
         while buffer:
             lease = buffer.popleft()
@@ -448,14 +467,15 @@ class Channel(virtual.Channel):
             logger.debug("dropping buffered task %s: its lease is about to end", lease.task_id)
         return None
 
-    def _get(self, queue: str, timeout: Optional[float] = None, auto_ack: Optional[bool] = None) -> Dict[str, Any]:
+    def _get(self, queue: str, timeout: float | None = None, auto_ack: bool | None = None) -> dict[str, Any]:
         buffer = self._buffers[queue]
         lease = self._next_fresh(buffer)
         if lease is None:
             route = self._route(queue)
             started = time.monotonic()
-            tasks = self.client.lease(route.pull_queue, self._lease_count(), self.settings.lease_secs,
-                                      tag=route.tag)
+            tasks = self.client.lease(
+                route.pull_queue, self._lease_count(), self.settings.lease_secs, tag=route.tag
+            )
             expires = started + self.settings.lease_secs
             buffer.extend(Lease(route, task["id"], expires, task) for task in tasks)
             lease = self._next_fresh(buffer)
@@ -470,7 +490,7 @@ class Channel(virtual.Channel):
         self._start_keeper()
         return message
 
-    def _to_message(self, lease: Lease, queue: str) -> Dict[str, Any]:
+    def _to_message(self, lease: Lease, queue: str) -> dict[str, Any]:
         """kombu's message for a leased task: its envelope, or the raw payload wrapped."""
         text = lease.task.get("payloadBase64", "")
         payload = _decode_payload(text) if isinstance(text, str) else None
@@ -511,7 +531,7 @@ class Channel(virtual.Channel):
 
     # -- acknowledgement ----------------------------------------------------
 
-    def _take(self, delivery_tag: str) -> Optional[Lease]:
+    def _take(self, delivery_tag: str) -> Lease | None:
         with self._lock:
             return self._unacked.pop(delivery_tag, None)
 
@@ -558,7 +578,7 @@ class Channel(virtual.Channel):
         finally:
             super().basic_ack(delivery_tag)
 
-    def queue_max_leases(self, queue: str) -> Optional[int]:
+    def queue_max_leases(self, queue: str) -> int | None:
         """The pull queue's ``maxLeases`` (``task_retry_limit``), if it has one."""
         route = self._route(queue)
         value = self.client.get_queue(route.pull_queue).get("maxLeases")
@@ -568,9 +588,9 @@ class Channel(virtual.Channel):
         """Release the leases of unacknowledged messages, in one batch per queue."""
         self._release([self._take(message.delivery_tag) for message in messages], "unacknowledged")
 
-    def _release(self, leases: Iterable[Optional[Lease]], what: str) -> int:
+    def _release(self, leases: Iterable[Lease | None], what: str) -> int:
         """Release the leases this process took, in batches; failures only cost their lease time."""
-        by_queue: Dict[str, List[str]] = collections.defaultdict(list)
+        by_queue: dict[str, list[str]] = collections.defaultdict(list)
         for lease in leases:
             if lease is not None and lease.pid == os.getpid():
                 by_queue[lease.route.pull_queue].append(lease.task_id)
@@ -580,8 +600,13 @@ class Channel(virtual.Channel):
                 self.client.release_many(pull_queue, names)
                 released += len(names)
             except (TaskQueueConnectionError, TaskQueueChannelError) as error:
-                logger.warning("could not release %d %s tasks of queue %r (%s): "
-                               "they come back when their leases end", len(names), what, pull_queue, error)
+                logger.warning(
+                    "could not release %d %s tasks of queue %r (%s): they come back when their leases end",
+                    len(names),
+                    what,
+                    pull_queue,
+                    error,
+                )
         return released
 
     def _restore(self, message: Any) -> None:
@@ -595,8 +620,9 @@ class Channel(virtual.Channel):
     def _start_keeper(self) -> None:
         if self._keeper is None or not self._keeper.is_alive():
             self._keeper_stop.clear()
-            self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
-                                            name=f"kombu-appengine-lease-keeper-{self.channel_id}")
+            self._keeper = threading.Thread(
+                target=self._keep_leases, daemon=True, name=f"kombu-appengine-lease-keeper-{self.channel_id}"
+            )
             self._keeper.start()
 
     def _keep_leases(self) -> None:
@@ -604,7 +630,7 @@ class Channel(virtual.Channel):
         while not self._keeper_stop.wait(lease_secs / 4):
             try:
                 self.extend_leases()
-            except Exception:  # noqa: BLE001 - the keeper must outlive one bad round
+            except Exception:
                 logger.exception("could not extend leases; trying again in %.1fs", lease_secs / 4)
 
     def extend_leases(self) -> int:
@@ -616,8 +642,11 @@ class Channel(virtual.Channel):
         lease_secs = self.settings.lease_secs
         horizon = time.monotonic() + lease_secs / 2
         with self._lock:
-            due = [(tag, lease) for tag, lease in self._unacked.items()
-                   if lease.expires < horizon and not lease.lost]
+            due = [
+                (tag, lease)
+                for tag, lease in self._unacked.items()
+                if lease.expires < horizon and not lease.lost
+            ]
         renewed = 0
         for tag, lease in due:
             started = time.monotonic()
@@ -631,8 +660,13 @@ class Channel(virtual.Channel):
                     self.client.change_lease(lease.route.pull_queue, lease.task_id, lease_secs)
                 except TaskQueueChannelError as error:
                     lease.lost = True
-                    logger.warning("lost the lease on task %s of queue %r before it was renewed (%s): "
-                                   "another consumer may get it", lease.task_id, lease.route.pull_queue, error)
+                    logger.warning(
+                        "lost the lease on task %s of queue %r before it was renewed (%s): "
+                        "another consumer may get it",
+                        lease.task_id,
+                        lease.route.pull_queue,
+                        error,
+                    )
                     continue
             lease.expires = started + lease_secs
             renewed += 1
@@ -640,7 +674,7 @@ class Channel(virtual.Channel):
 
     # -- closing ------------------------------------------------------------
 
-    def release_buffered(self, queue: Optional[str] = None) -> int:
+    def release_buffered(self, queue: str | None = None) -> int:
         """Release the leases of the tasks buffered but not yet delivered.
 
         Other consumers can lease them at once. Safe to call from another
@@ -649,7 +683,7 @@ class Channel(virtual.Channel):
         Parameters:
             queue: only the tasks buffered for this kombu queue; default all.
         """
-        taken: List[Lease] = []
+        taken: list[Lease] = []
         buffers = list(self._buffers.values()) if queue is None else [self._buffers.get(queue, ())]
         for buffer in buffers:
             while buffer:
@@ -680,8 +714,8 @@ class Transport(virtual.Transport):
     driver_type = "appengine"
     driver_name = "googleapiclient"
 
-    connection_errors: Tuple[Any, ...] = virtual.Transport.connection_errors + (TaskQueueConnectionError,)
-    channel_errors: Tuple[Any, ...] = virtual.Transport.channel_errors + (TaskQueueChannelError,)
+    connection_errors: tuple[Any, ...] = (*virtual.Transport.connection_errors, TaskQueueConnectionError)
+    channel_errors: tuple[Any, ...] = (*virtual.Transport.channel_errors, TaskQueueChannelError)
     #: Without this attribute ``Connection.ensure`` gives up at the second
     #: connection error; reconnecting here does no I/O, so the server may
     #: well still be down after a "successful" reconnect.
@@ -701,15 +735,19 @@ class Transport(virtual.Transport):
         self.polling_interval = self.settings.polling_interval
         credentials = None
         if not self.settings.emulated or any(
-                options.get(key) is not None for key in ("credentials", "credentials_storage", "credentials_file")):
-            credentials = load_credentials(options.get("credentials"), options.get("credentials_storage"),
-                                           options.get("credentials_file"))
+            options.get(key) is not None for key in ("credentials", "credentials_storage", "credentials_file")
+        ):
+            credentials = load_credentials(
+                options.get("credentials"),
+                options.get("credentials_storage"),
+                options.get("credentials_file"),
+            )
         self.client_for_channels = TaskQueueClient(
-            self.settings.project, self.settings.root_url, credentials,
-            max_retries=self.settings.max_retries)
+            self.settings.project, self.settings.root_url, credentials, max_retries=self.settings.max_retries
+        )
 
     @property
-    def default_connection_params(self) -> Dict[str, Any]:
+    def default_connection_params(self) -> dict[str, Any]:
         """No host or port: the endpoint comes from the transport options."""
         return {"port": None}
 

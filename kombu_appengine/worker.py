@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 from kombu import Connection
 
@@ -92,9 +92,9 @@ class WorkerSettings:
 
     function: str
     queue: str
-    transport_options: Dict[str, Any]
-    max_retries: Optional[int] = None
-    dead_letter_queue: Optional[str] = None
+    transport_options: dict[str, Any]
+    max_retries: int | None = None
+    dead_letter_queue: str | None = None
     retry_backoff: float = 1.0
     polling_interval: float = 1.0
     log_level: str = "INFO"
@@ -111,12 +111,18 @@ class Counters:
         with value.get_lock():
             value.value += amount
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
         return {name: value.value for name, value in self._values.items()}
 
 
-def _handle(channel: Any, message: Any, function: Callable[[Any], Any], settings: WorkerSettings,
-            max_leases: Optional[int], counters: Counters) -> None:
+def _handle(
+    channel: Any,
+    message: Any,
+    function: Callable[[Any], Any],
+    settings: WorkerSettings,
+    max_leases: int | None,
+    counters: Counters,
+) -> None:
     try:
         payload = message.decode()
         function(payload)
@@ -129,19 +135,35 @@ def _handle(channel: Any, message: Any, function: Callable[[Any], Any], settings
         if out_of_retries or out_of_leases:
             why = "--max-retries" if out_of_retries else "the queue's maxLeases"
             if settings.dead_letter_queue:
-                logger.error("task %s failed on attempt %d, the last %s allows; moving it to %r:\n%s",
-                             task_id, attempt, why, settings.dead_letter_queue, traceback.format_exc())
+                logger.error(
+                    "task %s failed on attempt %d, the last %s allows; moving it to %r:\n%s",
+                    task_id,
+                    attempt,
+                    why,
+                    settings.dead_letter_queue,
+                    traceback.format_exc(),
+                )
                 channel.dead_letter(message.delivery_tag, settings.dead_letter_queue)
                 counters.add("dead_lettered")
             else:
-                logger.error("task %s failed on attempt %d, the last %s allows; deleting it:\n%s",
-                             task_id, attempt, why, traceback.format_exc())
+                logger.error(
+                    "task %s failed on attempt %d, the last %s allows; deleting it:\n%s",
+                    task_id,
+                    attempt,
+                    why,
+                    traceback.format_exc(),
+                )
                 message.reject(requeue=False)
                 counters.add("dropped")
             return
         delay = backoff_seconds(attempt, settings.retry_backoff)
-        logger.warning("task %s failed on attempt %d; retrying in %ds:\n%s",
-                       task_id, attempt, delay, traceback.format_exc())
+        logger.warning(
+            "task %s failed on attempt %d; retrying in %ds:\n%s",
+            task_id,
+            attempt,
+            delay,
+            traceback.format_exc(),
+        )
         channel.retry_later(message.delivery_tag, delay)
         counters.add("retried")
         return
@@ -151,7 +173,9 @@ def _handle(channel: Any, message: Any, function: Callable[[Any], Any], settings
 
 def work(settings: WorkerSettings, counters: Counters) -> None:
     """One worker process: get, call, ack, until SIGTERM (a second one stops at once)."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s"
+    )
     stopping = threading.Event()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -164,7 +188,9 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
     # turns it into SIGTERM for us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     function = load_function(settings.function)
-    with Connection(transport="kombu_appengine:Transport", transport_options=settings.transport_options) as conn:
+    with Connection(
+        transport="kombu_appengine:Transport", transport_options=settings.transport_options
+    ) as conn:
         channel = conn.default_channel
         max_leases = channel.queue_max_leases(settings.queue)
 
@@ -187,8 +213,11 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
             try:
                 _handle(channel, message, function, settings, max_leases, counters)
             except TaskQueueError as error:
-                logger.warning("could not settle a task of %r (%s); it comes back when its lease ends",
-                               settings.queue, error)
+                logger.warning(
+                    "could not settle a task of %r (%s); it comes back when its lease ends",
+                    settings.queue,
+                    error,
+                )
     # Leaving the with block closed the connection: buffered and unacked
     # tasks were released for other workers.
 
@@ -203,14 +232,15 @@ class Supervisor:
         methods = multiprocessing.get_all_start_methods()
         self.context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.counters = Counters(self.context)
-        self.children: List[Any] = []
+        self.children: list[Any] = []
         #: Whether it stopped because processes kept dying at start.
         self.gave_up = False
         self._signals = 0
 
     def _start_child(self, number: int) -> Any:
-        child = self.context.Process(target=work, args=(self.settings, self.counters),
-                                     name=f"worker-{number}", daemon=False)
+        child = self.context.Process(
+            target=work, args=(self.settings, self.counters), name=f"worker-{number}", daemon=False
+        )
         child.start()
         child.started_at = time.monotonic()
         return child
@@ -228,21 +258,23 @@ class Supervisor:
                 if child.is_alive():
                     os.kill(child.pid, signal.SIGKILL)
 
-    def run(self) -> Dict[str, float]:
+    def run(self) -> dict[str, float]:
         """Supervise until every process has stopped after a signal.
 
         Returns the final counts and ``seconds``, the time it ran.
         :attr:`gave_up` then says whether it stopped because processes kept
         dying as soon as they started.
         """
-        previous = {number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             return self._supervise()
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
-    def _supervise(self) -> Dict[str, float]:
+    def _supervise(self) -> dict[str, float]:
         started = time.monotonic()
         self.children = [self._start_child(n) for n in range(self.processes)]
         last_report = started
@@ -257,8 +289,12 @@ class Supervisor:
                 if self._signals:
                     continue
                 lived = time.monotonic() - child.started_at
-                logger.error("%s (pid %d) died with exit code %s; starting another",
-                             child.name, child.pid, child.exitcode)
+                logger.error(
+                    "%s (pid %d) died with exit code %s; starting another",
+                    child.name,
+                    child.pid,
+                    child.exitcode,
+                )
                 quick_deaths = quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
                 if quick_deaths > 3 * self.processes:
                     logger.critical("worker processes keep dying at start; giving up")
@@ -272,59 +308,96 @@ class Supervisor:
             if now - last_report >= self.stats_interval:
                 counts = self.counters.snapshot()
                 rate = (counts["processed"] - last_processed) / (now - last_report)
-                logger.info("processed=%d failed=%d retried=%d dead_lettered=%d tasks/s=%.1f",
-                            counts["processed"], counts["failed"], counts["retried"],
-                            counts["dead_lettered"], rate)
+                logger.info(
+                    "processed=%d failed=%d retried=%d dead_lettered=%d tasks/s=%.1f",
+                    counts["processed"],
+                    counts["failed"],
+                    counts["retried"],
+                    counts["dead_lettered"],
+                    rate,
+                )
                 last_report, last_processed = now, counts["processed"]
         for child in self.children:
             child.join()
-        final: Dict[str, float] = dict(self.counters.snapshot())
+        final: dict[str, float] = dict(self.counters.snapshot())
         final["seconds"] = time.monotonic() - started
         return final
 
 
-def format_summary(counts: Dict[str, float]) -> str:
+def format_summary(counts: dict[str, float]) -> str:
     """The one-line summary the command prints at exit."""
     seconds = counts["seconds"]
     rate = counts["processed"] / seconds if seconds else 0.0
-    return ("summary: processed={processed} failed={failed} retried={retried} "
-            "dead_lettered={dead_lettered} dropped={dropped} ".format(**counts)
-            + f"seconds={seconds:.1f} tasks_per_second={rate:.1f}")
+    return (
+        "summary: processed={processed} failed={failed} retried={retried} "
+        "dead_lettered={dead_lettered} dropped={dropped} ".format(**counts)
+        + f"seconds={seconds:.1f} tasks_per_second={rate:.1f}"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pullqueue_worker",
-        description="Run FUNCTION on every task of an App Engine pull queue, in several processes.")
-    parser.add_argument("function", metavar="MODULE:FUNCTION",
-                        help="called with each task's payload (decoded JSON, else bytes); returning acks it")
+        description="Run FUNCTION on every task of an App Engine pull queue, in several processes.",
+    )
+    parser.add_argument(
+        "function",
+        metavar="MODULE:FUNCTION",
+        help="called with each task's payload (decoded JSON, else bytes); returning acks it",
+    )
     parser.add_argument("--queue", required=True, help="the pull queue (a kombu queue name)")
-    parser.add_argument("--processes", type=int, default=2 * (os.cpu_count() or 1) + 1,
-                        help="worker processes (default: 2 x CPUs + 1 = %(default)s)")
-    parser.add_argument("--num-tasks", type=int, default=10, help="tasks one lease asks for (default: %(default)s)")
-    parser.add_argument("--lease-secs", type=int, default=60, help="lease length in seconds (default: %(default)s)")
-    parser.add_argument("--polling-interval", type=float, default=1.0,
-                        help="seconds to wait after finding the queue empty (default: %(default)s)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2 * (os.cpu_count() or 1) + 1,
+        help="worker processes (default: 2 x CPUs + 1 = %(default)s)",
+    )
+    parser.add_argument(
+        "--num-tasks", type=int, default=10, help="tasks one lease asks for (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lease-secs", type=int, default=60, help="lease length in seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--polling-interval",
+        type=float,
+        default=1.0,
+        help="seconds to wait after finding the queue empty (default: %(default)s)",
+    )
     parser.add_argument("--project", help="the App Engine application id (not needed with an emulator)")
     parser.add_argument("--hrd-project", action="store_true", help="send the project as s~PROJECT")
-    parser.add_argument("--credentials", metavar="FILE",
-                        help="credentials file (from pullqueue_authenticate, a service-account key, "
-                             "or an authorized-user file); default: Application Default Credentials")
-    parser.add_argument("--max-retries", type=int, default=None,
-                        help="retries of a failing task before it is dropped (default: no limit "
-                             "but the queue's maxLeases)")
-    parser.add_argument("--dead-letter-queue", metavar="NAME",
-                        help="move tasks out of retries here instead of deleting them")
-    parser.add_argument("--retry-backoff", type=float, default=1.0,
-                        help="seconds before the first retry; doubles each retry, at most an hour "
-                             "(default: %(default)s)")
-    parser.add_argument("--stats-interval", type=float, default=5.0,
-                        help="seconds between progress lines (default: %(default)s)")
+    parser.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="credentials file (from pullqueue_authenticate, a service-account key, "
+        "or an authorized-user file); default: Application Default Credentials",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=None,
+        help="retries of a failing task before it is dropped (default: no limit but the queue's maxLeases)",
+    )
+    parser.add_argument(
+        "--dead-letter-queue", metavar="NAME", help="move tasks out of retries here instead of deleting them"
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=float,
+        default=1.0,
+        help="seconds before the first retry; doubles each retry, at most an hour (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=float,
+        default=5.0,
+        help="seconds between progress lines (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """The ``pullqueue_worker`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -332,20 +405,33 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not isinstance(logging.getLevelName(log_level), int):
         parser.error(f"--log-level: unknown level {args.log_level!r}")
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
-    for option, value, low in (("--processes", args.processes, 1), ("--num-tasks", args.num_tasks, 1),
-                               ("--lease-secs", args.lease_secs, 1)):
+    for option, value, low in (
+        ("--processes", args.processes, 1),
+        ("--num-tasks", args.num_tasks, 1),
+        ("--lease-secs", args.lease_secs, 1),
+    ):
         if value < low:
             parser.error(f"{option} must be at least {low}, not {value}")
-    options: Dict[str, Any] = {"num_tasks": args.num_tasks, "lease_secs": args.lease_secs,
-                               "polling_interval": args.polling_interval, "hrd_project": args.hrd_project}
+    options: dict[str, Any] = {
+        "num_tasks": args.num_tasks,
+        "lease_secs": args.lease_secs,
+        "polling_interval": args.polling_interval,
+        "hrd_project": args.hrd_project,
+    }
     if args.project:
         options["project_name"] = args.project
     if args.credentials:
         options["credentials_file"] = args.credentials
     settings = WorkerSettings(
-        function=args.function, queue=args.queue, transport_options=options,
-        max_retries=args.max_retries, dead_letter_queue=args.dead_letter_queue,
-        retry_backoff=args.retry_backoff, polling_interval=args.polling_interval, log_level=log_level)
+        function=args.function,
+        queue=args.queue,
+        transport_options=options,
+        max_retries=args.max_retries,
+        dead_letter_queue=args.dead_letter_queue,
+        retry_backoff=args.retry_backoff,
+        polling_interval=args.polling_interval,
+        log_level=log_level,
+    )
     try:
         load_function(args.function)
         with Connection(transport="kombu_appengine:Transport", transport_options=options) as conn:

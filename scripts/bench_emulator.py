@@ -46,7 +46,8 @@ import statistics
 import sys
 import threading
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple, Optional
 
 from kombu_appengine.emulator import Emulator
 
@@ -66,7 +67,7 @@ WARMUP = 50
 #: that bursts of other load on the machine fall on every server alike.
 TURN = 1
 
-Request = Tuple[str, str, Optional[bytes]]
+Request = tuple[str, str, Optional[bytes]]
 
 
 class GcWatch:
@@ -77,17 +78,17 @@ class GcWatch:
     """
 
     def __init__(self) -> None:
-        self.pauses: List[Tuple[float, float]] = []
+        self.pauses: list[tuple[float, float]] = []
         self._started = 0.0
 
-    def __enter__(self) -> "GcWatch":
+    def __enter__(self) -> GcWatch:
         gc.callbacks.append(self._callback)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         gc.callbacks.remove(self._callback)
 
-    def _callback(self, phase: str, info: Dict[str, int]) -> None:
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         elif info["generation"] == 2:
@@ -109,11 +110,11 @@ class RoundTrip(NamedTuple):
 class Connection:
     """One keep-alive HTTP/1.1 connection that records each round trip."""
 
-    def __init__(self, address: Tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int]) -> None:
         self._http = http.client.HTTPConnection(*address, timeout=30)
-        self.round_trips: List[RoundTrip] = []
+        self.round_trips: list[RoundTrip] = []
 
-    def request(self, method: str, path: str, body: Optional[bytes] = None) -> Tuple[int, bytes]:
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         start = time.perf_counter()
         self._http.request(method, path, body=body, headers=headers)
@@ -144,7 +145,7 @@ class _TrivialHandler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.wfile.write(self.head + self.answer)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     do_GET = do_POST = do_DELETE = _answer
@@ -159,10 +160,10 @@ class TrivialServer:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
-    def address(self) -> Tuple[str, int]:
+    def address(self) -> tuple[str, int]:
         return self._server.server_address[:2]
 
-    def __enter__(self) -> "TrivialServer":
+    def __enter__(self) -> TrivialServer:
         self._thread.start()
         return self
 
@@ -172,7 +173,7 @@ class TrivialServer:
         self._thread.join()
 
 
-def address_of(emulator: Emulator) -> Tuple[str, int]:
+def address_of(emulator: Emulator) -> tuple[str, int]:
     host, port = emulator.host.rsplit(":", 1)
     return host, int(port)
 
@@ -191,16 +192,18 @@ def lease_path(num_tasks: int, lease_secs: int) -> str:
     return f"{TASKS_PATH}/lease?numTasks={num_tasks}&leaseSecs={lease_secs}"
 
 
-def checked(connection: Connection, method: str, path: str, body: Optional[bytes] = None,
-            expect: int = 200) -> bytes:
+def checked(
+    connection: Connection, method: str, path: str, body: bytes | None = None, expect: int = 200
+) -> bytes:
     status, data = connection.request(method, path, body)
     if status != expect:
         raise SystemExit(f"{method} {path}: HTTP {status}, expected {expect}: {data[:300]!r}")
     return data
 
 
-def lease_round_trips(depths: Sequence[int], samples: int, num_tasks: int,
-                      connections: Dict[int, Connection]) -> Dict[int, List[RoundTrip]]:
+def lease_round_trips(
+    depths: Sequence[int], samples: int, num_tasks: int, connections: dict[int, Connection]
+) -> dict[int, list[RoundTrip]]:
     """``samples`` lease round trips at each depth.
 
     The depths take turns, :data:`TURN` leases each, so that whatever else
@@ -220,25 +223,27 @@ def lease_round_trips(depths: Sequence[int], samples: int, num_tasks: int,
     return {depth: connections[depth].round_trips[:] for depth in depths}
 
 
-def operation_requests(count: int) -> Dict[str, List[Request]]:
+def operation_requests(count: int) -> dict[str, list[Request]]:
     """The requests of each measured operation, in an order that keeps them valid."""
     return {
-        "insert": [("POST", TASKS_PATH,
-                    json.dumps({"id": f"task-{n}", "payloadBase64": PAYLOAD_B64}).encode())
-                   for n in range(count)],
+        "insert": [
+            ("POST", TASKS_PATH, json.dumps({"id": f"task-{n}", "payloadBase64": PAYLOAD_B64}).encode())
+            for n in range(count)
+        ],
         "lease": [("POST", lease_path(1, lease_secs=3600), None)] * count,
         "delete": [("DELETE", f"{TASKS_PATH}/task-{n}", None) for n in range(count)],
     }
 
 
-def throughput(count: int, emulator: Connection, trivial: Connection,
-               round_trips: Dict[str, List[RoundTrip]]) -> Dict[str, Tuple[float, float]]:
+def throughput(
+    count: int, emulator: Connection, trivial: Connection, round_trips: dict[str, list[RoundTrip]]
+) -> dict[str, tuple[float, float]]:
     """Requests per second of each operation on the emulator and on the trivial server.
 
     The two servers take turns, :data:`TURN` requests each, for the same
     reason as in :func:`lease_round_trips`.
     """
-    rates: Dict[str, Tuple[float, float]] = {}
+    rates: dict[str, tuple[float, float]] = {}
     for operation, requests in operation_requests(count).items():
         expect = 204 if operation == "delete" else 200
         servers = ((emulator, expect), (trivial, 200))
@@ -248,7 +253,7 @@ def throughput(count: int, emulator: Connection, trivial: Connection,
         for first in range(0, count, TURN):
             for connection, status in servers:
                 start = time.perf_counter()
-                for method, path, body in requests[first:first + TURN]:
+                for method, path, body in requests[first : first + TURN]:
                     checked(connection, method, path, body, status)
                 elapsed[connection] += time.perf_counter() - start
         rates[operation] = (count / elapsed[emulator], count / elapsed[trivial])
@@ -266,25 +271,33 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="depths 1k/10k/100k instead of 1k/100k/1M, and fewer requests")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="leases measured per depth and numTasks (default 500)")
-    parser.add_argument("--requests", type=int, default=None,
-                        help="requests per operation for throughput (default 5000, quick 2000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="depths 1k/10k/100k instead of 1k/100k/1M, and fewer requests"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=None, help="leases measured per depth and numTasks (default 500)"
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests per operation for throughput (default 5000, quick 2000)",
+    )
     options = parser.parse_args(argv)
     depths = (1_000, 10_000, 100_000) if options.quick else (1_000, 100_000, 1_000_000)
     samples = options.samples or 500
     count = options.requests or (2000 if options.quick else 5000)
-    round_trips: Dict[str, List[RoundTrip]] = {}
+    round_trips: dict[str, list[RoundTrip]] = {}
 
     with contextlib.ExitStack() as stack:
         watch = stack.enter_context(GcWatch())
-        print(f"1. Lease latency by queue depth (memory storage, one keep-alive connection per"
-              f" queue, {samples} leases per cell, leaseSecs=0)")
-        connections: Dict[int, Connection] = {}
+        print(
+            f"1. Lease latency by queue depth (memory storage, one keep-alive connection per"
+            f" queue, {samples} leases per cell, leaseSecs=0)"
+        )
+        connections: dict[int, Connection] = {}
         for depth in depths:
             emulator = stack.enter_context(Emulator(queues=[QUEUE]))
             seconds = prefill(emulator, depth)
@@ -292,19 +305,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             connections[depth] = Connection(address_of(emulator))
             stack.callback(connections[depth].close)
         gc.collect()
-        medians: Dict[int, Dict[int, float]] = {}
+        medians: dict[int, dict[int, float]] = {}
         for num_tasks in (1, 10):
             by_depth = lease_round_trips(depths, samples, num_tasks, connections)
-            medians[num_tasks] = {depth: statistics.median(t.seconds for t in trips)
-                                  for depth, trips in by_depth.items()}
+            medians[num_tasks] = {
+                depth: statistics.median(t.seconds for t in trips) for depth, trips in by_depth.items()
+            }
             for depth, trips in by_depth.items():
                 round_trips[f"lease {num_tasks:>2} @ {depth:,}"] = trips
         print(f"\n   {'depth':>9}   {'numTasks=1':>12}   {'numTasks=10':>12}")
         for depth in depths:
-            print(f"   {depth:>9,}   {milliseconds(medians[1][depth])} ms   {milliseconds(medians[10][depth])} ms")
+            one, ten = milliseconds(medians[1][depth]), milliseconds(medians[10][depth])
+            print(f"   {depth:>9,}   {one} ms   {ten} ms")
         ratios = {n: max(by_depth.values()) / min(by_depth.values()) for n, by_depth in medians.items()}
-        print(f"   {'ratio':>9}   {ratios[1]:12.2f}   {ratios[10]:12.2f}"
-              f"   largest/smallest median (target <= {TARGET_RATIO})")
+        print(
+            f"   {'ratio':>9}   {ratios[1]:12.2f}   {ratios[10]:12.2f}"
+            f"   largest/smallest median (target <= {TARGET_RATIO})"
+        )
 
         print(f"\n2. Throughput, one keep-alive client, {count:,} requests per operation")
         emulator = stack.enter_context(Emulator(queues=[QUEUE]))
@@ -316,8 +333,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rates = throughput(count, emulator_connection, trivial_connection, round_trips)
         print(f"   {'operation':<10}{'emulator req/s':>16}{'trivial req/s':>16}{'ratio':>8}")
         for operation, (emulator_rate, trivial_rate) in rates.items():
-            print(f"   {operation:<10}{emulator_rate:>16,.0f}{trivial_rate:>16,.0f}"
-                  f"{emulator_rate / trivial_rate:>8.2f}")
+            print(
+                f"   {operation:<10}{emulator_rate:>16,.0f}{trivial_rate:>16,.0f}"
+                f"{emulator_rate / trivial_rate:>8.2f}"
+            )
 
         print("\n3. Round trips (ms); 'GC' counts those that overlapped a full garbage collection")
         print(f"   {'requests':<22}{'count':>7}{'p50':>10}{'p99':>10}{'max':>10}{'>= 40 ms':>10}{'GC':>5}")
@@ -328,17 +347,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             during_gc = sum(1 for trip in slow if watch.overlaps(trip.start, trip.end))
             if not name.startswith("trivial"):
                 stalls += len(slow) - during_gc
-            print(f"   {name:<22}{len(trips):>7}{milliseconds(statistics.median(seconds))} "
-                  f"{milliseconds(percentile(seconds, 0.99))} {milliseconds(max(seconds))}"
-                  f"{len(slow):>10}{during_gc:>5}")
+            print(
+                f"   {name:<22}{len(trips):>7}{milliseconds(statistics.median(seconds))} "
+                f"{milliseconds(percentile(seconds, 0.99))} {milliseconds(max(seconds))}"
+                f"{len(slow):>10}{during_gc:>5}"
+            )
         pauses = [end - start for start, end in watch.pauses]
         if pauses:
             print(f"   full garbage collections: {len(pauses)}, longest {max(pauses) * 1000:.0f} ms")
 
     failed = max(ratios.values()) > TARGET_RATIO or stalls > 0
-    print("\nverdict:", "FAIL" if failed else "ok",
-          f"(lease ratio {max(ratios.values()):.2f}; {stalls} emulator round trips >= 40 ms"
-          " outside garbage collections)")
+    print(
+        "\nverdict:",
+        "FAIL" if failed else "ok",
+        f"(lease ratio {max(ratios.values()):.2f}; {stalls} emulator round trips >= 40 ms"
+        " outside garbage collections)",
+    )
     return 1 if failed else 0
 
 

@@ -42,8 +42,9 @@ import math
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Counter, Dict, List, Optional
+from typing import Any, Callable
 
 from kombu import Connection
 
@@ -63,31 +64,31 @@ class Rates:
     """What one transport did with one ``num_tasks``."""
 
     label: str
-    num_tasks: Optional[int]
+    num_tasks: int | None
     publish_rate: float
     consume_rate: float
-    publish_calls: Optional[float] = None
-    consume_calls: Optional[int] = None
+    publish_calls: float | None = None
+    consume_calls: int | None = None
     consumed: int = 0
-    by_path: Optional[Counter[str]] = None
+    by_path: Counter[str] | None = None
 
     @property
-    def calls_per_message(self) -> Optional[float]:
+    def calls_per_message(self) -> float | None:
         if self.consume_calls is None or not self.consumed:
             return None
         return self.consume_calls / self.consumed
 
     @property
-    def allowed_calls(self) -> Optional[int]:
+    def allowed_calls(self) -> int | None:
         """One delete a message, one lease a ``num_tasks`` (the last may be partial)."""
         if self.num_tasks is None:
             return None
         return self.consumed + math.ceil(self.consumed / self.num_tasks)
 
 
-def body_of(number: int) -> Dict[str, Any]:
+def body_of(number: int) -> dict[str, Any]:
     """A small, realistic message body."""
-    return {"task": "resize", "number": number, "args": ["gs://bucket/image-%06d.jpg" % number, 640, 480]}
+    return {"task": "resize", "number": number, "args": [f"gs://bucket/image-{number:06d}.jpg", 640, 480]}
 
 
 def timed(loop: Callable[[], None]) -> float:
@@ -119,8 +120,9 @@ def measure_memory(messages: int, publish_messages: int) -> Rates:
         queue.close()
     if left:
         raise SystemExit(f"memory://: {left} messages left in the queue after consuming")
-    return Rates("memory://", None, publish_messages / publish_seconds, messages / consume_seconds,
-                 consumed=messages)
+    return Rates(
+        "memory://", None, publish_messages / publish_seconds, messages / consume_seconds, consumed=messages
+    )
 
 
 class PathCounter:
@@ -144,18 +146,21 @@ class PathCounter:
         return counts
 
 
-def fill(emulator: Emulator, templates: List[str], count: int) -> None:
+def fill(emulator: Emulator, templates: list[str], count: int) -> None:
     """Insert ``count`` tasks carrying the published payloads, in turn, without HTTP."""
     for number in range(count):
-        emulator.service.insert(EMULATOR_PROJECT, QUEUE,
-                                {"payloadBase64": templates[number % len(templates)]})
+        emulator.service.insert(
+            EMULATOR_PROJECT, QUEUE, {"payloadBase64": templates[number % len(templates)]}
+        )
 
 
-def published_payloads(emulator: Emulator) -> List[str]:
+def published_payloads(emulator: Emulator) -> list[str]:
     """The payloads of the tasks kombu published (the first :data:`TEMPLATE_LIMIT`)."""
     listed = emulator.service.list_tasks(EMULATOR_PROJECT, QUEUE).get("items", [])
-    return [emulator.service.get_task(EMULATOR_PROJECT, QUEUE, task["id"])["payloadBase64"]
-            for task in listed[:TEMPLATE_LIMIT]]
+    return [
+        emulator.service.get_task(EMULATOR_PROJECT, QUEUE, task["id"])["payloadBase64"]
+        for task in listed[:TEMPLATE_LIMIT]
+    ]
 
 
 def tasks_left(emulator: Emulator) -> int:
@@ -163,8 +168,14 @@ def tasks_left(emulator: Emulator) -> int:
     return int(stats["totalTasks"])
 
 
-def measure_appengine(emulator: Emulator, num_tasks: int, messages: int, publish_messages: int,
-                      templates: List[str], paths: Optional[PathCounter]) -> Rates:
+def measure_appengine(
+    emulator: Emulator,
+    num_tasks: int,
+    messages: int,
+    publish_messages: int,
+    templates: list[str],
+    paths: PathCounter | None,
+) -> Rates:
     """The pull-queue transport with ``num_tasks``; fills ``templates`` on first use."""
     options = {"api_endpoint": emulator.url, "num_tasks": num_tasks}
     with Connection(transport="kombu_appengine:Transport", transport_options=options) as connection:
@@ -190,13 +201,23 @@ def measure_appengine(emulator: Emulator, num_tasks: int, messages: int, publish
         queue.close()
     left = tasks_left(emulator)
     if left:
-        raise SystemExit(f"num_tasks={num_tasks}: {left} tasks left in the queue after consuming "
-                         f"and acknowledging {messages}")
-    return Rates("kombu_appengine", num_tasks, publish_rate, messages / consume_seconds,
-                 publish_calls, consume_calls, messages, paths.take() if paths is not None else None)
+        raise SystemExit(
+            f"num_tasks={num_tasks}: {left} tasks left in the queue after consuming "
+            f"and acknowledging {messages}"
+        )
+    return Rates(
+        "kombu_appengine",
+        num_tasks,
+        publish_rate,
+        messages / consume_seconds,
+        publish_calls,
+        consume_calls,
+        messages,
+        paths.take() if paths is not None else None,
+    )
 
 
-def number_list(text: str) -> List[int]:
+def number_list(text: str) -> list[int]:
     try:
         numbers = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -216,43 +237,91 @@ def positive(text: str) -> int:
     return number
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=positive, default=5000,
-                        help="messages each consume loop gets and acks (default 5000)")
-    parser.add_argument("--num-tasks", type=number_list, default=[10], metavar="N[,N...]",
-                        help="the transport's num_tasks; a list such as 1,10,100 runs one row each (default 10)")
-    parser.add_argument("--publish-messages", type=positive, default=1000,
-                        help="messages each publish loop puts; capped at --messages (default 1000)")
-    parser.add_argument("--by-path", action="store_true",
-                        help="also print each consume loop's HTTP requests by method and path")
+    parser.add_argument(
+        "--messages",
+        type=positive,
+        default=5000,
+        help="messages each consume loop gets and acks (default 5000)",
+    )
+    parser.add_argument(
+        "--num-tasks",
+        type=number_list,
+        default=[10],
+        metavar="N[,N...]",
+        help="the transport's num_tasks; a list such as 1,10,100 runs one row each (default 10)",
+    )
+    parser.add_argument(
+        "--publish-messages",
+        type=positive,
+        default=1000,
+        help="messages each publish loop puts; capped at --messages (default 1000)",
+    )
+    parser.add_argument(
+        "--by-path",
+        action="store_true",
+        help="also print each consume loop's HTTP requests by method and path",
+    )
     args = parser.parse_args(argv)
     args.publish_messages = min(args.publish_messages, args.messages)
     return args
 
 
-def fmt(value: Optional[float], spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def report(args: argparse.Namespace, memory: Rates, rows: List[Rates]) -> bool:
+def report(args: argparse.Namespace, memory: Rates, rows: list[Rates]) -> bool:
     """Print the table and the verdicts; whether every row kept to the bound."""
-    print(f"{args.messages} messages consumed with SimpleQueue.get(block=False) + ack, "
-          f"{args.publish_messages} published with SimpleQueue.put")
-    header = ("transport", "num_tasks", "publish msg/s", "consume msg/s", "memory/this",
-              "HTTP/publish", "HTTP/consumed", "bound 1+1/n")
-    table = [header, (memory.label, "-", fmt(memory.publish_rate, ".0f"), fmt(memory.consume_rate, ".0f"),
-                      "1.0", "-", "-", "-")]
+    print(
+        f"{args.messages} messages consumed with SimpleQueue.get(block=False) + ack, "
+        f"{args.publish_messages} published with SimpleQueue.put"
+    )
+    header = (
+        "transport",
+        "num_tasks",
+        "publish msg/s",
+        "consume msg/s",
+        "memory/this",
+        "HTTP/publish",
+        "HTTP/consumed",
+        "bound 1+1/n",
+    )
+    table = [
+        header,
+        (
+            memory.label,
+            "-",
+            fmt(memory.publish_rate, ".0f"),
+            fmt(memory.consume_rate, ".0f"),
+            "1.0",
+            "-",
+            "-",
+            "-",
+        ),
+    ]
     for row in rows:
-        table.append((
-            row.label, str(row.num_tasks), fmt(row.publish_rate, ".0f"), fmt(row.consume_rate, ".0f"),
-            fmt(memory.consume_rate / row.consume_rate, ".1f"), fmt(row.publish_calls, ".4f"),
-            fmt(row.calls_per_message, ".4f"), fmt(1 + 1 / row.num_tasks, ".4f"),
-        ))
+        table.append(
+            (
+                row.label,
+                str(row.num_tasks),
+                fmt(row.publish_rate, ".0f"),
+                fmt(row.consume_rate, ".0f"),
+                fmt(memory.consume_rate / row.consume_rate, ".1f"),
+                fmt(row.publish_calls, ".4f"),
+                fmt(row.calls_per_message, ".4f"),
+                fmt(1 + 1 / row.num_tasks, ".4f"),
+            )
+        )
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
     for line in table:
-        print("  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
-                        for column, (cell, width) in enumerate(zip(line, widths))))
+        print(
+            "  ".join(
+                cell.ljust(width) if column == 0 else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(line, widths))
+            )
+        )
     print("(memory/this: how many times faster kombu's in-memory transport consumed)")
     first = rows[0]
     if first.publish_rate is not None:
@@ -261,9 +330,11 @@ def report(args: argparse.Namespace, memory: Rates, rows: List[Rates]) -> bool:
     for row in rows:
         ok = row.consume_calls <= row.allowed_calls
         within = within and ok
-        print(f"num_tasks={row.num_tasks}: HTTP calls per consumed message: {row.calls_per_message:.4f} "
-              f"(bound 1 + 1/{row.num_tasks} = {1 + 1 / row.num_tasks:.4f}; {row.consume_calls} calls, "
-              f"at most {row.allowed_calls} allowed): {'ok' if ok else 'OVER THE BOUND'}")
+        print(
+            f"num_tasks={row.num_tasks}: HTTP calls per consumed message: {row.calls_per_message:.4f} "
+            f"(bound 1 + 1/{row.num_tasks} = {1 + 1 / row.num_tasks:.4f}; {row.consume_calls} calls, "
+            f"at most {row.allowed_calls} allowed): {'ok' if ok else 'OVER THE BOUND'}"
+        )
         if row.by_path is not None:
             for path, count in row.by_path.most_common():
                 print(f"    {count:8d}  {path}")
@@ -272,16 +343,17 @@ def report(args: argparse.Namespace, memory: Rates, rows: List[Rates]) -> bool:
     return within
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     memory = measure_memory(args.messages, args.publish_messages)
-    rows: List[Rates] = []
+    rows: list[Rates] = []
     with Emulator(queues=[QUEUE]) as emulator:
         paths = PathCounter(emulator) if args.by_path else None
-        templates: List[str] = []
+        templates: list[str] = []
         for num_tasks in args.num_tasks:
-            rows.append(measure_appengine(emulator, num_tasks, args.messages, args.publish_messages,
-                                          templates, paths))
+            rows.append(
+                measure_appengine(emulator, num_tasks, args.messages, args.publish_messages, templates, paths)
+            )
     return 0 if report(args, memory, rows) else 1
 
 

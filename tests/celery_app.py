@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from celery import Celery
 
@@ -30,7 +31,7 @@ ROUTES = {
 }
 
 
-def config_from_env(env: Mapping[str, str]) -> Dict[str, Any]:
+def config_from_env(env: Mapping[str, str]) -> dict[str, Any]:
     """Celery settings for the environment ``env`` (see the module's docstring)."""
     options = {
         "shared_queue": SHARED_QUEUE,

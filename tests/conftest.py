@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from collections.abc import Iterator
+from typing import Any, Callable, TypeVar
 
 import httplib2
 import pytest
@@ -21,8 +22,9 @@ TEST_QUEUES = ("default", "other", "pull-queue")
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], Optional[T]], timeout: float = 10.0, what: str = "condition",
-             interval: float = 0.02) -> T:
+def wait_for(
+    condition: Callable[[], T | None], timeout: float = 10.0, what: str = "condition", interval: float = 0.02
+) -> T:
     """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

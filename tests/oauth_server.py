@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any
 
 import httplib2
 
@@ -91,27 +91,27 @@ class OAuthServer:
         #: When true, the authorization endpoint answers ``access_denied``.
         self.deny = False
         #: Access tokens not expired: hand this set to an emulator.
-        self.valid_tokens: Set[str] = set()
+        self.valid_tokens: set[str] = set()
         #: Every access token issued, in order.
-        self.issued: List[str] = []
+        self.issued: list[str] = []
         #: Every refresh token issued, in order.
-        self.refresh_tokens_issued: List[str] = []
+        self.refresh_tokens_issued: list[str] = []
         #: Query parameters of every authorization request, in order.
-        self.authorization_requests: List[Dict[str, str]] = []
+        self.authorization_requests: list[dict[str, str]] = []
         #: ``grant_type`` of every token request that succeeded, in order.
-        self.grants: List[str] = []
-        self._codes: Dict[str, Grant] = {}
-        self._refresh_tokens: Dict[str, str] = {}
-        self._service_accounts: Dict[str, Any] = {}
+        self.grants: list[str] = []
+        self._codes: dict[str, Grant] = {}
+        self._refresh_tokens: dict[str, str] = {}
+        self._service_accounts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.oauth = self  # type: ignore[attr-defined]
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
-    def __enter__(self) -> "OAuthServer":
+    def __enter__(self) -> OAuthServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-server", daemon=True)
         self._thread.start()
         return self
@@ -139,16 +139,18 @@ class OAuthServer:
 
     # -- what tests set up ----------------------------------------------------
 
-    def client_secrets(self, kind: str = "installed") -> Dict[str, Any]:
+    def client_secrets(self, kind: str = "installed") -> dict[str, Any]:
         """A client secrets document, as the Google Cloud console downloads it."""
-        return {kind: {
-            "client_id": self.client_id,
-            "project_id": "test-project",
-            "auth_uri": self.auth_uri,
-            "token_uri": self.token_uri,
-            "client_secret": self.client_secret,
-            "redirect_uris": ["http://localhost"],
-        }}
+        return {
+            kind: {
+                "client_id": self.client_id,
+                "project_id": "test-project",
+                "auth_uri": self.auth_uri,
+                "token_uri": self.token_uri,
+                "client_secret": self.client_secret,
+                "redirect_uris": ["http://localhost"],
+            }
+        }
 
     def expire(self, token: str) -> None:
         """From now on, ``token`` is expired: the emulator refuses it."""
@@ -159,7 +161,7 @@ class OAuthServer:
         with self._lock:
             self._refresh_tokens.pop(refresh_token, None)
 
-    def issue_user_tokens(self) -> Dict[str, Any]:
+    def issue_user_tokens(self) -> dict[str, Any]:
         """A token response for the client, as after the user's consent (no browser)."""
         with self._lock:
             answer = self._issue(self.client_id, "https://www.googleapis.com/auth/taskqueue", refresh=True)
@@ -172,14 +174,24 @@ class OAuthServer:
         from kombu_appengine.credentials import TASKQUEUE_SCOPE, CredentialsFileStorage
 
         answer = self.issue_user_tokens()
-        expiry = (datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-                  + datetime.timedelta(seconds=answer["expires_in"]))
-        CredentialsFileStorage(str(path)).put(OAuth2Credentials(
-            answer["access_token"], self.client_id, self.client_secret, answer["refresh_token"],
-            expiry, self.token_uri, "pullqueue_authenticate", scopes=TASKQUEUE_SCOPE))
+        expiry = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(
+            seconds=answer["expires_in"]
+        )
+        CredentialsFileStorage(str(path)).put(
+            OAuth2Credentials(
+                answer["access_token"],
+                self.client_id,
+                self.client_secret,
+                answer["refresh_token"],
+                expiry,
+                self.token_uri,
+                "pullqueue_authenticate",
+                scopes=TASKQUEUE_SCOPE,
+            )
+        )
         return path
 
-    def authorized_user_info(self, with_token: bool = False) -> Dict[str, Any]:
+    def authorized_user_info(self, with_token: bool = False) -> dict[str, Any]:
         """An authorized-user file's content whose ``token_uri`` is this server."""
         answer = self.issue_user_tokens()
         info = {
@@ -195,7 +207,9 @@ class OAuthServer:
             info["expiry"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", expiry)
         return info
 
-    def service_account_info(self, email: str = "worker@test-project.iam.gserviceaccount.com") -> Dict[str, Any]:
+    def service_account_info(
+        self, email: str = "worker@test-project.iam.gserviceaccount.com"
+    ) -> dict[str, Any]:
         """A new service-account key file's content, its public key known to this server.
 
         Raises:
@@ -208,8 +222,9 @@ class OAuthServer:
         key_id = secrets.token_hex(8)
         with self._lock:
             self._service_accounts[email] = key.public_key()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode("ascii")
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode("ascii")
         return {
             "type": "service_account",
             "project_id": "test-project",
@@ -223,7 +238,7 @@ class OAuthServer:
 
     # -- the endpoints --------------------------------------------------------
 
-    def authorize(self, params: Dict[str, str]) -> Tuple[int, Dict[str, str], str]:
+    def authorize(self, params: dict[str, str]) -> tuple[int, dict[str, str], str]:
         """The authorization endpoint: (status, headers, body)."""
         self.authorization_requests.append(dict(params))
         redirect_uri = params.get("redirect_uri", "")
@@ -233,11 +248,13 @@ class OAuthServer:
         if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
             return 400, {}, "redirect_uri must be a loopback http address"
 
-        def redirect(answer: Dict[str, str]) -> Tuple[int, Dict[str, str], str]:
+        def redirect(answer: dict[str, str]) -> tuple[int, dict[str, str], str]:
             if "state" in params:
                 answer["state"] = params["state"]
             query = urllib.parse.urlencode(answer)
-            joined = urllib.parse.urlunsplit(parts._replace(query=(parts.query + "&" if parts.query else "") + query))
+            joined = urllib.parse.urlunsplit(
+                parts._replace(query=(parts.query + "&" if parts.query else "") + query)
+            )
             return 302, {"Location": joined}, ""
 
         if params.get("response_type") != "code":
@@ -248,11 +265,12 @@ class OAuthServer:
             return redirect({"error": "access_denied"})
         code = secrets.token_urlsafe(16)
         with self._lock:
-            self._codes[code] = Grant(self.client_id, redirect_uri, params.get("scope", ""),
-                                      params["code_challenge"])
+            self._codes[code] = Grant(
+                self.client_id, redirect_uri, params.get("scope", ""), params["code_challenge"]
+            )
         return redirect({"code": code, "scope": params.get("scope", "")})
 
-    def token(self, form: Dict[str, str], basic: Optional[Tuple[str, str]]) -> Dict[str, Any]:
+    def token(self, form: dict[str, str], basic: tuple[str, str] | None) -> dict[str, Any]:
         """The token endpoint: the answer, or :class:`OAuthError`."""
         grant_type = form.get("grant_type")
         with self._lock:
@@ -271,7 +289,7 @@ class OAuthServer:
             self.grants.append(grant_type)
         return answer
 
-    def _code_grant(self, form: Dict[str, str]) -> Dict[str, Any]:
+    def _code_grant(self, form: dict[str, str]) -> dict[str, Any]:
         grant = self._codes.pop(form.get("code", ""), None)
         if grant is None:
             raise OAuthError("invalid_grant", "unknown or already used code")
@@ -284,13 +302,13 @@ class OAuthServer:
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
         return self._issue(grant.client_id, grant.scope, refresh=True)
 
-    def _refresh_grant(self, form: Dict[str, str]) -> Dict[str, Any]:
+    def _refresh_grant(self, form: dict[str, str]) -> dict[str, Any]:
         scope = self._refresh_tokens.get(form.get("refresh_token", ""))
         if scope is None:
             raise OAuthError("invalid_grant", "Token has been expired or revoked.")
         return self._issue(self.client_id, scope, refresh=False)
 
-    def _jwt_grant(self, assertion: str) -> Dict[str, Any]:
+    def _jwt_grant(self, assertion: str) -> dict[str, Any]:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
@@ -306,8 +324,9 @@ class OAuthServer:
         if public_key is None or header.get("alg") != "RS256":
             raise OAuthError("invalid_grant", "unknown issuer or algorithm")
         try:
-            public_key.verify(signature, f"{header_b64}.{claims_b64}".encode("ascii"),
-                              padding.PKCS1v15(), hashes.SHA256())
+            public_key.verify(
+                signature, f"{header_b64}.{claims_b64}".encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
+            )
         except InvalidSignature:
             raise OAuthError("invalid_grant", "bad signature") from None
         now = time.time()
@@ -317,12 +336,16 @@ class OAuthServer:
             raise OAuthError("invalid_grant", "outside the assertion's lifetime")
         return self._issue(claims["iss"], claims.get("scope", ""), refresh=False)
 
-    def _issue(self, client_id: str, scope: str, refresh: bool) -> Dict[str, Any]:
+    def _issue(self, client_id: str, scope: str, refresh: bool) -> dict[str, Any]:
         access_token = f"ya29.test-{len(self.issued) + 1}-{secrets.token_urlsafe(12)}"
         self.issued.append(access_token)
         self.valid_tokens.add(access_token)
-        answer: Dict[str, Any] = {"access_token": access_token, "token_type": "Bearer",
-                                  "expires_in": self.expires_in, "scope": scope}
+        answer: dict[str, Any] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": scope,
+        }
         if refresh:
             refresh_token = "1//test-refresh-" + secrets.token_urlsafe(16)
             self._refresh_tokens[refresh_token] = scope
@@ -334,7 +357,7 @@ class OAuthServer:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Any
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         parts = urllib.parse.urlsplit(self.path)
         if parts.path != "/auth":
             self._answer(404, {}, b"not found")
@@ -343,7 +366,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status, headers, body = self.server.oauth.authorize(params)
         self._answer(status, headers, body.encode())
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if urllib.parse.urlsplit(self.path).path != "/token":
             self._answer(404, {}, b"not found")
             return
@@ -362,7 +385,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         payload = json.dumps(answer).encode()
         self._answer(status, {"Content-Type": "application/json", "Cache-Control": "no-store"}, payload)
 
-    def _answer(self, status: int, headers: Dict[str, str], body: bytes) -> None:
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -370,14 +393,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 # -- a browser, and pullqueue_authenticate in a child process -------------------
 
 
-def visit(url: str) -> Tuple[int, Dict[str, str], bytes]:
+def visit(url: str) -> tuple[int, dict[str, str], bytes]:
     """GET ``url`` as a browser's address bar does, without following redirects."""
     browser = httplib2.Http(timeout=STEP_DEADLINE, proxy_info=None)
     browser.follow_redirects = False
@@ -395,13 +418,18 @@ def consent(authorization_url: str) -> str:
 class AuthenticateRun:
     """``pullqueue_authenticate`` in a child process, its standard output read line by line."""
 
-    def __init__(self, *args: str, command: Optional[List[str]] = None) -> None:
+    def __init__(self, *args: str, command: list[str] | None = None) -> None:
         command = command or [sys.executable, "-m", "kombu_appengine.authenticate"]
-        self.process = subprocess.Popen(command + list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            command + list(args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         #: Standard output so far.
         self.stdout = ""
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -416,14 +444,17 @@ class AuthenticateRun:
             line = self._lines.get(timeout=STEP_DEADLINE)
             if line is None:
                 status, _, stderr = self.finish()
-                raise AssertionError(f"pullqueue_authenticate exited ({status}) before printing a URL: {stderr}")
+                raise AssertionError(
+                    f"pullqueue_authenticate exited ({status}) before printing a URL: {stderr}"
+                )
             self.stdout += line
             if line.startswith("http"):
                 return line.strip()
 
-    def finish(self, answer: Optional[str] = None) -> Tuple[int, str, str]:
+    def finish(self, answer: str | None = None) -> tuple[int, str, str]:
         """Type ``answer`` on its standard input, then wait: (exit status, stdout, stderr)."""
-        assert self.process.stdin is not None and self.process.stderr is not None
+        assert self.process.stdin is not None
+        assert self.process.stderr is not None
         if answer is not None:
             self.process.stdin.write(answer + "\n")
         self.process.stdin.close()

@@ -12,15 +12,16 @@ import shutil
 import stat
 import sys
 import urllib.parse
-from typing import Any, Dict, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
+from oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 from kombu_appengine import authenticate
 from kombu_appengine.credentials import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
-from oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 
 @pytest.fixture
@@ -41,11 +42,11 @@ def client_secrets(oauth: OAuthServer, tmp_path: pathlib.Path) -> str:
     return write_json(tmp_path / "client_secrets.json", oauth.client_secrets())
 
 
-def query_of(url: str) -> Dict[str, str]:
+def query_of(url: str) -> dict[str, str]:
     return {key: values[0] for key, values in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).items()}
 
 
-def secrets_of(oauth: OAuthServer) -> List[str]:
+def secrets_of(oauth: OAuthServer) -> list[str]:
     """Everything that must never be printed."""
     return oauth.issued + oauth.refresh_tokens_issued + [oauth.client_secret]
 
@@ -61,11 +62,14 @@ def assert_one_line_error(status: int, stderr: str, *words: str) -> None:
         assert word in ours[0]
 
 
-def assert_valid_credentials_file(path: pathlib.Path, oauth: OAuthServer, scope: str = TASKQUEUE_SCOPE) -> None:
+def assert_valid_credentials_file(
+    path: pathlib.Path, oauth: OAuthServer, scope: str = TASKQUEUE_SCOPE
+) -> None:
     """The file is private, in oauth2client's format, and holds what the server issued."""
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     document = json.loads(path.read_text())
-    assert document["_module"] == "oauth2client.client" and document["_class"] == "OAuth2Credentials"
+    assert document["_module"] == "oauth2client.client"
+    assert document["_class"] == "OAuth2Credentials"
     stored = Storage(str(path)).get()
     assert isinstance(stored, OAuth2Credentials)
     assert stored.access_token == oauth.issued[-1]
@@ -80,7 +84,9 @@ def assert_valid_credentials_file(path: pathlib.Path, oauth: OAuthServer, scope:
 # -- the two modes ----------------------------------------------------------------
 
 
-def test_loopback_flow_as_a_browser_does(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+def test_loopback_flow_as_a_browser_does(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     target = tmp_path / "credentials"
     run = AuthenticateRun(client_secrets, str(target), "--no-browser")
     url = run.authorization_url()
@@ -88,15 +94,20 @@ def test_loopback_flow_as_a_browser_does(oauth: OAuthServer, client_secrets: str
     asked = query_of(url)
     assert asked["client_id"] == oauth.client_id
     assert asked["scope"] == TASKQUEUE_SCOPE
-    assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
-    assert asked["access_type"] == "offline" and asked["response_type"] == "code"
+    assert asked["code_challenge_method"] == "S256"
+    assert len(asked["code_challenge"]) == 43
+    assert asked["access_type"] == "offline"
+    assert asked["response_type"] == "code"
     redirect_uri = urllib.parse.urlsplit(asked["redirect_uri"])
-    assert redirect_uri.scheme == "http" and redirect_uri.hostname == "127.0.0.1" and redirect_uri.port
+    assert redirect_uri.scheme == "http"
+    assert redirect_uri.hostname == "127.0.0.1"
+    assert redirect_uri.port
 
     back = consent(url)
     assert back.startswith(asked["redirect_uri"])
     status, _, page = visit(back)
-    assert status == 200 and b"close this window" in page
+    assert status == 200
+    assert b"close this window" in page
 
     code, stdout, stderr = run.finish()
     assert code == 0, stderr
@@ -107,8 +118,9 @@ def test_loopback_flow_as_a_browser_does(oauth: OAuthServer, client_secrets: str
         assert secret not in stdout + stderr
 
 
-def test_manual_flow_reads_the_redirected_address(oauth: OAuthServer, client_secrets: str,
-                                                  tmp_path: pathlib.Path) -> None:
+def test_manual_flow_reads_the_redirected_address(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     target = tmp_path / "credentials"
     run = AuthenticateRun(client_secrets, str(target), "--noauth_local_webserver")
     url = run.authorization_url()
@@ -123,8 +135,9 @@ def test_manual_flow_reads_the_redirected_address(oauth: OAuthServer, client_sec
         assert secret not in stdout + stderr
 
 
-def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(oauth: OAuthServer, client_secrets: str,
-                                                                tmp_path: pathlib.Path) -> None:
+def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     target = tmp_path / "credentials"
     run = AuthenticateRun(client_secrets, str(target), "--noauth_local_webserver", "--scope", "consumer")
     url = run.authorization_url()
@@ -135,10 +148,14 @@ def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(oauth: OAuthServ
 
 
 def test_installed_console_script_replaces_a_file_and_keeps_it_private(
-        oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     entry_points = importlib.metadata.distribution("kombu-appengine-pullqueue").entry_points
-    scripts = [entry for entry in entry_points
-               if entry.group == "console_scripts" and entry.name == "pullqueue_authenticate"]
+    scripts = [
+        entry
+        for entry in entry_points
+        if entry.group == "console_scripts" and entry.name == "pullqueue_authenticate"
+    ]
     assert [entry.value for entry in scripts] == ["kombu_appengine.authenticate:main"]
     script = shutil.which("pullqueue_authenticate", path=os.path.dirname(sys.executable))
     assert script, "pullqueue_authenticate is not installed next to this Python"
@@ -154,14 +171,18 @@ def test_installed_console_script_replaces_a_file_and_keeps_it_private(
 # -- errors: one line on stderr, a non-zero exit, no file ----------------------
 
 
-@pytest.mark.parametrize("content, words", [
-    (None, ["cannot read it"]),
-    ("{not json", ["not JSON"]),
-    (json.dumps({"installed": {"client_id": "x"}}), ["Missing property"]),
-    (json.dumps(["installed"]), ["Invalid file format"]),
-])
-def test_missing_or_malformed_client_secrets(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture,
-                                             content: Any, words: List[str]) -> None:
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, ["cannot read it"]),
+        ("{not json", ["not JSON"]),
+        (json.dumps({"installed": {"client_id": "x"}}), ["Missing property"]),
+        (json.dumps(["installed"]), ["Invalid file format"]),
+    ],
+)
+def test_missing_or_malformed_client_secrets(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture, content: Any, words: list[str]
+) -> None:
     secrets_path = tmp_path / "client_secrets.json"
     if content is not None:
         secrets_path.write_text(content)
@@ -171,7 +192,9 @@ def test_missing_or_malformed_client_secrets(tmp_path: pathlib.Path, capsys: pyt
     assert not (tmp_path / "credentials").exists()
 
 
-def test_web_client_is_refused(oauth: OAuthServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
+def test_web_client_is_refused(
+    oauth: OAuthServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture
+) -> None:
     secrets_path = write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web"))
     status = authenticate.main([secrets_path, str(tmp_path / "credentials"), "--no-browser"])
     assert_one_line_error(status, capsys.readouterr().err, "web application", "Desktop app")
@@ -179,22 +202,25 @@ def test_web_client_is_refused(oauth: OAuthServer, tmp_path: pathlib.Path, capsy
     assert not (tmp_path / "credentials").exists()
 
 
-def test_consent_denied_in_the_loopback_flow(oauth: OAuthServer, client_secrets: str,
-                                             tmp_path: pathlib.Path) -> None:
+def test_consent_denied_in_the_loopback_flow(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     oauth.deny = True
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--no-browser")
     back = consent(run.authorization_url())
     assert "error=access_denied" in back
     status, _, page = visit(back)
-    assert status == 200 and b"denied" in page
+    assert status == 200
+    assert b"denied" in page
     code, _, stderr = run.finish()
     assert_one_line_error(code, stderr, "consent was denied")
     assert oauth.grants == []
     assert not (tmp_path / "credentials").exists()
 
 
-def test_consent_denied_in_the_manual_flow(oauth: OAuthServer, client_secrets: str,
-                                           tmp_path: pathlib.Path) -> None:
+def test_consent_denied_in_the_manual_flow(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     oauth.deny = True
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
     code, _, stderr = run.finish(consent(run.authorization_url()))
@@ -202,8 +228,9 @@ def test_consent_denied_in_the_manual_flow(oauth: OAuthServer, client_secrets: s
     assert not (tmp_path / "credentials").exists()
 
 
-def test_state_mismatch_in_the_loopback_flow(oauth: OAuthServer, client_secrets: str,
-                                             tmp_path: pathlib.Path) -> None:
+def test_state_mismatch_in_the_loopback_flow(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--no-browser")
     back = consent(run.authorization_url())
     forged = back.replace("state=", "state=forged")
@@ -214,8 +241,9 @@ def test_state_mismatch_in_the_loopback_flow(oauth: OAuthServer, client_secrets:
     assert not (tmp_path / "credentials").exists()
 
 
-def test_state_missing_in_a_pasted_address(oauth: OAuthServer, client_secrets: str,
-                                           tmp_path: pathlib.Path) -> None:
+def test_state_missing_in_a_pasted_address(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
     code = query_of(consent(run.authorization_url()))["code"]
     status, _, stderr = run.finish(f"http://localhost/?code={code}")
@@ -223,7 +251,9 @@ def test_state_missing_in_a_pasted_address(oauth: OAuthServer, client_secrets: s
     assert oauth.grants == []
 
 
-def test_token_endpoint_refuses_the_code(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
+def test_token_endpoint_refuses_the_code(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
     consent(run.authorization_url())
     code, stdout, stderr = run.finish("not-the-code")
@@ -241,14 +271,25 @@ def test_no_answer_pasted(oauth: OAuthServer, client_secrets: str, tmp_path: pat
 
 def test_the_server_insists_on_pkce(oauth: OAuthServer) -> None:
     """What makes a successful flow above a proof that PKCE was used."""
-    url = oauth.auth_uri + "?" + urllib.parse.urlencode({
-        "client_id": oauth.client_id, "redirect_uri": "http://127.0.0.1:9/", "response_type": "code",
-        "scope": TASKQUEUE_SCOPE, "state": "s"})
+    url = (
+        oauth.auth_uri
+        + "?"
+        + urllib.parse.urlencode(
+            {
+                "client_id": oauth.client_id,
+                "redirect_uri": "http://127.0.0.1:9/",
+                "response_type": "code",
+                "scope": TASKQUEUE_SCOPE,
+                "state": "s",
+            }
+        )
+    )
     assert "error=invalid_request" in consent(url)
 
 
-def test_unknown_scope_is_a_usage_error(client_secrets: str, tmp_path: pathlib.Path,
-                                        capsys: pytest.CaptureFixture) -> None:
+def test_unknown_scope_is_a_usage_error(
+    client_secrets: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         authenticate.main([client_secrets, str(tmp_path / "credentials"), "--scope", "everything"])
     assert exit_info.value.code == 2

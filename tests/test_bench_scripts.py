@@ -12,7 +12,9 @@ SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
 def test_bench_transport_keeps_http_calls_per_message_within_the_bound() -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench_transport.py"), "--messages", "200", "--num-tasks", "10"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HTTP calls per consumed message" in result.stdout

@@ -9,6 +9,7 @@ wait is a poll with a deadline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -18,14 +19,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable
 
 import celery
-import pytest
-
 import celery_app
+import pytest
 from conftest import wait_for
+
 from kombu_appengine.emulator import Emulator
 
 #: Where celery_app.py is: the workers' working directory.
@@ -54,17 +56,43 @@ LOG_ERRORS = ("ERROR", "CRITICAL", "Traceback", "WARNING")
 class Worker:
     """A ``celery -A celery_app worker`` process group, with its log in a file."""
 
-    def __init__(self, name: str, env: Dict[str, str], log_path: pathlib.Path, queues: str,
-                 app: str = "celery_app", cwd: pathlib.Path = TESTS_DIR) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log_path: pathlib.Path,
+        queues: str,
+        app: str = "celery_app",
+        cwd: pathlib.Path = TESTS_DIR,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", app, "worker",
-                 "--pool", "prefork", "--concurrency", "2", "--hostname", f"{name}@%h",
-                 "--queues", queues, "--loglevel", "INFO"],
-                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app,
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "2",
+                    "--hostname",
+                    f"{name}@%h",
+                    "--queues",
+                    queues,
+                    "--loglevel",
+                    "INFO",
+                ],
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -75,12 +103,14 @@ class Worker:
         """Everything the worker wrote so far."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def wait_ready(self, timeout: float = 30) -> "Worker":
+    def wait_ready(self, timeout: float = 30) -> Worker:
         """Wait for Celery's ``ready.`` line."""
+
         def ready() -> bool:
             if self.process.poll() is not None:
                 pytest.fail(f"worker {self.name} exited with {self.process.returncode}:\n{self.log()}")
             return " ready." in self.log()
+
         wait_for(ready, timeout, f"worker {self.name} to be ready")
         return self
 
@@ -97,22 +127,22 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the main process and its pool."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
-
 
 
 def assert_clean(log: str) -> None:
     """No error, warning or traceback in a worker's log (the root-user SecurityWarning aside)."""
-    noisy = [line for line in log.splitlines()
-             if any(word in line for word in LOG_ERRORS) and "SecurityWarning" not in line]
+    noisy = [
+        line
+        for line in log.splitlines()
+        if any(word in line for word in LOG_ERRORS) and "SecurityWarning" not in line
+    ]
     assert not noisy, "\n".join(noisy)
 
 
-def executions(log_path: pathlib.Path) -> List[Tuple[str, str, int]]:
+def executions(log_path: pathlib.Path) -> list[tuple[str, str, int]]:
     """``(what, key, pid)`` for every line the tasks wrote to ``CELERY_TEST_LOG``."""
     if not log_path.exists():
         return []
@@ -120,22 +150,24 @@ def executions(log_path: pathlib.Path) -> List[Tuple[str, str, int]]:
     return [(what, key, int(pid)) for what, key, pid in (line.split(" ") for line in lines)]
 
 
-def keys(log_path: pathlib.Path, what: str) -> List[str]:
+def keys(log_path: pathlib.Path, what: str) -> list[str]:
     """The keys of the executions logged as ``what``, in order, repeats included."""
     return [key for event, key, _ in executions(log_path) if event == what]
 
 
-def queue_tasks(emulator: Emulator, queue: str) -> List[Dict[str, Any]]:
+def queue_tasks(emulator: Emulator, queue: str) -> list[dict[str, Any]]:
     """The tasks of a pull queue: Celery task id, tag, and whether leased now."""
     found = []
     for item in emulator.service.list_tasks(PROJECT, queue).get("items", []):
         task = emulator.service.get_task(PROJECT, queue, item["id"])
         envelope = json.loads(base64.b64decode(task["payloadBase64"]))
-        found.append({
-            "celery_id": envelope["headers"].get("id"),
-            "tag": task.get("tag"),
-            "leased": task["leaseTimestamp"] != "0",
-        })
+        found.append(
+            {
+                "celery_id": envelope["headers"].get("id"),
+                "tag": task.get("tag"),
+                "leased": task["leaseTimestamp"] != "0",
+            }
+        )
     return found
 
 
@@ -153,24 +185,26 @@ def exec_log(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-def settings(emulator: Emulator, exec_log: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, str]:
+def settings(emulator: Emulator, exec_log: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The environment of workers and client: edit it before starting them."""
     monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
     env = dict(os.environ)
-    env.update({
-        "TASKQUEUE_EMULATOR_HOST": emulator.host,
-        "CELERY_TEST_LOG": str(exec_log),
-        "CELERY_TEST_LEASE_SECS": "3",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")])),
-        "C_FORCE_ROOT": "1",
-    })
+    env.update(
+        {
+            "TASKQUEUE_EMULATOR_HOST": emulator.host,
+            "CELERY_TEST_LOG": str(exec_log),
+            "CELERY_TEST_LEASE_SECS": "3",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")])),
+            "C_FORCE_ROOT": "1",
+        }
+    )
     return env
 
 
 @pytest.fixture
-def start_worker(settings: Dict[str, str], tmp_path: pathlib.Path) -> Iterator[Callable[..., Worker]]:
+def start_worker(settings: dict[str, str], tmp_path: pathlib.Path) -> Iterator[Callable[..., Worker]]:
     """Start a worker (``start_worker("a", queues=..., **env)``); all are killed at teardown."""
-    started: List[Worker] = []
+    started: list[Worker] = []
 
     def start(name: str, queues: str = WORKER_QUEUES, ready: bool = True, **env: str) -> Worker:
         worker = Worker(name, {**settings, **env}, tmp_path / f"worker-{name}.log", queues)
@@ -183,7 +217,7 @@ def start_worker(settings: Dict[str, str], tmp_path: pathlib.Path) -> Iterator[C
 
 
 @pytest.fixture
-def client(settings: Dict[str, str]) -> Iterator[celery.Celery]:
+def client(settings: dict[str, str]) -> Iterator[celery.Celery]:
     """A Celery app in this process, configured like the workers, that sends tasks and reads results."""
     app = celery.Celery("client", set_as_current=False)
     app.config_from_object(celery_app.config_from_env(settings))
@@ -212,7 +246,10 @@ def test_the_readme_example(tmp_path):
     (tmp_path / "queue.yaml").write_text(README_QUEUE_YAML, encoding="utf-8")
     emulator = subprocess.Popen(
         [sys.executable, "-m", "kombu_appengine.emulator", "--port", "0", "--queue-yaml", "queue.yaml"],
-        cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     worker = None
     try:
         assert select.select([emulator.stdout], [], [], 15)[0], "the emulator did not start"
@@ -221,11 +258,19 @@ def test_the_readme_example(tmp_path):
         worker = Worker("example", env, tmp_path / "worker.log", "celery,images", app="tasks", cwd=tmp_path)
         worker.wait_ready()
         producer = subprocess.run(
-            [sys.executable, "-c",
-             "from tasks import add, resize\n"
-             "print(add.delay(2, 3).get(timeout=30))\n"
-             "print(resize.delay('cat.jpg').get(timeout=30))"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-c",
+                "from tasks import add, resize\n"
+                "print(add.delay(2, 3).get(timeout=30))\n"
+                "print(resize.delay('cat.jpg').get(timeout=30))",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
         assert producer.returncode == 0, producer.stderr
         assert producer.stdout.splitlines() == ["5", "resized cat.jpg"]
@@ -263,12 +308,15 @@ def test_routing_to_a_pull_queue_and_to_a_tag_on_the_shared_queue(emulator, star
     assert [t["celery_id"] for t in queue_tasks(emulator, "images")] == [resized.id]
     assert [t["celery_id"] for t in queue_tasks(emulator, "celery")] == [added.id]
     assert [(t["celery_id"], t["tag"]) for t in queue_tasks(emulator, celery_app.SHARED_QUEUE)] == [
-        (reported.id, "reports")]
+        (reported.id, "reports")
+    ]
     # What to look at instead of `celery inspect`: the queues' sizes.
     with client.connection_for_write() as connection:
         channel = connection.default_channel
-        assert [channel.queue_declare(name, passive=True).message_count
-                for name in ("celery", "images", "reports")] == [1, 1, 1]
+        assert [
+            channel.queue_declare(name, passive=True).message_count
+            for name in ("celery", "images", "reports")
+        ] == [1, 1, 1]
 
     images_only = start_worker("images", queues="images")
     assert resized.get(timeout=30) == "photo"
@@ -281,7 +329,8 @@ def test_routing_to_a_pull_queue_and_to_a_tag_on_the_shared_queue(emulator, star
 
 
 def test_countdown_and_eta_longer_than_the_lease_run_once_on_one_of_two_workers(
-        emulator, start_worker, client, exec_log):
+    emulator, start_worker, client, exec_log
+):
     first = start_worker("a", ready=False)
     second = start_worker("b")
     first.wait_ready()
@@ -294,6 +343,7 @@ def test_countdown_and_eta_longer_than_the_lease_run_once_on_one_of_two_workers(
     def held_by_workers() -> bool:
         tasks = queue_tasks(emulator, "celery")
         return len(tasks) == 2 and all(t["leased"] for t in tasks)
+
     wait_for(held_by_workers, 5, "both ETA tasks to be leased")
     while time.time() - sent < 4.5:
         assert held_by_workers(), "an ETA task lost its lease while a worker held it"
@@ -344,12 +394,17 @@ def test_prefetch_limit_leases_no_more_than_the_worker_may_hold(emulator, start_
     assert most == 2
 
 
-def test_sigkill_with_acks_late_runs_unfinished_tasks_again_after_their_leases(start_worker, client, exec_log):
+def test_sigkill_with_acks_late_runs_unfinished_tasks_again_after_their_leases(
+    start_worker, client, exec_log
+):
     doomed = start_worker("doomed")
     slow = client.signature("celery_app.slow")
     results = [slow.delay(f"job{i}", 1.5) for i in range(4)]
-    started = wait_for(lambda: set(keys(exec_log, "start")) if len(keys(exec_log, "start")) >= 2 else None,
-                       15, "two tasks to start")
+    started = wait_for(
+        lambda: set(keys(exec_log, "start")) if len(keys(exec_log, "start")) >= 2 else None,
+        15,
+        "two tasks to start",
+    )
 
     doomed.kill()
     killed_at = time.monotonic()
@@ -401,7 +456,12 @@ def test_remote_control_is_off_and_inspect_finds_no_workers(settings, start_work
     worker = start_worker("a")
     inspect = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "celery_app", "inspect", "ping", "--timeout", "0.5"],
-        cwd=TESTS_DIR, env=settings, capture_output=True, text=True, timeout=60)
+        cwd=TESTS_DIR,
+        env=settings,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert inspect.returncode != 0
     assert "No nodes replied" in inspect.stdout + inspect.stderr

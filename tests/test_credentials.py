@@ -9,10 +9,11 @@ import datetime
 import json
 import logging
 import pathlib
+import stat
 import subprocess
 import sys
-import stat
-from typing import Any, Callable, Dict, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import google.oauth2.credentials
 import google_auth_httplib2
@@ -21,6 +22,7 @@ import pytest
 from kombu import Connection
 from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
+from oauth_server import AuthenticateRun, OAuthServer, consent
 
 from kombu_appengine.client import TaskQueueClient, root_url_of
 from kombu_appengine.credentials import (
@@ -30,7 +32,6 @@ from kombu_appengine.credentials import (
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
-from oauth_server import AuthenticateRun, OAuthServer, consent
 
 #: The project the tests' connections name.
 PROJECT = "test-project"
@@ -68,8 +69,15 @@ def utcnow() -> datetime.datetime:
 
 
 def connect(emulator: Emulator, **options: Any) -> Connection:
-    return Connection(transport="kombu_appengine:Transport", transport_options={
-        "project_name": PROJECT, "api_endpoint": emulator.url, "polling_interval": 0.05, **options})
+    return Connection(
+        transport="kombu_appengine:Transport",
+        transport_options={
+            "project_name": PROJECT,
+            "api_endpoint": emulator.url,
+            "polling_interval": 0.05,
+            **options,
+        },
+    )
 
 
 def round_trip(connection: Connection) -> None:
@@ -95,7 +103,7 @@ def authenticated_file(oauth: OAuthServer, path: pathlib.Path) -> pathlib.Path:
     return oauth.write_credentials_file(path)
 
 
-def write_json(path: pathlib.Path, document: Dict[str, Any], mode: int = 0o600) -> pathlib.Path:
+def write_json(path: pathlib.Path, document: dict[str, Any], mode: int = 0o600) -> pathlib.Path:
     path.write_text(json.dumps(document, indent=2))
     path.chmod(mode)
     return path
@@ -123,7 +131,8 @@ def stored_token(path: pathlib.Path) -> str:
 
 
 def test_file_written_by_pullqueue_authenticate_signs_the_transport(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     secrets_path = write_json(tmp_path / "client_secrets.json", oauth.client_secrets())
     target = tmp_path / "credentials"
     run = AuthenticateRun(str(secrets_path), str(target), "--noauth_local_webserver")
@@ -136,7 +145,8 @@ def test_file_written_by_pullqueue_authenticate_signs_the_transport(
 
 
 def test_credentials_file_of_pullqueue_authenticate_refreshes_and_writes_back(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = authenticated_file(oauth, tmp_path / "credentials")
     use(emulator, credentials_file=str(path))
     assert set(emulator.tokens) == {oauth.issued[0]}
@@ -157,7 +167,9 @@ def test_credentials_file_of_pullqueue_authenticate_refreshes_and_writes_back(
     assert oauth.grants == ["refresh_token"], "the written-back token was not used at the next start"
 
 
-def hold_and_close(emulator: Emulator, path: pathlib.Path, before_close: Callable[[], None] = lambda: None) -> None:
+def hold_and_close(
+    emulator: Emulator, path: pathlib.Path, before_close: Callable[[], None] = lambda: None
+) -> None:
     """Lease five tasks, take one, and close: the batch calls that give them back."""
     with connect(emulator, credentials_file=str(path), num_tasks=5) as connection:
         queue = connection.SimpleQueue(QUEUE)
@@ -170,7 +182,8 @@ def hold_and_close(emulator: Emulator, path: pathlib.Path, before_close: Callabl
 
 
 def test_batch_calls_do_not_refresh_valid_credentials(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = authenticated_file(oauth, tmp_path / "credentials")
     before = path.read_text()
     hold_and_close(emulator, path)
@@ -180,7 +193,8 @@ def test_batch_calls_do_not_refresh_valid_credentials(
 
 
 def test_a_batch_refused_for_its_token_is_sent_again_with_a_fresh_one(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = authenticated_file(oauth, tmp_path / "credentials")
     # Revoked at the server while still fresh for the client.
     hold_and_close(emulator, path, before_close=lambda: oauth.expire(oauth.issued[0]))
@@ -188,8 +202,9 @@ def test_a_batch_refused_for_its_token_is_sent_again_with_a_fresh_one(
     assert Storage(str(path)).get().access_token == oauth.issued[-1] != oauth.issued[0]
 
 
-def test_credentials_storage_refreshes_and_writes_back(oauth: OAuthServer, emulator: Emulator,
-                                                       tmp_path: pathlib.Path) -> None:
+def test_credentials_storage_refreshes_and_writes_back(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = authenticated_file(oauth, tmp_path / "credentials")
     use(emulator, credentials_storage=Storage(str(path)))
     assert set(emulator.tokens) == {oauth.issued[0]}
@@ -202,7 +217,8 @@ def test_credentials_storage_refreshes_and_writes_back(oauth: OAuthServer, emula
 
 
 def test_token_refused_while_running_is_refreshed_and_the_request_retried(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = authenticated_file(oauth, tmp_path / "credentials")
     with connect(emulator, credentials_file=str(path)) as connection:
         round_trip(connection)
@@ -223,8 +239,12 @@ def test_google_auth_credentials_object(oauth: OAuthServer, emulator: Emulator) 
     answer = oauth.issue_user_tokens()
     oauth.expire(answer["access_token"])
     credentials = google.oauth2.credentials.Credentials(
-        None, refresh_token=answer["refresh_token"], token_uri=oauth.token_uri,
-        client_id=oauth.client_id, client_secret=oauth.client_secret)
+        None,
+        refresh_token=answer["refresh_token"],
+        token_uri=oauth.token_uri,
+        client_id=oauth.client_id,
+        client_secret=oauth.client_secret,
+    )
     use(emulator, credentials=credentials)
     assert set(emulator.tokens) == {oauth.issued[-1]}
     assert credentials.token == oauth.issued[-1]
@@ -233,20 +253,33 @@ def test_google_auth_credentials_object(oauth: OAuthServer, emulator: Emulator) 
 def test_oauth2client_credentials_object(oauth: OAuthServer, emulator: Emulator) -> None:
     answer = oauth.issue_user_tokens()
     credentials = OAuth2Credentials(
-        answer["access_token"], oauth.client_id, oauth.client_secret, answer["refresh_token"],
-        utcnow() + datetime.timedelta(hours=1), oauth.token_uri, None)
+        answer["access_token"],
+        oauth.client_id,
+        oauth.client_secret,
+        answer["refresh_token"],
+        utcnow() + datetime.timedelta(hours=1),
+        oauth.token_uri,
+        None,
+    )
     use(emulator, credentials=credentials)
     assert set(emulator.tokens) == {answer["access_token"]}
     assert oauth.grants == []
 
 
 def test_oauth2client_credentials_object_past_expiry_is_refreshed_before_sending(
-        oauth: OAuthServer, emulator: Emulator) -> None:
+    oauth: OAuthServer, emulator: Emulator
+) -> None:
     answer = oauth.issue_user_tokens()
     oauth.expire(answer["access_token"])
     credentials = OAuth2Credentials(
-        answer["access_token"], oauth.client_id, oauth.client_secret, answer["refresh_token"],
-        utcnow() - datetime.timedelta(minutes=1), oauth.token_uri, None)
+        answer["access_token"],
+        oauth.client_id,
+        oauth.client_secret,
+        answer["refresh_token"],
+        utcnow() - datetime.timedelta(minutes=1),
+        oauth.token_uri,
+        None,
+    )
     use(emulator, credentials=credentials)
     assert set(emulator.tokens) == {oauth.issued[-1]}, "an expired token was sent"
     assert credentials.access_token == oauth.issued[-1]
@@ -256,7 +289,8 @@ def test_oauth2client_credentials_object_past_expiry_is_refreshed_before_sending
 
 
 def test_authorized_user_file_gets_the_refreshed_token_written_back(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     info = oauth.authorized_user_info()
     info["quota_project_id"] = "billing-project"
     path = write_json(tmp_path / "adc.json", info, mode=0o640)
@@ -281,7 +315,8 @@ def test_authorized_user_file_gets_the_refreshed_token_written_back(
 
 
 def test_a_token_another_process_wrote_is_used_instead_of_refreshing(
-        oauth: OAuthServer, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, tmp_path: pathlib.Path
+) -> None:
     path = write_json(tmp_path / "adc.json", oauth.authorized_user_info())
     first, second = credentials_from_file(str(path)), credentials_from_file(str(path))
     request = google_auth_httplib2.Request(httplib2.Http())
@@ -309,11 +344,16 @@ with Connection(transport="kombu_appengine:Transport", transport_options={
 
 
 def test_an_unwritable_authorized_user_file_costs_only_a_refresh(
-        oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path) -> None:
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = write_json(tmp_path / "adc.json", oauth.authorized_user_info(), mode=0o400)
     before = path.read_text()
-    result = subprocess.run([sys.executable, "-c", NO_WRITES_ROUND_TRIP, emulator.url, PROJECT, QUEUE, str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_WRITES_ROUND_TRIP, emulator.url, PROJECT, QUEUE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert set(emulator.tokens) == {oauth.issued[-1]}
     assert path.read_text() == before
@@ -328,7 +368,9 @@ def service_account_key(oauth: OAuthServer, tmp_path: pathlib.Path) -> pathlib.P
     return write_json(tmp_path / "key.json", oauth.service_account_info())
 
 
-def test_service_account_key(oauth: OAuthServer, emulator: Emulator, service_account_key: pathlib.Path) -> None:
+def test_service_account_key(
+    oauth: OAuthServer, emulator: Emulator, service_account_key: pathlib.Path
+) -> None:
     before = service_account_key.read_bytes()
     use(emulator, credentials_file=str(service_account_key))
     assert set(emulator.tokens) == {oauth.issued[-1]}
@@ -352,8 +394,9 @@ def adc_client(emulator: Emulator) -> TaskQueueClient:
     return TaskQueueClient(PROJECT, root_url_of(emulator.url), load_credentials())
 
 
-def test_adc_authorized_user_file(oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adc_authorized_user_file(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_json(tmp_path / "adc.json", oauth.authorized_user_info())
     monkeypatch.setenv(ADC_ENV, str(path))
     assert adc_client(emulator).get_queue(QUEUE)["id"] == QUEUE
@@ -367,8 +410,9 @@ def test_adc_authorized_user_file(oauth: OAuthServer, emulator: Emulator, tmp_pa
     assert stored_token(path) == oauth.issued[-1]
 
 
-def test_adc_service_account_key(oauth: OAuthServer, emulator: Emulator, service_account_key: pathlib.Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adc_service_account_key(
+    oauth: OAuthServer, emulator: Emulator, service_account_key: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ADC_ENV, str(service_account_key))
     adc_client(emulator).get_queue(QUEUE)
     assert set(emulator.tokens) == {oauth.issued[-1]}
@@ -387,35 +431,44 @@ def test_the_emulator_needs_no_credentials(monkeypatch: pytest.MonkeyPatch) -> N
 # -- failures ------------------------------------------------------------------------
 
 
-def test_refused_refresh_is_an_authentication_error(oauth: OAuthServer, emulator: Emulator,
-                                                    tmp_path: pathlib.Path) -> None:
+def test_refused_refresh_is_an_authentication_error(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     path = authenticated_file(oauth, tmp_path / "credentials")
     oauth.revoke_refresh_token(oauth.refresh_tokens_issued[-1])
     expire_stored_token(oauth, path)
-    with connect(emulator, credentials_file=str(path)) as connection:
-        with pytest.raises(AuthenticationFailed) as failure:
-            round_trip(connection)
+    with (
+        connect(emulator, credentials_file=str(path)) as connection,
+        pytest.raises(AuthenticationFailed) as failure,
+    ):
+        round_trip(connection)
     assert "pullqueue_authenticate" in str(failure.value)
     for secret in oauth.issued + oauth.refresh_tokens_issued + [oauth.client_secret]:
         assert secret not in str(failure.value)
 
 
-@pytest.mark.parametrize("content, words", [
-    (None, "cannot read it"),
-    ("{nope", "not a JSON credentials file"),
-    ('["a list"]', "not a JSON credentials file"),
-    ('{"type": "external_account"}', "not a file written by pullqueue_authenticate"),
-    ('{"type": "authorized_user", "client_id": "x"}', "not a valid authorized_user file"),
-    ('{"type": "service_account", "client_email": "x"}', "not a valid service_account file"),
-])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "cannot read it"),
+        ("{nope", "not a JSON credentials file"),
+        ('["a list"]', "not a JSON credentials file"),
+        ('{"type": "external_account"}', "not a file written by pullqueue_authenticate"),
+        ('{"type": "authorized_user", "client_id": "x"}', "not a valid authorized_user file"),
+        ('{"type": "service_account", "client_email": "x"}', "not a valid service_account file"),
+    ],
+)
 def test_bad_credentials_file(tmp_path: pathlib.Path, content: Any, words: str) -> None:
     path = tmp_path / "credentials"
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConfigurationError) as failure:
-        Connection(transport="kombu_appengine:Transport", transport_options={
-            "project_name": PROJECT, "credentials_file": str(path)}).transport
-    assert f"credentials_file {path}" in str(failure.value) and words in str(failure.value)
+        Connection(
+            transport="kombu_appengine:Transport",
+            transport_options={"project_name": PROJECT, "credentials_file": str(path)},
+        ).connect()
+    assert f"credentials_file {path}" in str(failure.value)
+    assert words in str(failure.value)
 
 
 def test_bad_credentials_storage(tmp_path: pathlib.Path) -> None:
@@ -434,7 +487,9 @@ def test_bad_credentials_object() -> None:
 
 def test_no_application_default_credentials(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match="no credentials"):
-        Connection(transport="kombu_appengine:Transport", transport_options={"project_name": PROJECT}).transport
+        Connection(
+            transport="kombu_appengine:Transport", transport_options={"project_name": PROJECT}
+        ).connect()
     monkeypatch.setenv(ADC_ENV, str(tmp_path / "missing.json"))
     with pytest.raises(ConfigurationError, match=ADC_ENV):
         load_credentials()
@@ -443,8 +498,9 @@ def test_no_application_default_credentials(tmp_path: pathlib.Path, monkeypatch:
 # -- nothing shows a secret ----------------------------------------------------------
 
 
-def test_reprs_and_logs_show_no_secret(oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_reprs_and_logs_show_no_secret(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     path = authenticated_file(oauth, tmp_path / "credentials")
     expire_stored_token(oauth, path)
@@ -452,8 +508,15 @@ def test_reprs_and_logs_show_no_secret(oauth: OAuthServer, emulator: Emulator, t
     with connect(emulator, **options) as connection:
         round_trip(connection)
         client = connection.transport.client_for_channels
-        shown = [repr(connection), str(connection), repr(connection.transport), repr(client),
-                 repr(connection.default_channel), repr(client.credentials), caplog.text]
+        shown = [
+            repr(connection),
+            str(connection),
+            repr(connection.transport),
+            repr(client),
+            repr(connection.default_channel),
+            repr(client.credentials),
+            caplog.text,
+        ]
     assert len(oauth.issued) == 2
     for secret in oauth.issued + oauth.refresh_tokens_issued + [oauth.client_secret]:
         for text in shown:

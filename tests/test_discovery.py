@@ -43,58 +43,112 @@ def service():
 # (resource, method, kwargs, HTTP method, path under the base, query, JSON body)
 REQUESTS = [
     (
-        "taskqueues", "get", {"project": "s~app", "taskqueue": "pull", "getStats": True},
-        "GET", "s~app/taskqueues/pull", {"getStats": ["true"]}, None,
+        "taskqueues",
+        "get",
+        {"project": "s~app", "taskqueue": "pull", "getStats": True},
+        "GET",
+        "s~app/taskqueues/pull",
+        {"getStats": ["true"]},
+        None,
     ),
     (
-        "taskqueues", "get", {"project": "app", "taskqueue": "pull"},
-        "GET", "app/taskqueues/pull", {}, None,
+        "taskqueues",
+        "get",
+        {"project": "app", "taskqueue": "pull"},
+        "GET",
+        "app/taskqueues/pull",
+        {},
+        None,
     ),
     (
-        "tasks", "insert",
+        "tasks",
+        "insert",
         {"project": "app", "taskqueue": "pull", "body": {"payloadBase64": "aGk=", "tag": "t"}},
-        "POST", "app/taskqueues/pull/tasks", {}, {"payloadBase64": "aGk=", "tag": "t"},
+        "POST",
+        "app/taskqueues/pull/tasks",
+        {},
+        {"payloadBase64": "aGk=", "tag": "t"},
     ),
     (
-        "tasks", "lease", {"project": "app", "taskqueue": "pull", "numTasks": 10, "leaseSecs": 60},
-        "POST", "app/taskqueues/pull/tasks/lease", {"numTasks": ["10"], "leaseSecs": ["60"]}, None,
+        "tasks",
+        "lease",
+        {"project": "app", "taskqueue": "pull", "numTasks": 10, "leaseSecs": 60},
+        "POST",
+        "app/taskqueues/pull/tasks/lease",
+        {"numTasks": ["10"], "leaseSecs": ["60"]},
+        None,
     ),
     (
-        "tasks", "lease",
+        "tasks",
+        "lease",
         {
-            "project": "app", "taskqueue": "pull", "numTasks": 1, "leaseSecs": 0,
-            "groupByTag": True, "tag": "a tag",
+            "project": "app",
+            "taskqueue": "pull",
+            "numTasks": 1,
+            "leaseSecs": 0,
+            "groupByTag": True,
+            "tag": "a tag",
         },
-        "POST", "app/taskqueues/pull/tasks/lease",
-        {"numTasks": ["1"], "leaseSecs": ["0"], "groupByTag": ["true"], "tag": ["a tag"]}, None,
+        "POST",
+        "app/taskqueues/pull/tasks/lease",
+        {"numTasks": ["1"], "leaseSecs": ["0"], "groupByTag": ["true"], "tag": ["a tag"]},
+        None,
     ),
     (
-        "tasks", "get", {"project": "app", "taskqueue": "pull", "task": "t-1"},
-        "GET", "app/taskqueues/pull/tasks/t-1", {}, None,
+        "tasks",
+        "get",
+        {"project": "app", "taskqueue": "pull", "task": "t-1"},
+        "GET",
+        "app/taskqueues/pull/tasks/t-1",
+        {},
+        None,
     ),
     (
-        "tasks", "list", {"project": "app", "taskqueue": "pull"},
-        "GET", "app/taskqueues/pull/tasks", {}, None,
+        "tasks",
+        "list",
+        {"project": "app", "taskqueue": "pull"},
+        "GET",
+        "app/taskqueues/pull/tasks",
+        {},
+        None,
     ),
     (
-        "tasks", "delete", {"project": "app", "taskqueue": "pull", "task": "t-1"},
-        "DELETE", "app/taskqueues/pull/tasks/t-1", {}, None,
+        "tasks",
+        "delete",
+        {"project": "app", "taskqueue": "pull", "task": "t-1"},
+        "DELETE",
+        "app/taskqueues/pull/tasks/t-1",
+        {},
+        None,
     ),
     (
-        "tasks", "update",
+        "tasks",
+        "update",
         {
-            "project": "app", "taskqueue": "pull", "task": "t_1", "newLeaseSeconds": 0,
+            "project": "app",
+            "taskqueue": "pull",
+            "task": "t_1",
+            "newLeaseSeconds": 0,
             "body": {"queueName": "pull"},
         },
-        "POST", "app/taskqueues/pull/tasks/t_1", {"newLeaseSeconds": ["0"]}, {"queueName": "pull"},
+        "POST",
+        "app/taskqueues/pull/tasks/t_1",
+        {"newLeaseSeconds": ["0"]},
+        {"queueName": "pull"},
     ),
     (
-        "tasks", "patch",
+        "tasks",
+        "patch",
         {
-            "project": "app", "taskqueue": "pull", "task": "t_1", "newLeaseSeconds": 30,
+            "project": "app",
+            "taskqueue": "pull",
+            "task": "t_1",
+            "newLeaseSeconds": 30,
             "body": {"queueName": "pull"},
         },
-        "PATCH", "app/taskqueues/pull/tasks/t_1", {"newLeaseSeconds": ["30"]},
+        "PATCH",
+        "app/taskqueues/pull/tasks/t_1",
+        {"newLeaseSeconds": ["30"]},
         {"queueName": "pull"},
     ),
 ]
@@ -108,13 +162,11 @@ def test_build_exposes_every_method(service):
 
 
 @pytest.mark.parametrize(
-    "resource, method, kwargs, http_method, path, query, body",
+    ("resource", "method", "kwargs", "http_method", "path", "query", "body"),
     REQUESTS,
     ids=[f"{r[0]}.{r[1]}-{i}" for i, r in enumerate(REQUESTS)],
 )
-def test_request_matches_the_api(
-    service, resource, method, kwargs, http_method, path, query, body
-):
+def test_request_matches_the_api(service, resource, method, kwargs, http_method, path, query, body):
     request = getattr(getattr(service, resource)(), method)(**kwargs)
     uri, actual_query = split(request.uri)
     assert request.method == http_method
@@ -142,7 +194,7 @@ def test_project_with_a_domain_is_percent_encoded_in_the_path(service):
 
 
 @pytest.mark.parametrize(
-    "method, kwargs, missing",
+    ("method", "kwargs", "missing"),
     [
         ("lease", {"project": "a", "taskqueue": "q", "leaseSecs": 60}, "numTasks"),
         ("lease", {"project": "a", "taskqueue": "q", "numTasks": 1}, "leaseSecs"),
@@ -256,7 +308,13 @@ def test_identity_and_standard_parameters():
     assert (document["name"], document["version"]) == ("taskqueue", "v1beta2")
     assert document["protocol"] == "rest"
     assert set(document["parameters"]) == {
-        "alt", "fields", "key", "oauth_token", "prettyPrint", "quotaUser", "userIp",
+        "alt",
+        "fields",
+        "key",
+        "oauth_token",
+        "prettyPrint",
+        "quotaUser",
+        "userIp",
     }
     assert document["parameters"]["alt"]["enum"] == ["json"]
     assert set(document["auth"]["oauth2"]["scopes"]) == {FULL_SCOPE, CONSUMER_SCOPE}
@@ -274,11 +332,17 @@ def test_method_ids_and_scopes():
         # from inserting (through the queue's ACL).
         assert method["scopes"] == [FULL_SCOPE, CONSUMER_SCOPE], name
     assert methods["tasks.lease"]["parameterOrder"] == [
-        "project", "taskqueue", "numTasks", "leaseSecs",
+        "project",
+        "taskqueue",
+        "numTasks",
+        "leaseSecs",
     ]
     for name in ("tasks.update", "tasks.patch"):
         assert methods[name]["parameterOrder"] == [
-            "project", "taskqueue", "task", "newLeaseSeconds",
+            "project",
+            "taskqueue",
+            "task",
+            "newLeaseSeconds",
         ]
         assert methods[name]["request"] == methods[name]["response"] == {"$ref": "Task"}
     assert methods["tasks.lease"]["response"] == {"$ref": "Tasks"}
@@ -290,8 +354,10 @@ def test_method_ids_and_scopes():
 def test_integer_parameters_are_int32():
     tasks = load_document()["resources"]["tasks"]["methods"]
     for method, name in [
-        ("lease", "numTasks"), ("lease", "leaseSecs"),
-        ("update", "newLeaseSeconds"), ("patch", "newLeaseSeconds"),
+        ("lease", "numTasks"),
+        ("lease", "leaseSecs"),
+        ("update", "newLeaseSeconds"),
+        ("patch", "newLeaseSeconds"),
     ]:
         parameter = tasks[method]["parameters"][name]
         assert (parameter["type"], parameter["format"]) == ("integer", "int32")

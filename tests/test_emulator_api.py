@@ -13,10 +13,10 @@ import json
 import google.oauth2.credentials
 import httplib2
 import pytest
+from conftest import TEST_QUEUES, b64, build_service
 from googleapiclient.discovery import build, build_from_document
 from googleapiclient.errors import HttpError
 
-from conftest import TEST_QUEUES, b64, build_service
 from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import Emulator, QueueConfig
 
@@ -73,9 +73,11 @@ def insert(service, payload=b"payload", project=PROJECT, queue=QUEUE, **fields):
 
 
 def lease(service, num_tasks=10, lease_secs=60, project=PROJECT, queue=QUEUE, **params):
-    return service.tasks().lease(
-        project=project, taskqueue=queue, numTasks=num_tasks, leaseSecs=lease_secs, **params
-    ).execute()
+    return (
+        service.tasks()
+        .lease(project=project, taskqueue=queue, numTasks=num_tasks, leaseSecs=lease_secs, **params)
+        .execute()
+    )
 
 
 def leased_ids(service, num_tasks=10, lease_secs=60, **params):
@@ -156,12 +158,17 @@ def raw(emulator, method, target, body=None, headers=None):
 
 
 def api_path(*segments, project=PROJECT, queue=QUEUE):
-    return SERVICE_PATH + "/".join((project, "taskqueues", queue) + segments)
+    return SERVICE_PATH + "/".join((project, "taskqueues", queue, *segments))
 
 
 def raw_insert(emulator, document, project=PROJECT, queue=QUEUE):
-    return raw(emulator, "POST", api_path("tasks", project=project, queue=queue),
-               json.dumps(document), {"Content-Type": "application/json"})
+    return raw(
+        emulator,
+        "POST",
+        api_path("tasks", project=project, queue=queue),
+        json.dumps(document),
+        {"Content-Type": "application/json"},
+    )
 
 
 # -- taskqueues.get -----------------------------------------------------------
@@ -179,8 +186,10 @@ def test_get_queue_without_settings(service, params):
 
 def test_get_queue_reports_max_leases_and_acl(service, emulator):
     emulator.declare_queue(
-        "limited", max_leases=7,
-        consumer_emails=["worker@example.com"], producer_emails=["app@example.com"],
+        "limited",
+        max_leases=7,
+        consumer_emails=["worker@example.com"],
+        producer_emails=["app@example.com"],
     )
     queue = service.taskqueues().get(project=PROJECT, taskqueue="limited").execute()
     assert queue == {
@@ -210,7 +219,10 @@ def test_queue_config_max_leases_reaches_the_resource(clock):
 
 def test_stats_of_an_empty_queue(service):
     assert stats(service) == {
-        "totalTasks": 0, "oldestTask": "0", "leasedLastMinute": "0", "leasedLastHour": "0",
+        "totalTasks": 0,
+        "oldestTask": "0",
+        "leasedLastMinute": "0",
+        "leasedLastHour": "0",
     }
 
 
@@ -258,7 +270,9 @@ def test_lease_counts_age_out_of_their_windows(service, clock):
 def test_insert_generates_a_unique_name(service):
     first = insert(service, b"first")
     second = insert(service, b"second")
-    assert first["id"] and second["id"] and first["id"] != second["id"]
+    assert first["id"]
+    assert second["id"]
+    assert first["id"] != second["id"]
     assert first == {
         "kind": "taskqueues#task",
         "id": first["id"],
@@ -280,7 +294,8 @@ def test_insert_of_an_existing_name_is_409(service):
     insert(service, id="twice")
     message = expect_error(
         service.tasks().insert(project=PROJECT, taskqueue=QUEUE, body={"id": "twice", "payloadBase64": ""}),
-        409, "alreadyExists",
+        409,
+        "alreadyExists",
     )
     assert "twice" in message
 
@@ -290,7 +305,8 @@ def test_insert_of_a_deleted_name_is_409(service):
     service.tasks().delete(project=PROJECT, taskqueue=QUEUE, task="tombstoned").execute()
     expect_error(
         service.tasks().insert(project=PROJECT, taskqueue=QUEUE, body={"id": "tombstoned"}),
-        409, "alreadyExists",
+        409,
+        "alreadyExists",
     )
 
 
@@ -306,12 +322,15 @@ def test_the_same_name_in_another_queue_is_no_conflict(service):
     assert insert(service, queue="other", id="shared")["queueName"] == f"projects/{PROJECT}/taskqueues/other"
 
 
-@pytest.mark.parametrize("queue_name", [
-    QUEUE,
-    LONG_QUEUE_NAME,
-    "projects/test-app/taskqueues/pull-queue",
-    "projects/e~test-app/taskqueues/pull-queue",
-])
+@pytest.mark.parametrize(
+    "queue_name",
+    [
+        QUEUE,
+        LONG_QUEUE_NAME,
+        "projects/test-app/taskqueues/pull-queue",
+        "projects/e~test-app/taskqueues/pull-queue",
+    ],
+)
 def test_insert_accepts_queue_name_in_either_form(service, queue_name):
     assert insert(service, queueName=queue_name)["queueName"] == LONG_QUEUE_NAME
 
@@ -322,14 +341,18 @@ def test_insert_accepts_a_body_without_queue_name(emulator):
     assert response.json()["queueName"] == LONG_QUEUE_NAME
 
 
-@pytest.mark.parametrize("queue_name", [
-    "other",
-    "projects/s~test-app/taskqueues/other",
-    "projects/another-app/taskqueues/pull-queue",
-])
+@pytest.mark.parametrize(
+    "queue_name",
+    [
+        "other",
+        "projects/s~test-app/taskqueues/other",
+        "projects/another-app/taskqueues/pull-queue",
+    ],
+)
 def test_insert_naming_another_queue_is_400(service, queue_name):
     expect_error(
-        service.tasks().insert(project=PROJECT, taskqueue=QUEUE, body={"queueName": queue_name}), 400,
+        service.tasks().insert(project=PROJECT, taskqueue=QUEUE, body={"queueName": queue_name}),
+        400,
     )
     assert list_ids(service) == []
 
@@ -363,16 +386,18 @@ def test_lease_returns_the_task_with_its_lease(service, clock):
     response = lease(service, num_tasks=5, lease_secs=300)
     assert response == {
         "kind": "taskqueue#tasks",
-        "items": [{
-            "kind": "taskqueues#task",
-            "id": "t1",
-            "queueName": LONG_QUEUE_NAME,
-            "payloadBase64": b64(b"work"),
-            "enqueueTimestamp": micros(START),
-            "leaseTimestamp": micros(START + 2 + 300),
-            "retry_count": 1,
-            "tag": "red",
-        }],
+        "items": [
+            {
+                "kind": "taskqueues#task",
+                "id": "t1",
+                "queueName": LONG_QUEUE_NAME,
+                "payloadBase64": b64(b"work"),
+                "enqueueTimestamp": micros(START),
+                "leaseTimestamp": micros(START + 2 + 300),
+                "retry_count": 1,
+                "tag": "red",
+            }
+        ],
     }
 
 
@@ -455,7 +480,8 @@ def test_group_by_tag_skips_leased_tasks_when_choosing_the_tag(service):
 def test_tag_without_group_by_tag_is_400(service, params):
     insert(service, tag="a")
     expect_error(
-        service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=1, leaseSecs=60, **params), 400,
+        service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=1, leaseSecs=60, **params),
+        400,
     )
     assert stats(service)["leasedLastMinute"] == "0"
 
@@ -544,12 +570,21 @@ def test_list_includes_leased_tasks_without_payloads(service):
         "kind": "taskqueues#tasks",
         "items": [
             {
-                "kind": "taskqueues#task", "id": "second", "queueName": LONG_QUEUE_NAME,
-                "enqueueTimestamp": micros(START), "leaseTimestamp": "0", "retry_count": 0, "tag": "t",
+                "kind": "taskqueues#task",
+                "id": "second",
+                "queueName": LONG_QUEUE_NAME,
+                "enqueueTimestamp": micros(START),
+                "leaseTimestamp": "0",
+                "retry_count": 0,
+                "tag": "t",
             },
             {
-                "kind": "taskqueues#task", "id": "first", "queueName": LONG_QUEUE_NAME,
-                "enqueueTimestamp": micros(START), "leaseTimestamp": micros(START + 30), "retry_count": 1,
+                "kind": "taskqueues#task",
+                "id": "first",
+                "queueName": LONG_QUEUE_NAME,
+                "enqueueTimestamp": micros(START),
+                "leaseTimestamp": micros(START + 30),
+                "retry_count": 1,
             },
         ],
     }
@@ -658,7 +693,9 @@ def test_the_body_may_give_the_long_queue_name_and_the_current_lease(service, me
     insert(service, id="t1")
     [task] = lease(service)["items"]
     body = {"queueName": LONG_QUEUE_NAME, "leaseTimestamp": task["leaseTimestamp"]}
-    assert change_lease(service, method, "t1", 30, body=body).execute()["leaseTimestamp"] == micros(START + 30)
+    assert change_lease(service, method, "t1", 30, body=body).execute()["leaseTimestamp"] == micros(
+        START + 30
+    )
 
 
 @pytest.mark.parametrize("method", LEASE_METHODS)
@@ -673,7 +710,9 @@ def test_a_stale_lease_timestamp_is_400(service, method):
     insert(service, id="t1")
     [task] = lease(service)["items"]
     stale = str(int(task["leaseTimestamp"]) - 1)
-    expect_error(change_lease(service, method, "t1", 30, body={"queueName": QUEUE, "leaseTimestamp": stale}), 400)
+    expect_error(
+        change_lease(service, method, "t1", 30, body={"queueName": QUEUE, "leaseTimestamp": stale}), 400
+    )
     assert get_task(service, "t1")["leaseTimestamp"] == task["leaseTimestamp"]
 
 
@@ -699,9 +738,13 @@ def test_changing_the_lease_of_an_unknown_task_is_404(service, method):
 def test_post_with_method_override_patch(emulator, service):
     insert(service, id="t1")
     lease(service)
-    response = raw(emulator, "POST", api_path("tasks", "t1") + "?newLeaseSeconds=90",
-                   json.dumps({"queueName": QUEUE}),
-                   {"Content-Type": "application/json", "X-HTTP-Method-Override": "PATCH"})
+    response = raw(
+        emulator,
+        "POST",
+        api_path("tasks", "t1") + "?newLeaseSeconds=90",
+        json.dumps({"queueName": QUEUE}),
+        {"Content-Type": "application/json", "X-HTTP-Method-Override": "PATCH"},
+    )
     assert response.status == 200
     assert response.json()["leaseTimestamp"] == micros(START + 90)
 
@@ -712,7 +755,9 @@ def test_post_with_method_override_patch(emulator, service):
 def test_prefixed_and_bare_ids_are_one_project(service):
     insert(service, project="s~app", id="t1")
     for project in ("app", "e~app", "s~app"):
-        assert get_task(service, "t1", project=project)["queueName"] == f"projects/{project}/taskqueues/{QUEUE}"
+        assert (
+            get_task(service, "t1", project=project)["queueName"] == f"projects/{project}/taskqueues/{QUEUE}"
+        )
         assert list_ids(service, project=project) == ["t1"]
     assert list_ids(service, project="another-app") == []
 
@@ -745,7 +790,8 @@ def test_a_server_for_one_project_refuses_others(clock):
 
 def test_an_unknown_queue_is_404_pointing_at_queue_yaml(service):
     message = expect_error(service.taskqueues().get(project=PROJECT, taskqueue="nosuch"), 404, "notFound")
-    assert "nosuch" in message and "queue.yaml" in message
+    assert "nosuch" in message
+    assert "queue.yaml" in message
     expect_error(service.tasks().lease(project=PROJECT, taskqueue="nosuch", numTasks=1, leaseSecs=1), 404)
 
 
@@ -784,9 +830,12 @@ def test_discovery_document_points_at_the_emulator(emulator):
 
 def test_a_client_built_from_the_served_document_works(emulator):
     service = build(
-        "taskqueue", "v1beta2",
+        "taskqueue",
+        "v1beta2",
         discoveryServiceUrl=emulator.url + "/discovery/v1/apis/{api}/{apiVersion}/rest",
-        http=httplib2.Http(), static_discovery=False, cache_discovery=False,
+        http=httplib2.Http(),
+        static_discovery=False,
+        cache_discovery=False,
     )
     insert(service, b"hello", id="t1")
     [task] = lease(service)["items"]
@@ -795,9 +844,11 @@ def test_a_client_built_from_the_served_document_works(emulator):
 
 def test_standard_parameters_do_not_break_client_requests(service):
     standard = {"fields": "id,kind", "prettyPrint": False, "quotaUser": "someone", "key": "api-key"}
-    task = service.tasks().insert(
-        project=PROJECT, taskqueue=QUEUE, body={"payloadBase64": b64(b"x"), "id": "t1"}, **standard
-    ).execute()
+    task = (
+        service.tasks()
+        .insert(project=PROJECT, taskqueue=QUEUE, body={"payloadBase64": b64(b"x"), "id": "t1"}, **standard)
+        .execute()
+    )
     assert task["id"] == "t1"
     assert [t["id"] for t in lease(service, **standard)["items"]] == ["t1"]
 
@@ -823,7 +874,9 @@ def test_require_auth_refuses_requests_without_a_token(clock):
         response = raw(running, "GET", api_path())
         assert response.status == 401
         assert_google_error(response.json(), 401, "required")
-        expect_error(build_service(running.url).taskqueues().get(project=PROJECT, taskqueue=QUEUE), 401, "required")
+        expect_error(
+            build_service(running.url).taskqueues().get(project=PROJECT, taskqueue=QUEUE), 401, "required"
+        )
         assert running.tokens == []
 
 
@@ -841,7 +894,12 @@ def test_accepted_tokens_refuse_other_tokens(clock):
         response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer bad"})
         assert response.status == 401
         assert_google_error(response.json(), 401, "authError")
-        assert authorized_service(running.url, "good").taskqueues().get(project=PROJECT, taskqueue=QUEUE).execute()
+        assert (
+            authorized_service(running.url, "good")
+            .taskqueues()
+            .get(project=PROJECT, taskqueue=QUEUE)
+            .execute()
+        )
         assert running.tokens == ["bad", "good"]
 
 
@@ -896,20 +954,26 @@ def test_a_long_get_sent_as_post_with_method_override_keeps_its_query(service):
     # a POST with X-HTTP-Method-Override: GET and the query as a form body.
     request = service.taskqueues().get(project=PROJECT, taskqueue=QUEUE, getStats=True, quotaUser="x" * 2100)
     document = request.execute()
-    assert request.method == "POST" and request.headers["x-http-method-override"] == "GET"
+    assert request.method == "POST"
+    assert request.headers["x-http-method-override"] == "GET"
     assert document["stats"]["totalTasks"] == 0
 
 
 def test_identities_hold_requests_to_the_queue_acl():
-    acl_queue = QueueConfig("guarded", consumer_emails=["worker@example.com"],
-                            producer_emails=["app@example.com"])
+    acl_queue = QueueConfig(
+        "guarded", consumer_emails=["worker@example.com"], producer_emails=["app@example.com"]
+    )
     identities = {"worker-token": "worker@example.com", "app-token": "app@example.com"}
     with Emulator(queues=[acl_queue], identities=identities) as server:
+
         def call(token, method, path, body=None):
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             response, content = httplib2.Http().request(
-                f"{server.url}/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/guarded{path}", method,
-                body=json.dumps(body) if body is not None else None, headers=headers)
+                f"{server.url}/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/guarded{path}",
+                method,
+                body=json.dumps(body) if body is not None else None,
+                headers=headers,
+            )
             return response.status, json.loads(content) if content else None
 
         assert call("app-token", "POST", "/tasks", {"payloadBase64": "aGk="})[0] == 200
@@ -919,6 +983,7 @@ def test_identities_hold_requests_to_the_queue_acl():
         assert "worker@example.com" in document["error"]["message"]
         assert call("app-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")[0] == 403
         status, leased = call("worker-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")
-        assert status == 200 and len(leased["items"]) == 1
+        assert status == 200
+        assert len(leased["items"]) == 1
         assert call("stranger-token", "GET", "")[0] == 403
         assert call("app-token", "GET", "")[0] == 200

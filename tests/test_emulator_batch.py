@@ -6,10 +6,10 @@ import email.policy
 import json
 
 import pytest
-
 from conftest import b64
-from kombu_appengine.emulator import Emulator
 from test_emulator_api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, raw, stats
+
+from kombu_appengine.emulator import Emulator
 
 #: Separator of the hand-made batch bodies.
 BOUNDARY = "test_boundary_42"
@@ -40,7 +40,8 @@ def run_batch(service, requests):
 def failure(result):
     """The status and reason of a failed batch result."""
     response, exception = result
-    assert response is None and exception is not None
+    assert response is None
+    assert exception is not None
     error = json.loads(exception.content)
     assert_google_error(error, exception.resp.status)
     return exception.resp.status, error["error"]["errors"][0]["reason"]
@@ -55,15 +56,20 @@ def success(result):
 def test_each_part_succeeds_or_fails_on_its_own(service):
     insert(service, b"old", id="existing")
     tasks = service.tasks()
-    results = run_batch(service, {
-        "new": tasks.insert(project=PROJECT, taskqueue=QUEUE, body={"id": "fresh", "payloadBase64": b64(b"new")}),
-        "duplicate": tasks.insert(project=PROJECT, taskqueue=QUEUE, body={"id": "existing"}),
-        "missing": tasks.get(project=PROJECT, taskqueue=QUEUE, task="missing"),
-        "existing": tasks.get(project=PROJECT, taskqueue=QUEUE, task="existing"),
-        "queue": service.taskqueues().get(project=PROJECT, taskqueue=QUEUE),
-        "no-queue": tasks.insert(project=PROJECT, taskqueue="nosuch", body={}),
-        "bad-lease": tasks.lease(project=PROJECT, taskqueue=QUEUE, numTasks=0, leaseSecs=1),
-    })
+    results = run_batch(
+        service,
+        {
+            "new": tasks.insert(
+                project=PROJECT, taskqueue=QUEUE, body={"id": "fresh", "payloadBase64": b64(b"new")}
+            ),
+            "duplicate": tasks.insert(project=PROJECT, taskqueue=QUEUE, body={"id": "existing"}),
+            "missing": tasks.get(project=PROJECT, taskqueue=QUEUE, task="missing"),
+            "existing": tasks.get(project=PROJECT, taskqueue=QUEUE, task="existing"),
+            "queue": service.taskqueues().get(project=PROJECT, taskqueue=QUEUE),
+            "no-queue": tasks.insert(project=PROJECT, taskqueue="nosuch", body={}),
+            "bad-lease": tasks.lease(project=PROJECT, taskqueue=QUEUE, numTasks=0, leaseSecs=1),
+        },
+    )
     assert success(results["new"])["id"] == "fresh"
     assert success(results["new"])["payloadBase64"] == b64(b"new")
     assert failure(results["duplicate"]) == (409, "alreadyExists")
@@ -77,9 +83,14 @@ def test_each_part_succeeds_or_fails_on_its_own(service):
 
 def test_a_batch_lease_leases(service):
     insert(service, id="t1")
-    [task] = success(run_batch(service, {
-        "lease": service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=5, leaseSecs=60),
-    })["lease"])["items"]
+    [task] = success(
+        run_batch(
+            service,
+            {
+                "lease": service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=5, leaseSecs=60),
+            },
+        )["lease"]
+    )["items"]
     assert (task["id"], task["retry_count"]) == ("t1", 1)
 
 
@@ -89,11 +100,14 @@ def test_batch_lease_changes(service):
     service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=3, leaseSecs=60).execute()
     body = {"queueName": QUEUE}
     common = {"project": PROJECT, "taskqueue": QUEUE, "body": body}
-    results = run_batch(service, {
-        "update": service.tasks().update(task="t1", newLeaseSeconds=0, **common),
-        "patch": service.tasks().patch(task="t2", newLeaseSeconds=0, **common),
-        "unknown": service.tasks().patch(task="never", newLeaseSeconds=0, **common),
-    })
+    results = run_batch(
+        service,
+        {
+            "update": service.tasks().update(task="t1", newLeaseSeconds=0, **common),
+            "patch": service.tasks().patch(task="t2", newLeaseSeconds=0, **common),
+            "unknown": service.tasks().patch(task="never", newLeaseSeconds=0, **common),
+        },
+    )
     assert success(results["update"])["leaseTimestamp"] == "0"
     assert success(results["patch"])["leaseTimestamp"] == "0"
     assert failure(results["unknown"]) == (404, "notFound")
@@ -107,7 +121,7 @@ def test_batch_deletes(service):
         insert(service, id=name)
     requests = {
         name: service.tasks().delete(project=PROJECT, taskqueue=QUEUE, task=name)
-        for name in names + ["never"]
+        for name in [*names, "never"]
     }
     results = run_batch(service, requests)
     assert [success(results[name]) for name in names] == ["", "", ""]
@@ -118,7 +132,10 @@ def test_batch_deletes(service):
 def test_a_batch_of_1000_parts(service):
     requests = {
         f"part-{number}": service.tasks().insert(
-            project=PROJECT, taskqueue=QUEUE, body={"id": f"task-{number}", "payloadBase64": b64(b"%d" % number)})
+            project=PROJECT,
+            taskqueue=QUEUE,
+            body={"id": f"task-{number}", "payloadBase64": b64(b"%d" % number)},
+        )
         for number in range(1000)
     }
     results = run_batch(service, requests)
@@ -179,8 +196,10 @@ def answers(response):
     content_type = response.headers["Content-Type"]
     assert content_type.startswith("multipart/mixed; boundary=")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + response.body)
-    assert message.is_multipart() and not message.defects
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + response.body
+    )
+    assert message.is_multipart()
+    assert not message.defects
     return [parse_answer(part) for part in message.get_payload()]
 
 
@@ -207,10 +226,14 @@ def answers_by_id(response):
 
 @pytest.mark.parametrize("path", ["/batch", "/batch/taskqueue/v1beta2"])
 def test_both_batch_paths_answer(emulator, path):
-    response = post_batch(emulator, [
-        ("<1>", http_request("POST", api_path("tasks"), {"id": "t1", "payloadBase64": b64(b"x")})),
-        ("<2>", http_request("GET", api_path("tasks", "missing"))),
-    ], path=path)
+    response = post_batch(
+        emulator,
+        [
+            ("<1>", http_request("POST", api_path("tasks"), {"id": "t1", "payloadBase64": b64(b"x")})),
+            ("<2>", http_request("GET", api_path("tasks", "missing"))),
+        ],
+        path=path,
+    )
     by_id = answers_by_id(response)
     assert by_id.keys() == {"<response-1>", "<response-2>"}
     assert by_id["<response-1>"].status_line == "HTTP/1.1 200 OK"
@@ -220,13 +243,18 @@ def test_both_batch_paths_answer(emulator, path):
 
 
 def test_content_ids_are_echoed_as_response_ids(emulator):
-    response = post_batch(emulator, [
-        ("<batch123+1>", http_request("GET", api_path())),
-        ("plain", http_request("GET", api_path())),
-        (None, http_request("GET", api_path())),
-    ])
+    response = post_batch(
+        emulator,
+        [
+            ("<batch123+1>", http_request("GET", api_path())),
+            ("plain", http_request("GET", api_path())),
+            (None, http_request("GET", api_path())),
+        ],
+    )
     assert sorted(answer.content_id or "" for answer in answers(response)) == [
-        "", "<response-batch123+1>", "<response-plain>",
+        "",
+        "<response-batch123+1>",
+        "<response-plain>",
     ]
 
 
@@ -237,10 +265,13 @@ def test_a_part_without_content_id_gets_none_back(emulator):
 
 
 def test_inner_request_lines_may_end_in_lf_only(emulator, service):
-    response = post_batch(emulator, [
-        ("<a>", http_request("POST", api_path("tasks"), {"id": "lf-only"}, newline="\n")),
-        ("<b>", http_request("GET", api_path("tasks"), newline="\n")),
-    ])
+    response = post_batch(
+        emulator,
+        [
+            ("<a>", http_request("POST", api_path("tasks"), {"id": "lf-only"}, newline="\n")),
+            ("<b>", http_request("GET", api_path("tasks"), newline="\n")),
+        ],
+    )
     by_id = answers_by_id(response)
     assert by_id["<response-a>"].json()["id"] == "lf-only"
     assert by_id["<response-b>"].status == 200
@@ -263,17 +294,28 @@ def test_a_delete_part_is_204_with_a_content_length(emulator, service):
 def test_query_parameters_of_a_part_are_read(emulator, service):
     insert(service, id="t1")
     insert(service, id="t2")
-    [answer] = answers(post_batch(emulator, [
-        ("<l>", http_request("POST", api_path("tasks", "lease") + "?numTasks=1&leaseSecs=30&alt=json")),
-    ]))
+    [answer] = answers(
+        post_batch(
+            emulator,
+            [
+                (
+                    "<l>",
+                    http_request("POST", api_path("tasks", "lease") + "?numTasks=1&leaseSecs=30&alt=json"),
+                ),
+            ],
+        )
+    )
     assert [task["id"] for task in answer.json()["items"]] == ["t1"]
 
 
 def test_a_malformed_part_fails_alone(emulator, service):
-    response = post_batch(emulator, [
-        ("<bad>", b"this is not an HTTP request\r\n\r\n"),
-        ("<good>", http_request("POST", api_path("tasks"), {"id": "t1"})),
-    ])
+    response = post_batch(
+        emulator,
+        [
+            ("<bad>", b"this is not an HTTP request\r\n\r\n"),
+            ("<good>", http_request("POST", api_path("tasks"), {"id": "t1"})),
+        ],
+    )
     by_id = answers_by_id(response)
     assert by_id["<response-bad>"].status == 400
     assert_google_error(by_id["<response-bad>"].json(), 400)

@@ -17,8 +17,9 @@ import itertools
 import json
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import httplib2
 import pytest
@@ -79,7 +80,7 @@ class FakeClock:
 class ModelTask:
     name: str
     payload: bytes
-    tag: Optional[str]
+    tag: str | None
     enqueued: int
     seq: int
     eta: int
@@ -89,8 +90,8 @@ class ModelTask:
     def leased(self, now: int) -> bool:
         return self.lease_expires > now
 
-    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> Dict[str, Any]:
-        resource: Dict[str, Any] = {
+    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> dict[str, Any]:
+        resource: dict[str, Any] = {
             "kind": "taskqueues#task",
             "id": self.name,
             "queueName": queue_name,
@@ -111,14 +112,14 @@ class QueueModel:
     Payloads stay far below the 1 MiB lease batch cap, which is left out.
     """
 
-    def __init__(self, max_leases: Optional[int]) -> None:
+    def __init__(self, max_leases: int | None) -> None:
         self.max_leases = max_leases
-        self.tasks: List[ModelTask] = []
-        self.deleted_at: Dict[str, int] = {}
-        self.leases: List[Tuple[int, int]] = []
+        self.tasks: list[ModelTask] = []
+        self.deleted_at: dict[str, int] = {}
+        self.leases: list[tuple[int, int]] = []
         self._seq = itertools.count()
 
-    def find(self, name: str) -> Optional[ModelTask]:
+    def find(self, name: str) -> ModelTask | None:
         for task in self.tasks:
             if task.name == name:
                 return task
@@ -129,7 +130,7 @@ class QueueModel:
             return True
         return name in self.deleted_at and self.deleted_at[name] > now - WEEK_MICROS
 
-    def insert(self, name: str, payload: bytes, tag: Optional[str], now: int) -> ModelTask:
+    def insert(self, name: str, payload: bytes, tag: str | None, now: int) -> ModelTask:
         task = ModelTask(name, payload, tag, enqueued=now, seq=next(self._seq), eta=now)
         self.tasks.append(task)
         return task
@@ -138,17 +139,18 @@ class QueueModel:
         self.tasks.remove(task)
         self.deleted_at[task.name] = now
 
-    def in_lease_order(self) -> List[ModelTask]:
+    def in_lease_order(self) -> list[ModelTask]:
         return sorted(self.tasks, key=lambda task: (task.eta, task.seq))
 
-    def lease(self, num_tasks: int, lease_secs: int, group_by_tag: bool,
-              tag: Optional[str], now: int) -> List[ModelTask]:
+    def lease(
+        self, num_tasks: int, lease_secs: int, group_by_tag: bool, tag: str | None, now: int
+    ) -> list[ModelTask]:
         available = [t for t in self.in_lease_order() if t.eta <= now and not t.leased(now)]
         if group_by_tag:
             if tag is None and available:
                 tag = available[0].tag
             available = [t for t in available if t.tag == tag]
-        leased: List[ModelTask] = []
+        leased: list[ModelTask] = []
         for task in available:
             if len(leased) == num_tasks:
                 break
@@ -162,7 +164,7 @@ class QueueModel:
             self.leases.append((now, len(leased)))
         return leased
 
-    def stats(self, now: int) -> Dict[str, str]:
+    def stats(self, now: int) -> dict[str, str]:
         def leased_since(micros_ago: int) -> int:
             return sum(count for when, count in self.leases if when > now - micros_ago)
 
@@ -182,7 +184,7 @@ class Client:
         self.base = url + "/taskqueue/v1beta2/projects/"
         self.http = httplib2.Http()
 
-    def call(self, method: str, path: str, body: Any = None, **query: Any) -> Tuple[int, Any]:
+    def call(self, method: str, path: str, body: Any = None, **query: Any) -> tuple[int, Any]:
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -196,7 +198,7 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def model_emulator() -> Iterator[Tuple[Emulator, FakeClock]]:
+def model_emulator() -> Iterator[tuple[Emulator, FakeClock]]:
     clock = FakeClock()
     queues = [QueueConfig(PLAIN_QUEUE), QueueConfig(LIMITED_QUEUE, max_leases=LIMITED_MAX_LEASES)]
     with Emulator(queues=queues, clock=clock) as running:
@@ -220,15 +222,18 @@ class QueueMachine(RuleBasedStateMachine):
         self.short_name = queue
         self.long_name = f"projects/{project}/taskqueues/{queue}"
 
-    def task_names(self) -> List[str]:
+    def task_names(self) -> list[str]:
         """Names worth naming: live, deleted, explicit ones and one never used."""
         names = {t.name for t in self.model.tasks} | set(self.model.deleted_at)
         return sorted(names | set(TASK_NAMES) | {"never-inserted"})
 
-    @rule(name=st.none() | st.sampled_from(TASK_NAMES), tag=st.none() | st.sampled_from(TAGS),
-          payload=st.binary(max_size=16))
-    def insert(self, name: Optional[str], tag: Optional[str], payload: bytes) -> None:
-        body: Dict[str, Any] = {"payloadBase64": base64.b64encode(payload).decode("ascii")}
+    @rule(
+        name=st.none() | st.sampled_from(TASK_NAMES),
+        tag=st.none() | st.sampled_from(TAGS),
+        payload=st.binary(max_size=16),
+    )
+    def insert(self, name: str | None, tag: str | None, payload: bytes) -> None:
+        body: dict[str, Any] = {"payloadBase64": base64.b64encode(payload).decode("ascii")}
         if name is not None:
             body["id"] = name
         if tag is not None:
@@ -242,14 +247,19 @@ class QueueMachine(RuleBasedStateMachine):
         assert status == 200, document
         if name is None:
             name = document["id"]
-            assert TASK_NAME_RE.match(name) and not self.model.reserved(name, now), name
+            assert TASK_NAME_RE.match(name), name
+            assert not self.model.reserved(name, now), name
         task = self.model.insert(name, payload, tag or None, now)
         assert document == task.resource(self.long_name, now)
 
-    @rule(num_tasks=st.integers(1, 4), lease_secs=st.integers(0, 5), group_by_tag=st.booleans(),
-          tag=st.none() | st.sampled_from(LEASE_TAGS))
-    def lease(self, num_tasks: int, lease_secs: int, group_by_tag: bool, tag: Optional[str]) -> None:
-        query: Dict[str, Any] = {"numTasks": num_tasks, "leaseSecs": lease_secs}
+    @rule(
+        num_tasks=st.integers(1, 4),
+        lease_secs=st.integers(0, 5),
+        group_by_tag=st.booleans(),
+        tag=st.none() | st.sampled_from(LEASE_TAGS),
+    )
+    def lease(self, num_tasks: int, lease_secs: int, group_by_tag: bool, tag: str | None) -> None:
+        query: dict[str, Any] = {"numTasks": num_tasks, "leaseSecs": lease_secs}
         if group_by_tag:
             query["groupByTag"] = "true"
             if tag is not None:
@@ -257,9 +267,8 @@ class QueueMachine(RuleBasedStateMachine):
         now = self.clock.micros
         status, document = self.client.call("POST", self.path + "/tasks/lease", **query)
         assert status == 200, document
-        leased = self.model.lease(num_tasks, lease_secs, group_by_tag,
-                                  tag if group_by_tag else None, now)
-        expected: Dict[str, Any] = {"kind": "taskqueue#tasks"}
+        leased = self.model.lease(num_tasks, lease_secs, group_by_tag, tag if group_by_tag else None, now)
+        expected: dict[str, Any] = {"kind": "taskqueue#tasks"}
         if leased:
             expected["items"] = [task.resource(self.long_name, now) for task in leased]
         assert document == expected
@@ -276,20 +285,26 @@ class QueueMachine(RuleBasedStateMachine):
         assert status == 204, document
         self.model.delete(task, now)
 
-    @rule(data=st.data(), new_lease_seconds=st.sampled_from([0, 0, 1, 3, 10]),
-          method=st.sampled_from(["POST", "PATCH"]), long_form=st.booleans(),
-          lease_timestamp=st.sampled_from(["absent", "current", "wrong"]))
-    def update(self, data: st.DataObject, new_lease_seconds: int, method: str, long_form: bool,
-               lease_timestamp: str) -> None:
+    @rule(
+        data=st.data(),
+        new_lease_seconds=st.sampled_from([0, 0, 1, 3, 10]),
+        method=st.sampled_from(["POST", "PATCH"]),
+        long_form=st.booleans(),
+        lease_timestamp=st.sampled_from(["absent", "current", "wrong"]),
+    )
+    def update(
+        self, data: st.DataObject, new_lease_seconds: int, method: str, long_form: bool, lease_timestamp: str
+    ) -> None:
         name = data.draw(st.sampled_from(self.task_names()), label="name")
         task = self.model.find(name)
-        body: Dict[str, Any] = {"queueName": self.long_name if long_form else self.short_name}
+        body: dict[str, Any] = {"queueName": self.long_name if long_form else self.short_name}
         if lease_timestamp != "absent" and task is not None:
             offset = 1 if lease_timestamp == "wrong" else 0
             body["leaseTimestamp"] = str(task.lease_expires + offset)
         now = self.clock.micros
-        status, document = self.client.call(method, f"{self.path}/tasks/{name}", body,
-                                            newLeaseSeconds=new_lease_seconds)
+        status, document = self.client.call(
+            method, f"{self.path}/tasks/{name}", body, newLeaseSeconds=new_lease_seconds
+        )
         if task is None:
             assert status == 404, document
             return
@@ -323,8 +338,9 @@ class QueueMachine(RuleBasedStateMachine):
         status, document = self.client.call("GET", self.path + "/tasks")
         assert status == 200, document
         now = self.clock.micros
-        expected = [t.resource(self.long_name, now, with_payload=False)
-                    for t in self.model.in_lease_order()[:100]]
+        expected = [
+            t.resource(self.long_name, now, with_payload=False) for t in self.model.in_lease_order()[:100]
+        ]
         assert document["kind"] == "taskqueues#tasks"
         assert document.get("items", []) == expected
 
@@ -335,29 +351,28 @@ class QueueMachine(RuleBasedStateMachine):
         assert document["stats"] == self.model.stats(self.clock.micros)
 
 
-def test_queue_semantics_match_the_model(model_emulator: Tuple[Emulator, FakeClock]) -> None:
+def test_queue_semantics_match_the_model(model_emulator: tuple[Emulator, FakeClock]) -> None:
     running, clock = model_emulator
-    machine = type("BoundQueueMachine", (QueueMachine,),
-                   {"clock": clock, "client": Client(running.url)})
+    machine = type("BoundQueueMachine", (QueueMachine,), {"clock": clock, "client": Client(running.url)})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
 
 # -- the model's internals ---------------------------------------------------
 
 
-def heap_sizes(service: TaskQueueService, project: str, queue: str) -> Tuple[int, int]:
+def heap_sizes(service: TaskQueueService, project: str, queue: str) -> tuple[int, int]:
     """Entries in a queue's main heap, and in all its tag heaps together."""
     internals = service.queue(project, queue)
     return len(internals._heap), sum(len(heap) for heap in internals._tag_heaps.values())
 
 
 @pytest.mark.parametrize("tag", [None, "red"])
-def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: Optional[str]) -> None:
+def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: str | None) -> None:
     """Leased-then-deleted tasks leave stale heap entries behind; they must be reclaimed
     even when the clock stands still, in the main heap and in a tag's."""
     clock = FakeClock()
     service = TaskQueueService([QueueConfig("q")], clock=clock)
-    body: Dict[str, Any] = {"payloadBase64": "", **({"tag": tag} if tag else {})}
+    body: dict[str, Any] = {"payloadBase64": "", **({"tag": tag} if tag else {})}
     for _ in range(10):
         service.insert("p", "q", body)
     for _ in range(5000):
@@ -367,7 +382,8 @@ def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: Optional[str]) -> No
         service.delete_task("p", "q", task["id"])
     assert service.get_queue("p", "q", get_stats=True)["stats"]["totalTasks"] == 10
     main, tagged = heap_sizes(service, "p", "q")
-    assert main <= 200 and tagged <= 200, (main, tagged)
+    assert main <= 200, (main, tagged)
+    assert tagged <= 200, (main, tagged)
 
 
 def test_lease_extensions_do_not_grow_the_heaps() -> None:
@@ -378,7 +394,8 @@ def test_lease_extensions_do_not_grow_the_heaps() -> None:
     for _ in range(5000):
         service.update_task("p", "q", "worker-task", 60, {"queueName": "q"})
     main, tagged = heap_sizes(service, "p", "q")
-    assert main <= 100 and tagged <= 100, (main, tagged)
+    assert main <= 100, (main, tagged)
+    assert tagged <= 100, (main, tagged)
 
 
 def test_a_queue_never_leased_by_tag_keeps_one_heap() -> None:

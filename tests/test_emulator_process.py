@@ -16,11 +16,12 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
-
 from conftest import b64
+
 from kombu_appengine.emulator import Emulator
 
 #: Seconds the emulator may take to print its listening line.
@@ -36,18 +37,20 @@ LISTENING_RE = re.compile(r"listening on http://([^:/\s]+):(\d+)\n\Z")
 class EmulatorProcess:
     """``python -m kombu_appengine.emulator`` in a child process."""
 
-    def __init__(self, args: List[str], stderr_path: pathlib.Path) -> None:
+    def __init__(self, args: list[str], stderr_path: pathlib.Path) -> None:
         self.stderr_path = stderr_path
-        self._stderr = open(stderr_path, "wb")
+        self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kombu_appengine.emulator", *args],
-            stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
         )
         self.line = ""
         self.host = ""
         self.port = 0
 
-    def wait_listening(self) -> "EmulatorProcess":
+    def wait_listening(self) -> EmulatorProcess:
         """Read the first stdout line, within :data:`START_DEADLINE`."""
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
@@ -58,13 +61,16 @@ class EmulatorProcess:
             while not data.endswith(b"\n"):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"no listening line within {START_DEADLINE}s; stderr: {self.stderr()}")
+                    raise AssertionError(
+                        f"no listening line within {START_DEADLINE}s; stderr: {self.stderr()}"
+                    )
                 if selector.select(remaining):
                     chunk = os.read(fd, 1024)
                     if not chunk:
                         raise AssertionError(
                             f"emulator exited ({self.process.wait(EXIT_DEADLINE)}) before listening; "
-                            f"stderr: {self.stderr()}")
+                            f"stderr: {self.stderr()}"
+                        )
                     data += chunk
         self.line = data.decode()
         match = LISTENING_RE.match(self.line)
@@ -76,7 +82,7 @@ class EmulatorProcess:
         self._stderr.flush()
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
-    def client(self) -> "Client":
+    def client(self) -> Client:
         assert self.host in ("127.0.0.1", "localhost"), "send traffic to loopback only"
         return Client(self.host, self.port)
 
@@ -99,7 +105,7 @@ class Client:
     def __init__(self, host: str, port: int) -> None:
         self.connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
 
-    def call(self, method: str, path: str, document: Any = None) -> Tuple[int, Any]:
+    def call(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:
         body = None if document is None else json.dumps(document).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
         self.connection.request(method, path, body=body, headers=headers)
@@ -118,7 +124,7 @@ def tasks_path(queue_name: str = "default", project: str = "demo") -> str:
 @pytest.fixture
 def spawn(tmp_path: pathlib.Path) -> Iterator[Callable[..., EmulatorProcess]]:
     """Start emulator processes (``--port 0`` added); all are killed at teardown."""
-    started: List[EmulatorProcess] = []
+    started: list[EmulatorProcess] = []
 
     def start(*args: str, wait: bool = True) -> EmulatorProcess:
         emulator = EmulatorProcess(["--port", "0", *args], tmp_path / f"stderr-{len(started)}.txt")
@@ -153,7 +159,8 @@ def test_queue_yaml_push_queues_are_noted_and_refused(
     spawn: Callable[..., EmulatorProcess], tmp_path: pathlib.Path
 ) -> None:
     path = tmp_path / "queue.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         total_storage_limit: 1G
         queue:
         - name: default
@@ -167,11 +174,14 @@ def test_queue_yaml_push_queues_are_noted_and_refused(
           - user_email: worker@example.com
           retry_parameters:
             task_retry_limit: 4
-    """))
+    """)
+    )
     emulator = spawn("--queue-yaml", str(path))
     stderr = emulator.stderr()
     (note,) = [line for line in stderr.splitlines() if "push" in line]
-    assert "note" in note and "default" in note and "mailer" in note
+    assert "note" in note
+    assert "default" in note
+    assert "mailer" in note
     assert "work" not in note
     assert "Traceback" not in stderr
 
@@ -190,7 +200,9 @@ def test_queue_yaml_push_queues_are_noted_and_refused(
 def test_project_flag(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--project", "demo", "--queue", "default")
     client = emulator.client()
-    status, inserted = client.call("POST", tasks_path(project="s~demo"), {"id": "t1", "payloadBase64": b64(b"x")})
+    status, _inserted = client.call(
+        "POST", tasks_path(project="s~demo"), {"id": "t1", "payloadBase64": b64(b"x")}
+    )
     assert status == 200
     for project in ("demo", "s~demo", "e~demo"):
         status, task = client.call("GET", tasks_path(project=project) + "/t1")
@@ -209,7 +221,8 @@ def test_non_loopback_host_warns(spawn: Callable[..., EmulatorProcess]) -> None:
     assert emulator.line == f"listening on http://0.0.0.0:{emulator.port}\n"
     warnings = [line for line in emulator.stderr().splitlines() if "warning" in line]
     assert len(warnings) == 1
-    assert "0.0.0.0" in warnings[0] and "loopback" in warnings[0]
+    assert "0.0.0.0" in warnings[0]
+    assert "loopback" in warnings[0]
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
@@ -244,7 +257,9 @@ def test_malformed_queue_yaml_is_one_clear_error(
 ) -> None:
     path = tmp_path / "queue.yaml"
     path.write_text("queue:\n- name: work\n  mode: pull\n  retry_parameters:\n    task_retry_limit: many\n")
-    assert_fails_cleanly(spawn("--queue-yaml", str(path), wait=False), str(path), "'work'", "task_retry_limit")
+    assert_fails_cleanly(
+        spawn("--queue-yaml", str(path), wait=False), str(path), "'work'", "task_retry_limit"
+    )
 
 
 def test_illegal_queue_name_is_one_clear_error(spawn: Callable[..., EmulatorProcess]) -> None:
@@ -278,11 +293,15 @@ def test_state_survives_sigkill_with_data_dir(
     assert list(leased_before) == names[:10]
     # A released lease, and a lease moved to an hour and a half.
     released_name, extended_name = names[0], names[1]
-    status, released = client.call("POST", tasks_path() + f"/{released_name}?newLeaseSeconds=0",
-                                   {"queueName": "default"})
+    status, _released = client.call(
+        "POST", tasks_path() + f"/{released_name}?newLeaseSeconds=0", {"queueName": "default"}
+    )
     assert status == 200
-    status, extended = client.call("PATCH", tasks_path() + f"/{extended_name}?newLeaseSeconds=5400",
-                                   {"queueName": "default", "leaseTimestamp": leased_before[extended_name]["leaseTimestamp"]})
+    status, extended = client.call(
+        "PATCH",
+        tasks_path() + f"/{extended_name}?newLeaseSeconds=5400",
+        {"queueName": "default", "leaseTimestamp": leased_before[extended_name]["leaseTimestamp"]},
+    )
     assert status == 200
     leased_before[extended_name] = extended
     del leased_before[released_name]
@@ -293,9 +312,9 @@ def test_state_survives_sigkill_with_data_dir(
         assert status == 204
     remaining = [name for name in names if name not in deleted]
 
-    def snapshot(client: Client) -> Dict[str, Dict[str, Any]]:
+    def snapshot(client: Client) -> dict[str, dict[str, Any]]:
         tasks = {}
-        for name in remaining + [generated["id"]]:
+        for name in [*remaining, generated["id"]]:
             status, task = client.call("GET", tasks_path() + f"/{name}")
             assert status == 200, (name, task)
             tasks[name] = task
@@ -324,7 +343,8 @@ def test_state_survives_sigkill_with_data_dir(
             assert status == 409, name
             assert name in document["error"]["message"]
         status, task = client.call("GET", tasks_path("other") + "/elsewhere")
-        assert status == 200 and task["payloadBase64"] == b64(b"o")
+        assert status == 200
+        assert task["payloadBase64"] == b64(b"o")
         status, listed = client.call("GET", tasks_path())
         assert sorted(task["id"] for task in listed["items"]) == sorted(before)
         emulator.kill()
@@ -370,10 +390,10 @@ def test_acknowledged_inserts_and_deletes_survive_sigkill_under_load(
 ) -> None:
     data_dir = str(tmp_path / "data")
     emulator = spawn("--queue", "default", "--data-dir", data_dir)
-    acked_inserts: Set[str] = set()
-    acked_deletes: Set[str] = set()
-    attempted_deletes: Set[str] = set()
-    to_delete: "queue.Queue[Optional[str]]" = queue.Queue()
+    acked_inserts: set[str] = set()
+    acked_deletes: set[str] = set()
+    attempted_deletes: set[str] = set()
+    to_delete: queue.Queue[str | None] = queue.Queue()
     enough = threading.Event()
     lock = threading.Lock()
 
@@ -382,7 +402,9 @@ def test_acknowledged_inserts_and_deletes_survive_sigkill_under_load(
         try:
             for number in range(100_000):
                 name = f"w{worker}-{number}"
-                status, _ = client.call("POST", tasks_path(), {"id": name, "payloadBase64": b64(name.encode())})
+                status, _ = client.call(
+                    "POST", tasks_path(), {"id": name, "payloadBase64": b64(name.encode())}
+                )
                 assert status == 200
                 with lock:
                     acked_inserts.add(name)
@@ -454,20 +476,21 @@ def test_without_data_dir_a_restart_is_empty(spawn: Callable[..., EmulatorProces
 # -- concurrency -------------------------------------------------------------------
 
 
-def fill(client: Client, count: int) -> List[str]:
+def fill(client: Client, count: int) -> list[str]:
     """Insert ``count`` tasks through batches of up to 1000 parts; their names."""
     names = [f"t{number:05d}" for number in range(count)]
     for start in range(0, count, 1000):
         parts = []
-        for name in names[start:start + 1000]:
+        for name in names[start : start + 1000]:
             body = json.dumps({"id": name, "payloadBase64": b64(name.encode())})
             parts.append(
                 f"--b\r\nContent-Type: application/http\r\nContent-ID: <{name}>\r\n\r\n"
                 f"POST {tasks_path()} HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{body}\r\n"
             )
         body = ("".join(parts) + "--b--\r\n").encode()
-        client.connection.request("POST", "/batch", body=body,
-                                  headers={"Content-Type": "multipart/mixed; boundary=b"})
+        client.connection.request(
+            "POST", "/batch", body=body, headers={"Content-Type": "multipart/mixed; boundary=b"}
+        )
         response = client.connection.getresponse()
         answer = response.read()
         assert response.status == 200
@@ -477,14 +500,14 @@ def fill(client: Client, count: int) -> List[str]:
 
 def run_threads(count: int, target: Callable[[int], None]) -> None:
     """Run ``target(i)`` in ``count`` threads started together; re-raise the first failure."""
-    failures: List[BaseException] = []
+    failures: list[BaseException] = []
     barrier = threading.Barrier(count)
 
     def run(number: int) -> None:
         try:
             barrier.wait(REQUEST_TIMEOUT)
             target(number)
-        except BaseException as exc:  # reported to the test below
+        except BaseException as exc:  # reported to the test below  # noqa: BLE001 - reported to the test thread
             failures.append(exc)
 
     threads = [threading.Thread(target=run, args=(number,)) for number in range(count)]
@@ -500,12 +523,14 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
 def test_parallel_leasers_never_share_a_long_lease(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
     names = fill(emulator.client(), 2000)
-    grants: List[List[Dict[str, Any]]] = [[] for _ in range(8)]
+    grants: list[list[dict[str, Any]]] = [[] for _ in range(8)]
 
     def lease_until_empty(number: int) -> None:
         client = emulator.client()
         for _ in range(2000):
-            status, leased = client.call("POST", tasks_path() + f"/lease?numTasks={1 + number * 3}&leaseSecs=3600")
+            status, leased = client.call(
+                "POST", tasks_path() + f"/lease?numTasks={1 + number * 3}&leaseSecs=3600"
+            )
             assert status == 200
             if "items" not in leased:
                 break
@@ -525,7 +550,7 @@ def test_parallel_leasers_with_short_leases_never_overlap(spawn: Callable[..., E
     names = fill(emulator.client(), 300)
     lease_secs = 1
     deadline = time.monotonic() + 2.0
-    grants: List[List[Dict[str, Any]]] = [[] for _ in range(6)]
+    grants: list[list[dict[str, Any]]] = [[] for _ in range(6)]
 
     def lease_until_deadline(number: int) -> None:
         client = emulator.client()
@@ -538,7 +563,7 @@ def test_parallel_leasers_with_short_leases_never_overlap(spawn: Callable[..., E
         client.close()
 
     run_threads(len(grants), lease_until_deadline)
-    by_task: Dict[str, List[Dict[str, Any]]] = {}
+    by_task: dict[str, list[dict[str, Any]]] = {}
     for tasks in grants:
         for task in tasks:
             by_task.setdefault(task["id"], []).append(task)
@@ -557,8 +582,8 @@ def test_parallel_leasers_with_short_leases_never_overlap(spawn: Callable[..., E
 def test_parallel_inserters_and_deleters(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
     per_worker = 150
-    inserted: "queue.Queue[str]" = queue.Queue()
-    deleted: List[str] = []
+    inserted: queue.Queue[str] = queue.Queue()
+    deleted: list[str] = []
     deleted_lock = threading.Lock()
 
     def work(number: int) -> None:
@@ -584,7 +609,9 @@ def test_parallel_inserters_and_deleters(spawn: Callable[..., EmulatorProcess]) 
     run_threads(6, work)
     assert len(deleted) == len(set(deleted)) >= 2 * per_worker
     client = emulator.client()
-    status, queue_info = client.call("GET", "/taskqueue/v1beta2/projects/demo/taskqueues/default?getStats=true")
+    status, queue_info = client.call(
+        "GET", "/taskqueue/v1beta2/projects/demo/taskqueues/default?getStats=true"
+    )
     assert status == 200
     assert queue_info["stats"]["totalTasks"] == 4 * per_worker - len(deleted)
     for name in deleted:
@@ -594,7 +621,7 @@ def test_parallel_inserters_and_deleters(spawn: Callable[..., EmulatorProcess]) 
 
 def test_racing_inserts_of_one_name_succeed_once(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
-    statuses: Dict[str, List[int]] = {}
+    statuses: dict[str, list[int]] = {}
     lock = threading.Lock()
 
     def insert_all(number: int) -> None:
@@ -623,13 +650,18 @@ def test_in_process_emulator_serves_clients_at_once(emulator: Emulator) -> None:
         others = [Client(host, int(port)) for _ in range(20)]
         for client in others:
             status, leased = client.call("POST", tasks_path() + "/lease?numTasks=2&leaseSecs=600")
-            assert status == 200 and len(leased["items"]) == 2
+            assert status == 200
+            assert len(leased["items"]) == 2
         for client in others:
             client.close()
         # And the idle connection is still good.
         status, listed = idle.call("GET", tasks_path())
-        assert status == 200 and len(listed["items"]) == 50
-        assert idle.call("POST", tasks_path() + "/lease?numTasks=100&leaseSecs=600")[1]["items"][0]["id"] == "t40"
+        assert status == 200
+        assert len(listed["items"]) == 50
+        assert (
+            idle.call("POST", tasks_path() + "/lease?numTasks=100&leaseSecs=600")[1]["items"][0]["id"]
+            == "t40"
+        )
     finally:
         idle.close()
         busy.close()
@@ -637,7 +669,7 @@ def test_in_process_emulator_serves_clients_at_once(emulator: Emulator) -> None:
 
 def test_in_process_emulator_parallel_clients(emulator: Emulator) -> None:
     host, port = emulator.host.rsplit(":", 1)
-    leased: List[str] = []
+    leased: list[str] = []
     lock = threading.Lock()
     for index in range(400):
         emulator.service.insert("demo", "default", {"id": f"t{index}", "payloadBase64": ""})

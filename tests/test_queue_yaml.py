@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pathlib
 import textwrap
-from typing import List
 
 import pytest
+from conftest import build_service
 from googleapiclient.errors import HttpError
 
-from conftest import build_service
 from kombu_appengine.emulator import Emulator, QueueConfig
 from kombu_appengine.emulator.queue_yaml import QueueYamlError, load_queue_yaml, parse_queue_yaml
 
@@ -67,7 +66,12 @@ def test_realistic_queue_yaml(tmp_path: pathlib.Path) -> None:
     assert thumbnails.producer_emails == ["app@example.com"]
 
     audit = configs["audit-log"]
-    assert (audit.mode, audit.max_leases, audit.consumer_emails, audit.producer_emails) == ("pull", None, [], [])
+    assert (audit.mode, audit.max_leases, audit.consumer_emails, audit.producer_emails) == (
+        "pull",
+        None,
+        [],
+        [],
+    )
 
     # Push queues are reported, with their push settings ignored.
     assert configs["default"].mode == "push"
@@ -80,17 +84,25 @@ def test_mode_defaults_to_push() -> None:
 
 
 def test_acl_entry_with_both_emails_counts_for_both() -> None:
-    (config,) = parse_queue_yaml({"queue": [{
-        "name": "q", "mode": "pull",
-        "acl": [{"user_email": "a@example.com", "writer_email": "b@example.com"}],
-    }]})
+    (config,) = parse_queue_yaml(
+        {
+            "queue": [
+                {
+                    "name": "q",
+                    "mode": "pull",
+                    "acl": [{"user_email": "a@example.com", "writer_email": "b@example.com"}],
+                }
+            ]
+        }
+    )
     assert config.consumer_emails == ["a@example.com"]
     assert config.producer_emails == ["b@example.com"]
 
 
 def test_task_retry_limit_zero_is_kept() -> None:
-    (config,) = parse_queue_yaml({"queue": [
-        {"name": "q", "mode": "pull", "retry_parameters": {"task_retry_limit": 0}}]})
+    (config,) = parse_queue_yaml(
+        {"queue": [{"name": "q", "mode": "pull", "retry_parameters": {"task_retry_limit": 0}}]}
+    )
     assert config.max_leases == 0
 
 
@@ -99,27 +111,38 @@ def test_file_without_queues_declares_none(tmp_path: pathlib.Path, text: str) ->
     assert load_queue_yaml(write(tmp_path, text)) == []
 
 
-@pytest.mark.parametrize("text, words", [
-    ("queue:\n- mode: pull\n", ["queue #1", "name"]),
-    ("queue:\n- name: ok\n  mode: pull\n- rate: 1/s\n", ["queue #2", "name"]),
-    ("queue:\n- name: 42\n", ["queue #1", "name"]),
-    ("queue:\n- name: bad_name\n  mode: pull\n", ["'bad_name'", "queue name"]),
-    ("queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: often\n",
-     ["'q'", "task_retry_limit"]),
-    ("queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: 2.5\n",
-     ["'q'", "task_retry_limit"]),
-    ("queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: true\n",
-     ["'q'", "task_retry_limit"]),
-    ("queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: -1\n",
-     ["'q'", "task_retry_limit"]),
-    ("queue:\n- name: q\n  mode: sideways\n", ["'q'", "mode"]),
-    ("queue:\n- name: q\n  mode: pull\n  acl:\n  - just-a-string\n", ["'q'", "acl"]),
-    ("queue: [unclosed\n", ["not valid YAML"]),
-    ("queue:\n\t- name: tab\n", ["not valid YAML"]),
-    ("- name: q\n", ["mapping"]),
-    ("queue: default\n", ["list"]),
-])
-def test_errors_name_the_file_and_the_queue(tmp_path: pathlib.Path, text: str, words: List[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("queue:\n- mode: pull\n", ["queue #1", "name"]),
+        ("queue:\n- name: ok\n  mode: pull\n- rate: 1/s\n", ["queue #2", "name"]),
+        ("queue:\n- name: 42\n", ["queue #1", "name"]),
+        ("queue:\n- name: bad_name\n  mode: pull\n", ["'bad_name'", "queue name"]),
+        (
+            "queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: often\n",
+            ["'q'", "task_retry_limit"],
+        ),
+        (
+            "queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: 2.5\n",
+            ["'q'", "task_retry_limit"],
+        ),
+        (
+            "queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: true\n",
+            ["'q'", "task_retry_limit"],
+        ),
+        (
+            "queue:\n- name: q\n  mode: pull\n  retry_parameters:\n    task_retry_limit: -1\n",
+            ["'q'", "task_retry_limit"],
+        ),
+        ("queue:\n- name: q\n  mode: sideways\n", ["'q'", "mode"]),
+        ("queue:\n- name: q\n  mode: pull\n  acl:\n  - just-a-string\n", ["'q'", "acl"]),
+        ("queue: [unclosed\n", ["not valid YAML"]),
+        ("queue:\n\t- name: tab\n", ["not valid YAML"]),
+        ("- name: q\n", ["mapping"]),
+        ("queue: default\n", ["list"]),
+    ],
+)
+def test_errors_name_the_file_and_the_queue(tmp_path: pathlib.Path, text: str, words: list[str]) -> None:
     path = write(tmp_path, text)
     with pytest.raises(QueueYamlError) as raised:
         load_queue_yaml(path)
@@ -138,7 +161,7 @@ def test_missing_file_is_a_clear_error(tmp_path: pathlib.Path) -> None:
 
 
 def test_queue_yaml_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="name"):
         parse_queue_yaml({"queue": [{}]})
 
 
@@ -183,11 +206,20 @@ def test_max_leases_from_the_file_deletes_over_leased_tasks(tmp_path: pathlib.Pa
     text = "queue:\n- name: twice\n  mode: pull\n  retry_parameters:\n    task_retry_limit: 2\n"
     with Emulator(queue_yaml=write(tmp_path, text)) as running:
         service = build_service(running.url)
-        service.tasks().insert(project="demo", taskqueue="twice", body={"id": "t", "payloadBase64": ""}).execute()
+        service.tasks().insert(
+            project="demo", taskqueue="twice", body={"id": "t", "payloadBase64": ""}
+        ).execute()
         for expected_count in (1, 2):
-            (task,) = service.tasks().lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0).execute()["items"]
+            (task,) = (
+                service.tasks()
+                .lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0)
+                .execute()["items"]
+            )
             assert task["retry_count"] == expected_count
-        assert "items" not in service.tasks().lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0).execute()
+        assert (
+            "items"
+            not in service.tasks().lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0).execute()
+        )
         assert service.tasks().list(project="demo", taskqueue="twice").execute().get("items", []) == []
 
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from oauth_server import OAuthServer
 
 from kombu_appengine.emulator import Emulator
-from oauth_server import OAuthServer
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -44,8 +44,11 @@ def blocks(language):
     return found
 
 
-PYTHON_BLOCKS = [(heading, code) for heading, code in blocks("python")
-                 if "def test_" not in code and "credentials_file" not in code]
+PYTHON_BLOCKS = [
+    (heading, code)
+    for heading, code in blocks("python")
+    if "def test_" not in code and "credentials_file" not in code
+]
 FIXTURE_BLOCKS = [code for _, code in blocks("python") if "def test_" in code]
 #: Examples for the real service: run against an emulator that demands the
 #: tokens a local OAuth server issued.
@@ -65,8 +68,14 @@ def readme_emulator():
 
 def run_python(code, host, cwd, timeout=120, env=None):
     env = env or dict(os.environ, TASKQUEUE_EMULATOR_HOST=host)
-    return subprocess.run([sys.executable, "-c", code.replace(README_HOST, host)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code.replace(README_HOST, host)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def module_name(code):
@@ -105,7 +114,8 @@ def test_real_service_example_signs_with_the_stored_token(tmp_path):
         for code in CREDENTIAL_BLOCKS:
             result = run_python(code, server.host, tmp_path, env=env)
             assert result.returncode == 0, f"{code}\n{result.stderr}"
-        assert server.tokens and set(server.tokens) <= set(oauth.issued)
+        assert server.tokens
+        assert set(server.tokens) <= set(oauth.issued)
         stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
         assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
 
@@ -113,8 +123,13 @@ def test_real_service_example_signs_with_the_stored_token(tmp_path):
 def test_fixture_example_passes_under_pytest(tmp_path):
     for number, code in enumerate(FIXTURE_BLOCKS):
         (tmp_path / f"test_readme_example_{number}.py").write_text(code)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(FIXTURE_BLOCKS)} passed" in result.stdout
 
@@ -138,12 +153,13 @@ def test_shell_commands_exist_with_the_flags_used():
             seen.add(words[0])
             continue
         if words[:3] == ["python", "-m", "kombu_appengine.emulator"]:
-            words = ["pullqueue_emulator"] + words[3:]
+            words = ["pullqueue_emulator", *words[3:]]
         if words[0] not in COMMANDS:
             continue
         seen.add(words[0])
-        help_text = subprocess.run(COMMANDS[words[0]] + ["--help"], capture_output=True, text=True,
-                                   timeout=60).stdout
+        help_text = subprocess.run(
+            COMMANDS[words[0]] + ["--help"], capture_output=True, text=True, timeout=60
+        ).stdout
         for word in words[1:]:
             if word.startswith("--"):
                 assert word.split("=")[0] in help_text, f"{words[0]} has no {word} (README: {line})"
@@ -168,12 +184,17 @@ def test_every_transport_option_in_the_manual_is_in_the_readme():
 
     documented = set(re.findall(r"^\* ``(\w+)``", transport.__doc__, re.MULTILINE))
     in_readme = set(re.findall(r"^\| `(\w+)` \|", README, re.MULTILINE))
-    assert documented and documented <= in_readme
+    assert documented
+    assert documented <= in_readme
 
 
 def test_demo_runs_and_reports_an_empty_queue():
-    result = subprocess.run([sys.executable, "-m", "kombu_appengine.demo", "--tasks", "200", "--processes", "2"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "kombu_appengine.demo", "--tasks", "200", "--processes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "processed:          200 of 200" in result.stdout
     assert "queue now holds:    0 tasks (taskqueues.get), 0 listed (tasks.list)" in result.stdout

@@ -14,14 +14,14 @@ import socket
 import threading
 import time
 from queue import Empty
-from typing import Any, Dict, List
+from typing import Any
 
 import google.oauth2.credentials
 import httplib2
 import pytest
+from conftest import b64, wait_for
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from conftest import b64, wait_for
 from kombu_appengine.emulator import Emulator, QueueConfig
 from kombu_appengine.emulator.errors import ApiError
 from kombu_appengine.emulator.model import Task
@@ -51,8 +51,9 @@ def _no_emulator_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def connect(emulator: Any, **options: Any) -> Connection:
     """A kombu connection to ``emulator``, polling fast unless told otherwise."""
     options.setdefault("polling_interval", 0.05)
-    return Connection(transport="kombu_appengine:Transport",
-                      transport_options={"api_endpoint": emulator.url, **options})
+    return Connection(
+        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url, **options}
+    )
 
 
 def total_tasks(emulator: Any, queue: str = "default", project: str = PROJECT) -> int:
@@ -60,28 +61,30 @@ def total_tasks(emulator: Any, queue: str = "default", project: str = PROJECT) -
     return emulator.service.get_queue(project, queue, get_stats=True)["stats"]["totalTasks"]
 
 
-def listed(emulator: Any, queue: str = "default", project: str = PROJECT) -> List[Dict[str, Any]]:
+def listed(emulator: Any, queue: str = "default", project: str = PROJECT) -> list[dict[str, Any]]:
     """The queue's tasks (without payloads), in lease order."""
     return emulator.service.list_tasks(project, queue).get("items", [])
 
 
-def only_task(emulator: Any, queue: str = "default") -> Dict[str, Any]:
+def only_task(emulator: Any, queue: str = "default") -> dict[str, Any]:
     """The one task of the queue, with its payload."""
     items = listed(emulator, queue)
     assert len(items) == 1, items
     return emulator.service.get_task(PROJECT, queue, items[0]["id"])
 
 
-def payload_of(task: Dict[str, Any]) -> bytes:
+def payload_of(task: dict[str, Any]) -> bytes:
     return base64.b64decode(task["payloadBase64"])
 
 
-def rest_insert(emulator: Any, payload_base64: str, queue: str = "default") -> Dict[str, Any]:
+def rest_insert(emulator: Any, payload_base64: str, queue: str = "default") -> dict[str, Any]:
     """Insert a task with a plain REST call, as App Engine code or a shell script would."""
     response, content = httplib2.Http().request(
         f"{emulator.url}/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/{queue}/tasks",
-        "POST", body=json.dumps({"queueName": queue, "payloadBase64": payload_base64}),
-        headers={"Content-Type": "application/json"})
+        "POST",
+        body=json.dumps({"queueName": queue, "payloadBase64": payload_base64}),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status == 200, content
     return json.loads(content)
 
@@ -92,7 +95,7 @@ def prefill(emulator: Any, count: int, queue: str = "default") -> None:
         emulator.service.insert(PROJECT, queue, {"payloadBase64": b64(json.dumps({"n": number}).encode())})
 
 
-def drain(simple: Any, timeout: float = 2.0) -> List[Any]:
+def drain(simple: Any, timeout: float = 2.0) -> list[Any]:
     """Every message a SimpleQueue gives until one ``get`` times out."""
     messages = []
     while True:
@@ -137,9 +140,8 @@ def test_exchange_queue_producer_consumer_with_drain_events(emulator):
         received.append((body, message.delivery_info["routing_key"]))
         message.ack()
 
-    with connect(emulator) as connection:
-        with Consumer(connection, video, callbacks=[process_media]):
-            connection.drain_events(timeout=5)
+    with connect(emulator) as connection, Consumer(connection, video, callbacks=[process_media]):
+        connection.drain_events(timeout=5)
     assert received == [({"name": "/tmp/lolcat1.avi", "size": 1301013}, "video")]
     assert total_tasks(emulator) == 0
 
@@ -216,7 +218,7 @@ class _NotBase64Task(Task):
 
     __slots__ = ()
 
-    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> Dict[str, Any]:
+    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> dict[str, Any]:
         resource = super().resource(queue_name, now, with_payload)
         if with_payload:
             resource["payloadBase64"] = NOT_BASE64
@@ -256,8 +258,9 @@ def test_raw_message_format_publishes_only_the_body(emulator):
         assert json.loads(payload_of(task)) == {"a": 1, "b": [True, None]}
 
         emulator.service.delete_task(PROJECT, "default", task["id"])
-        queue.put(b"\x00\x01binary", serializer=None, content_type="application/data",
-                  content_encoding="binary")
+        queue.put(
+            b"\x00\x01binary", serializer=None, content_type="application/data", content_encoding="binary"
+        )
         assert payload_of(only_task(emulator)) == b"\x00\x01binary"
 
         emulator.service.delete_task(PROJECT, "default", only_task(emulator)["id"])
@@ -279,10 +282,16 @@ def test_raw_message_format_round_trip_through_a_kombu_consumer(emulator):
 def test_headers_and_properties_survive_the_round_trip(emulator):
     with connect(emulator) as connection:
         producer = connection.Producer(serializer="json")
-        producer.publish({"x": 1}, routing_key="default", declare=[Queue("default")],
-                         headers={"x-trace": "abc", "attempt": 3, "nested": {"k": [1, 2]}},
-                         correlation_id="corr-1", reply_to="reply.queue", priority=5,
-                         expiration=None)
+        producer.publish(
+            {"x": 1},
+            routing_key="default",
+            declare=[Queue("default")],
+            headers={"x-trace": "abc", "attempt": 3, "nested": {"k": [1, 2]}},
+            correlation_id="corr-1",
+            reply_to="reply.queue",
+            priority=5,
+            expiration=None,
+        )
         queue = connection.SimpleQueue("default")
         message = queue.get(timeout=5)
         assert message.payload == {"x": 1}
@@ -300,8 +309,7 @@ def test_binary_body_survives_the_kombu_envelope(emulator):
     body = bytes(range(256))
     with connect(emulator) as connection:
         queue = connection.SimpleQueue("default")
-        queue.put(body, serializer=None, content_type="application/octet-stream",
-                  content_encoding="binary")
+        queue.put(body, serializer=None, content_type="application/octet-stream", content_encoding="binary")
         message = queue.get(timeout=5)
         assert message.body == body
         message.ack()
@@ -337,7 +345,7 @@ def test_two_consumers_never_hold_the_same_task(emulator):
     prefill(emulator, 12)
     with connect(emulator, num_tasks=3) as one, connect(emulator, num_tasks=3) as two:
         queue_one, queue_two = one.SimpleQueue("default"), two.SimpleQueue("default")
-        held: Dict[str, List[int]] = {"one": [], "two": []}
+        held: dict[str, list[int]] = {"one": [], "two": []}
         for _ in range(6):
             held["one"].append(queue_one.get(timeout=5).payload["n"])
             held["two"].append(queue_two.get(timeout=5).payload["n"])
@@ -354,8 +362,8 @@ def test_two_consumers_never_hold_the_same_task(emulator):
 
 def test_two_consumers_in_threads_get_every_task_exactly_once(emulator):
     prefill(emulator, 60)
-    received: Dict[str, List[int]] = {"one": [], "two": []}
-    errors: List[BaseException] = []
+    received: dict[str, list[int]] = {"one": [], "two": []}
+    errors: list[BaseException] = []
 
     def consume(name: str) -> None:
         try:
@@ -378,7 +386,8 @@ def test_two_consumers_in_threads_get_every_task_exactly_once(emulator):
     for thread in threads:
         thread.join(timeout=30)
     assert not errors, errors
-    assert received["one"] and received["two"]
+    assert received["one"]
+    assert received["two"]
     assert sorted(received["one"] + received["two"]) == list(range(60))
     assert total_tasks(emulator) == 0
 
@@ -539,8 +548,10 @@ def test_purge_of_more_than_one_page(emulator):
 
 
 def test_purge_of_a_queue_on_shared_queue_takes_its_held_tasks_and_no_others(emulator):
-    with connect(emulator, shared_queue="pull-queue") as holder, \
-            connect(emulator, shared_queue="pull-queue") as connection:
+    with (
+        connect(emulator, shared_queue="pull-queue") as holder,
+        connect(emulator, shared_queue="pull-queue") as connection,
+    ):
         mine, theirs = connection.SimpleQueue("mine.q"), connection.SimpleQueue("theirs.q")
         for number in range(5):
             mine.put({"n": number})
@@ -584,7 +595,10 @@ def test_two_kombu_queues_on_one_shared_queue_do_not_see_each_other(emulator):
         assert second.qsize() == 1
 
         got_first = [first.get(timeout=5), first.get(timeout=5)]
-        assert [message.payload for message in got_first] == [{"for": "first", "n": 1}, {"for": "first", "n": 2}]
+        assert [message.payload for message in got_first] == [
+            {"for": "first", "n": 1},
+            {"for": "first", "n": 2},
+        ]
         with pytest.raises(Empty):
             first.get(block=False)
         got_second = second.get(timeout=5)
@@ -646,9 +660,11 @@ def test_hrd_project_sends_the_s_tilde_prefix(emulator):
 
 def test_without_hrd_project_the_bare_project_is_sent(emulator):
     emulator.inject_failures(1, status=400, reason="invalid", path_contains="/projects/my-app/")
-    with connect(emulator, project_name="my-app") as connection:
-        with pytest.raises(TaskQueueChannelError, match="Injected failure"):
-            connection.default_channel.queue_declare("default")
+    with (
+        connect(emulator, project_name="my-app") as connection,
+        pytest.raises(TaskQueueChannelError, match="Injected failure"),
+    ):
+        connection.default_channel.queue_declare("default")
 
 
 def test_pull_queue_name_translation():
@@ -659,11 +675,13 @@ def test_pull_queue_name_translation():
     translated = {pull_queue_name(long_one), pull_queue_name(long_two)}
     assert len(translated) == 2
     assert all(len(name) <= MAX_QUEUE_NAME for name in translated)
-    assert all(set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
-               for name in translated)
+    assert all(
+        set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+        for name in translated
+    )
     assert len(pull_queue_name("x" * 100)) == 100
     assert pull_queue_name("x" * 100) == "x" * 100
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty"):
         pull_queue_name("")
 
 
@@ -776,8 +794,10 @@ def test_unreachable_server_is_a_connection_error(emulator):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    connection = Connection(transport="kombu_appengine:Transport", transport_options={
-        "api_endpoint": f"http://127.0.0.1:{dead_port}", "max_retries": 1})
+    connection = Connection(
+        transport="kombu_appengine:Transport",
+        transport_options={"api_endpoint": f"http://127.0.0.1:{dead_port}", "max_retries": 1},
+    )
     with pytest.raises(tuple(connection.connection_errors)):
         connection.default_channel.queue_declare("default")
     connection.release()
@@ -810,8 +830,9 @@ def test_raw_payload_of_exactly_one_mebibyte_fits(emulator):
         body = b"y" * (1024 * 1024)
         queue.put(body, serializer=None, content_type="application/data", content_encoding="binary")
         with pytest.raises(PayloadTooLarge):
-            queue.put(body + b"y", serializer=None, content_type="application/data",
-                      content_encoding="binary")
+            queue.put(
+                body + b"y", serializer=None, content_type="application/data", content_encoding="binary"
+            )
         message = queue.get(timeout=5)
         assert message.body == body
         message.ack()
@@ -841,22 +862,27 @@ def test_basic_get(emulator):
 
 
 def test_drain_events_times_out_on_an_empty_queue(emulator):
-    with connect(emulator) as connection:
-        with Consumer(connection, Queue("default"), callbacks=[lambda body, message: None]):
-            started = time.monotonic()
-            with pytest.raises(socket.timeout):
-                connection.drain_events(timeout=0.3)
-            assert 0.3 <= time.monotonic() - started < 3
+    with (
+        connect(emulator) as connection,
+        Consumer(connection, Queue("default"), callbacks=[lambda body, message: None]),
+    ):
+        started = time.monotonic()
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.3)
+        assert 0.3 <= time.monotonic() - started < 3
 
 
 def test_consumer_with_no_ack_deletes_on_delivery(emulator):
     prefill(emulator, 2)
     received = []
-    with connect(emulator) as connection:
-        with Consumer(connection, Queue("default"), no_ack=True,
-                      callbacks=[lambda body, message: received.append(body)]):
-            connection.drain_events(timeout=5)
-            connection.drain_events(timeout=5)
+    with (
+        connect(emulator) as connection,
+        Consumer(
+            connection, Queue("default"), no_ack=True, callbacks=[lambda body, message: received.append(body)]
+        ),
+    ):
+        connection.drain_events(timeout=5)
+        connection.drain_events(timeout=5)
     assert received == [{"n": 0}, {"n": 1}]
     assert total_tasks(emulator) == 0
 
@@ -866,7 +892,9 @@ def test_prefetch_limit_caps_the_lease(emulator):
     with connect(emulator, num_tasks=10) as connection:
         channel = connection.default_channel
         received = []
-        consumer = Consumer(channel, Queue("default"), callbacks=[lambda body, message: received.append(message)])
+        consumer = Consumer(
+            channel, Queue("default"), callbacks=[lambda body, message: received.append(message)]
+        )
         consumer.qos(prefetch_count=2)
         with consumer:
             connection.drain_events(timeout=5)
@@ -927,9 +955,9 @@ def test_lease_of_an_unacked_message_is_extended_while_its_consumer_lives(emulat
 
 def test_acks_from_another_thread(emulator):
     prefill(emulator, 20)
-    acked: List[int] = []
-    errors: List[BaseException] = []
-    handed_over: "list[Any]" = []
+    acked: list[int] = []
+    errors: list[BaseException] = []
+    handed_over: list[Any] = []
     ready = threading.Condition()
 
     def acker() -> None:
@@ -967,7 +995,7 @@ def test_acks_from_another_thread(emulator):
 # -- configuration errors ---------------------------------------------------
 
 
-def _transport_of(options: Dict[str, Any]) -> Transport:
+def _transport_of(options: dict[str, Any]) -> Transport:
     connection = Connection(transport="kombu_appengine:Transport", transport_options=options)
     return connection.transport
 
@@ -984,8 +1012,9 @@ def test_missing_project_name_without_an_emulator_is_a_clear_error(monkeypatch):
 
 def test_emulator_from_the_environment_needs_no_project_or_credentials(emulator, monkeypatch):
     monkeypatch.setenv(EMULATOR_HOST_ENV, emulator.host)
-    with Connection(transport="kombu_appengine:Transport",
-                    transport_options={"polling_interval": 0.05}) as connection:
+    with Connection(
+        transport="kombu_appengine:Transport", transport_options={"polling_interval": 0.05}
+    ) as connection:
         queue = connection.SimpleQueue("default")
         queue.put({"via": "environment"})
         assert total_tasks(emulator) == 1
@@ -994,19 +1023,22 @@ def test_emulator_from_the_environment_needs_no_project_or_credentials(emulator,
     assert total_tasks(emulator) == 0
 
 
-@pytest.mark.parametrize("option, value", [
-    ("num_tasks", 0),
-    ("num_tasks", 1001),
-    ("num_tasks", "many"),
-    ("lease_secs", "abc"),
-    ("lease_secs", 0),
-    ("message_format", "xml"),
-    ("hrd_project", "maybe"),
-    ("shared_queue", ""),
-    ("polling_interval", -1),
-    ("polling_interval", "soon"),
-    ("max_retries", -1),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("num_tasks", 0),
+        ("num_tasks", 1001),
+        ("num_tasks", "many"),
+        ("lease_secs", "abc"),
+        ("lease_secs", 0),
+        ("message_format", "xml"),
+        ("hrd_project", "maybe"),
+        ("shared_queue", ""),
+        ("polling_interval", -1),
+        ("polling_interval", "soon"),
+        ("max_retries", -1),
+    ],
+)
 def test_bad_option_values_are_clear_errors_naming_the_option(emulator, option, value):
     with pytest.raises(ConfigurationError) as failure:
         _transport_of({"api_endpoint": emulator.url, option: value})
@@ -1017,8 +1049,15 @@ def test_bad_option_values_are_clear_errors_naming_the_option(emulator, option, 
 
 
 def test_good_option_values_given_as_strings_are_accepted(emulator):
-    transport = _transport_of({"api_endpoint": emulator.url, "num_tasks": "7", "lease_secs": "30",
-                               "hrd_project": "true", "project_name": "app"})
+    transport = _transport_of(
+        {
+            "api_endpoint": emulator.url,
+            "num_tasks": "7",
+            "lease_secs": "30",
+            "hrd_project": "true",
+            "project_name": "app",
+        }
+    )
     assert (transport.settings.num_tasks, transport.settings.lease_secs) == (7, 30)
     assert transport.settings.project == "s~app"
 
@@ -1029,11 +1068,14 @@ def test_polling_interval_reaches_the_transport(emulator):
 
 
 def test_a_missing_shared_queue_is_named_as_such(emulator):
-    with connect(emulator, shared_queue="no-such-shared") as connection:
-        with pytest.raises(QueueNotFound) as failure:
-            connection.SimpleQueue("reply.queue").put({"n": 1})
+    with (
+        connect(emulator, shared_queue="no-such-shared") as connection,
+        pytest.raises(QueueNotFound) as failure,
+    ):
+        connection.SimpleQueue("reply.queue").put({"n": 1})
     text = str(failure.value)
-    assert "shared_queue 'no-such-shared' does not exist" in text and "queue.yaml" in text
+    assert "shared_queue 'no-such-shared' does not exist" in text
+    assert "queue.yaml" in text
 
 
 # -- cost -------------------------------------------------------------------
@@ -1061,7 +1103,9 @@ def test_cancelling_the_last_consumer_releases_its_buffered_tasks(emulator):
     prefill(emulator, 5)
     with connect(emulator, num_tasks=5) as connection:
         got = []
-        consumer = connection.Consumer(Queue("default"), callbacks=[lambda body, message: got.append(message)])
+        consumer = connection.Consumer(
+            Queue("default"), callbacks=[lambda body, message: got.append(message)]
+        )
         consumer.consume()
         connection.drain_events(timeout=5)
         assert len(got) == 1
@@ -1101,7 +1145,9 @@ def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml():
             with pytest.raises(AuthenticationFailed) as refused:
                 queue.put({"n": 1})
             text = str(refused.value)
-            assert "'guarded'" in text and "writer_email" in text and "queue.yaml" in text
+            assert "'guarded'" in text
+            assert "writer_email" in text
+            assert "queue.yaml" in text
             assert refused.value.status == 403
             assert isinstance(refused.value, tuple(connection.channel_errors))
             with pytest.raises(Empty):  # consuming is allowed: the queue is just empty

@@ -17,12 +17,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 import pytest
-from kombu import Connection, Queue
-
 from conftest import b64
+from kombu import Connection, Queue
 
 #: The project the transport uses with an emulator when none is given.
 PROJECT = "emulator"
@@ -55,7 +54,7 @@ class Lines:
     """The lines a process writes to stdout, read in a thread so a hung process cannot hang the test."""
 
     def __init__(self, process: subprocess.Popen) -> None:
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
 
     def _read(self, stream: Any) -> None:
@@ -75,8 +74,9 @@ class Lines:
 
 def connect(url: str, **options: Any) -> Connection:
     options.setdefault("polling_interval", 0.05)
-    return Connection(transport="kombu_appengine:Transport",
-                      transport_options={"api_endpoint": url, **options})
+    return Connection(
+        transport="kombu_appengine:Transport", transport_options={"api_endpoint": url, **options}
+    )
 
 
 def total_tasks(emulator: Any, queue_name: str = "default") -> int:
@@ -94,9 +94,15 @@ def kill(process: subprocess.Popen) -> None:
 
 def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
     for number in range(6):
-        emulator.service.insert(PROJECT, "default", {"payloadBase64": b64(json.dumps({"n": number}).encode())})
-    consumer = subprocess.Popen([sys.executable, "-c", HOLDING_CONSUMER, emulator.url, "5"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        emulator.service.insert(
+            PROJECT, "default", {"payloadBase64": b64(json.dumps({"n": number}).encode())}
+        )
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", HOLDING_CONSUMER, emulator.url, "5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = Lines(consumer)
         held = [int(lines.next()) for _ in range(5)]
@@ -115,7 +121,7 @@ def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
             consumer.wait(timeout=10)
             killed_at = time.monotonic()
 
-            received: List[int] = []
+            received: list[int] = []
             while len(received) < 6 and time.monotonic() - killed_at < 10:
                 try:
                     message = survivor_queue.get(timeout=1)
@@ -148,9 +154,20 @@ def free_port() -> int:
 def start_emulator(port: int, data_dir: Path) -> subprocess.Popen:
     """``python -m kombu_appengine.emulator`` on ``port``, once it says it listens."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "kombu_appengine.emulator", "--port", str(port),
-         "--queue", "default", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "kombu_appengine.emulator",
+            "--port",
+            str(port),
+            "--queue",
+            "default",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert Lines(process).next() == f"listening on http://127.0.0.1:{port}"
     except BaseException:
@@ -159,9 +176,9 @@ def start_emulator(port: int, data_dir: Path) -> subprocess.Popen:
     return process
 
 
-def in_background(work: Callable[[], Any]) -> Tuple[threading.Thread, Dict[str, Any]]:
+def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     """Run ``work`` in a started thread; the dict gets ``done`` or the ``error`` it raised."""
-    outcome: Dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
@@ -182,15 +199,22 @@ def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(tmp_pa
     try:
         with connect(url, max_retries=1) as connection:
             producer = connection.Producer(serializer="json")
-            failures: List[BaseException] = []
+            failures: list[BaseException] = []
             failed = threading.Event()
 
             def errback(error: BaseException, interval: float) -> None:
                 failures.append(error)
                 failed.set()
 
-            publish = connection.ensure(producer, producer.publish, errback=errback, max_retries=100,
-                                        interval_start=0.05, interval_step=0.05, interval_max=0.2)
+            publish = connection.ensure(
+                producer,
+                producer.publish,
+                errback=errback,
+                max_retries=100,
+                interval_start=0.05,
+                interval_step=0.05,
+                interval_max=0.2,
+            )
             publish({"n": 0}, routing_key="default")
             publish({"n": 1}, routing_key="default")
 
@@ -230,7 +254,7 @@ def test_consumer_reconnects_after_the_emulator_restarts(tmp_path):
             connection.SimpleQueue("default").put({"n": 0})
             kill(server)
 
-            received: List[Any] = []
+            received: list[Any] = []
 
             def on_message(body: Any, message: Any) -> None:
                 received.append(body)
@@ -244,9 +268,15 @@ def test_consumer_reconnects_after_the_emulator_restarts(tmp_path):
 
             def consume() -> None:
                 connection.ensure_connection(max_retries=3)
-                connection.ensure(connection, consume_once, max_retries=100,
-                                  errback=lambda error, interval: failed.set(),
-                                  interval_start=0.05, interval_step=0.05, interval_max=0.2)()
+                connection.ensure(
+                    connection,
+                    consume_once,
+                    max_retries=100,
+                    errback=lambda error, interval: failed.set(),
+                    interval_start=0.05,
+                    interval_step=0.05,
+                    interval_max=0.2,
+                )()
 
             consumer, outcome = in_background(consume)
             assert failed.wait(timeout=20), "consuming never noticed the emulator was down"
@@ -314,7 +344,8 @@ def test_forked_child_uses_the_connection_with_its_own_http_client(emulator):
 
         # The child did not give away the parent's lease, and the parent can still ack.
         leased = emulator.service.list_tasks(PROJECT, "default")["items"]
-        assert len(leased) == 1 and leased[0]["leaseTimestamp"] != "0"
+        assert len(leased) == 1
+        assert leased[0]["leaseTimestamp"] != "0"
         held.ack()
         default_queue.close()
         other_queue.close()

@@ -13,7 +13,14 @@ import pytest
 from kombu import Connection
 
 from kombu_appengine.emulator import Emulator, QueueConfig
-from kombu_appengine.worker import Supervisor, WorkerError, WorkerSettings, backoff_seconds, format_summary, load_function
+from kombu_appengine.worker import (
+    Supervisor,
+    WorkerError,
+    WorkerSettings,
+    backoff_seconds,
+    format_summary,
+    load_function,
+)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PROJECT = "emulator"
@@ -31,12 +38,32 @@ class Run:
     def __init__(self, emulator, tmp_path, function, *options, queue="jobs"):
         self.record = tmp_path / f"record-{time.monotonic_ns()}.jsonl"
         self.release = tmp_path / "release"
-        env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, WORKER_RECORD=str(self.record),
-                   WORKER_RELEASE=str(self.release), PYTHONPATH=TESTS)
+        env = dict(
+            os.environ,
+            TASKQUEUE_EMULATOR_HOST=emulator.host,
+            WORKER_RECORD=str(self.record),
+            WORKER_RELEASE=str(self.release),
+            PYTHONPATH=TESTS,
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kombu_appengine.worker", f"worker_jobs:{function}", "--queue", queue,
-             "--polling-interval", "0.05", "--stats-interval", "0.5", *options],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "kombu_appengine.worker",
+                f"worker_jobs:{function}",
+                "--queue",
+                queue,
+                "--polling-interval",
+                "0.05",
+                "--stats-interval",
+                "0.5",
+                *options,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def events(self):
         if not self.record.exists():
@@ -50,8 +77,9 @@ class Run:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.process.poll() is not None:
-                raise AssertionError(f"worker exited ({self.process.returncode}) before {what}:\n"
-                                     + self.process.stderr.read())
+                raise AssertionError(
+                    f"worker exited ({self.process.returncode}) before {what}:\n" + self.process.stderr.read()
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             time.sleep(0.05)
@@ -81,7 +109,9 @@ def run_worker(emulator, tmp_path):
 
 
 def publish(emulator, count, queue="jobs"):
-    with Connection(transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}) as conn:
+    with Connection(
+        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
+    ) as conn:
         simple = conn.SimpleQueue(queue)
         for n in range(count):
             simple.put({"n": n})
@@ -186,16 +216,27 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(emulator, run_worker):
 
 def test_max_retries_then_dead_letter_queue(emulator, run_worker):
     publish(emulator, 2)
-    run = run_worker("always_fail", "--processes", "1", "--max-retries", "2", "--retry-backoff", "0",
-                     "--dead-letter-queue", "dead")
+    run = run_worker(
+        "always_fail",
+        "--processes",
+        "1",
+        "--max-retries",
+        "2",
+        "--retry-backoff",
+        "0",
+        "--dead-letter-queue",
+        "dead",
+    )
     run.wait_for(lambda: total(emulator, "dead") == 2, "both tasks to reach the dead-letter queue")
-    code, stdout, stderr = run.stop()
+    _code, stdout, stderr = run.stop()
     assert run.count("failed") == {0: 3, 1: 3}, "one try and two retries each"
     assert total(emulator) == 0
     assert "dead_lettered=2" in stdout
     assert "moving it to 'dead'" in stderr
     # The dead letters hold the original payload, readable by kombu.
-    with Connection(transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}) as conn:
+    with Connection(
+        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
+    ) as conn:
         dead = conn.SimpleQueue("dead")
         payloads = sorted(dead.get(timeout=5).payload["n"] for _ in range(2))
     assert payloads == [0, 1]
@@ -205,7 +246,7 @@ def test_max_retries_without_dead_letter_queue_deletes(emulator, run_worker):
     publish(emulator, 1)
     run = run_worker("always_fail", "--processes", "1", "--max-retries", "1", "--retry-backoff", "0")
     run.wait_for(lambda: total(emulator) == 0, "the task to be dropped")
-    code, stdout, stderr = run.stop()
+    _code, stdout, stderr = run.stop()
     assert run.count("failed") == {0: 2}
     assert "dropped=1" in stdout
     assert "deleting it" in stderr
@@ -213,8 +254,16 @@ def test_max_retries_without_dead_letter_queue_deletes(emulator, run_worker):
 
 def test_the_queues_max_leases_is_respected(emulator, run_worker):
     publish(emulator, 1, queue="limited")
-    run = run_worker("always_fail", "--processes", "1", "--retry-backoff", "0", "--dead-letter-queue", "dead",
-                     queue="limited")
+    run = run_worker(
+        "always_fail",
+        "--processes",
+        "1",
+        "--retry-backoff",
+        "0",
+        "--dead-letter-queue",
+        "dead",
+        queue="limited",
+    )
     run.wait_for(lambda: total(emulator, "dead") == 1, "the task to be dead-lettered")
     run.stop()
     assert run.count("failed") == {0: 3}, "maxLeases 3 allows three attempts"
@@ -228,8 +277,13 @@ def test_bad_function_and_unknown_queue_are_clear_errors(emulator, tmp_path):
         (["worker_jobs:record", "--queue", "nope"], "'nope'"),
         (["worker_jobs:record", "--queue", "jobs", "--processes", "0"], "--processes must be at least 1"),
     ]:
-        result = subprocess.run([sys.executable, "-m", "kombu_appengine.worker", *args], env=env,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "kombu_appengine.worker", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode != 0
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
@@ -249,8 +303,9 @@ def test_load_function_rejects_bad_specs():
 
 def test_summary_line_format():
     counts = {"processed": 10, "failed": 1, "retried": 1, "dead_lettered": 0, "dropped": 0, "seconds": 2.0}
-    assert format_summary(counts) == ("summary: processed=10 failed=1 retried=1 dead_lettered=0 "
-                                      "dropped=0 seconds=2.0 tasks_per_second=5.0")
+    assert format_summary(counts) == (
+        "summary: processed=10 failed=1 retried=1 dead_lettered=0 dropped=0 seconds=2.0 tasks_per_second=5.0"
+    )
 
 
 def test_a_task_running_longer_than_its_lease_keeps_it_and_runs_once(emulator, run_worker):
@@ -261,7 +316,9 @@ def test_a_task_running_longer_than_its_lease_keeps_it_and_runs_once(emulator, r
     # Three lease lengths: without renewal the other process would lease it.
     run.wait_for(lambda: time.monotonic() - started > 6, "three lease lengths to pass", timeout=30)
     tasks = emulator.service.list_tasks(PROJECT, "jobs")["items"]
-    assert len(tasks) == 1 and tasks[0]["leaseTimestamp"] != "0" and tasks[0]["retry_count"] == 1
+    assert len(tasks) == 1
+    assert tasks[0]["leaseTimestamp"] != "0"
+    assert tasks[0]["retry_count"] == 1
     run.release.touch()
     run.wait_for(lambda: total(emulator) == 0, "the task to be acked")
     run.stop()
@@ -273,8 +330,9 @@ def test_processes_dying_at_start_make_the_supervisor_give_up(emulator, monkeypa
     # The parent checks FUNCTION before starting processes; here the
     # processes cannot load it, so each dies as soon as it starts.
     monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
-    settings = WorkerSettings(function="worker_jobs:missing", queue="jobs", transport_options={},
-                              log_level="CRITICAL")
+    settings = WorkerSettings(
+        function="worker_jobs:missing", queue="jobs", transport_options={}, log_level="CRITICAL"
+    )
     supervisor = Supervisor(settings, processes=1, stats_interval=60)
     handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
     counts = supervisor.run()

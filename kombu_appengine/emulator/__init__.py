@@ -18,6 +18,11 @@ from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import Emulator, emulator
 
 __all__ = [
-    "ApiError", "Emulator", "QueueConfig", "QueueYamlError", "TaskQueueService",
-    "emulator", "load_queue_yaml",
+    "ApiError",
+    "Emulator",
+    "QueueConfig",
+    "QueueYamlError",
+    "TaskQueueService",
+    "emulator",
+    "load_queue_yaml",
 ]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import email.policy
 import re
 import uuid
+from collections.abc import Mapping
 from email.parser import BytesParser
 from http import HTTPStatus
-from typing import Any, List, Mapping, Optional, Tuple, cast
+from typing import Any, cast
 
 from . import errors
 from .rest import BATCH_PATHS, Response, RestApi, parse_headers
@@ -24,14 +25,14 @@ _REQUEST_LINE = re.compile(rb"([A-Za-z]+) (\S+)(?: HTTP/\d\.\d)?\Z")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
-def parse_part(payload: bytes) -> Tuple[str, str, Mapping[str, str], bytes]:
+def parse_part(payload: bytes) -> tuple[str, str, Mapping[str, str], bytes]:
     """Split one ``application/http`` part into method, target, headers, body.
 
     Raises:
         ApiError: 400 when the part is not an HTTP request.
     """
     match = _HEAD_END.search(payload)
-    head, body = (payload[:match.start()], payload[match.end():]) if match else (payload, b"")
+    head, body = (payload[: match.start()], payload[match.end() :]) if match else (payload, b"")
     lines = head.strip(b"\r\n").splitlines()
     if not lines:
         raise errors.bad_request("A batch part holds no HTTP request")
@@ -50,8 +51,9 @@ def parse_part(payload: bytes) -> Tuple[str, str, Mapping[str, str], bytes]:
     return method, target, headers, body
 
 
-def answer_batch(api: RestApi, headers: Mapping[str, str], body: bytes, host: str,
-                 token: Optional[str]) -> Response:
+def answer_batch(
+    api: RestApi, headers: Mapping[str, str], body: bytes, host: str, token: str | None
+) -> Response:
     """Answer a batch request: each part on its own, in one multipart answer.
 
     Raises:
@@ -72,13 +74,13 @@ def answer_batch(api: RestApi, headers: Mapping[str, str], body: bytes, host: st
             "The batch body is not well-formed multipart/mixed: "
             + ", ".join(type(defect).__name__ for defect in message.defects)
         )
-    parts = cast(List[Any], message.get_payload())
+    parts = cast(list[Any], message.get_payload())
     if not parts:
         raise errors.bad_request("The batch holds no requests")
     if len(parts) > MAX_BATCH_PARTS:
         raise errors.bad_request(f"A batch may hold at most {MAX_BATCH_PARTS} requests, not {len(parts)}")
     boundary = "batch_" + uuid.uuid4().hex
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     for part in parts:
         payload = part.get_payload(decode=True) or b""
         try:
@@ -96,7 +98,7 @@ def answer_batch(api: RestApi, headers: Mapping[str, str], body: bytes, host: st
     return Response(200, b"".join(chunks), f"multipart/mixed; boundary={boundary}")
 
 
-def _render_part(boundary: str, content_id: Optional[str], answer: Response) -> bytes:
+def _render_part(boundary: str, content_id: str | None, answer: Response) -> bytes:
     head = [f"--{boundary}", "Content-Type: application/http"]
     if content_id:
         inner = content_id.strip()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any
 
 
 class ApiError(Exception):
@@ -18,15 +18,13 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Google's error document for this error."""
         return {
             "error": {
                 "code": self.code,
                 "message": self.message,
-                "errors": [
-                    {"domain": "global", "reason": self.reason, "message": self.message}
-                ],
+                "errors": [{"domain": "global", "reason": self.reason, "message": self.message}],
             }
         }
 

@@ -21,8 +21,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Protocol
 
 from . import errors
 
@@ -61,7 +62,7 @@ def bare_project(project: str) -> str:
     """The application id without its ``s~`` or ``e~`` prefix."""
     for prefix in PROJECT_PREFIXES:
         if project.startswith(prefix):
-            return project[len(prefix):]
+            return project[len(prefix) :]
     return project
 
 
@@ -95,17 +96,15 @@ class QueueConfig:
     #: ``"pull"``; a ``"push"`` queue is known but not served by the REST API.
     mode: str = "pull"
     #: ``task_retry_limit``: most leases of one task; ``None`` for no limit.
-    max_leases: Optional[int] = None
+    max_leases: int | None = None
     #: ``user_email`` entries of the queue's ACL.
-    consumer_emails: List[str] = field(default_factory=list)
+    consumer_emails: list[str] = field(default_factory=list)
     #: ``writer_email`` entries of the queue's ACL.
-    producer_emails: List[str] = field(default_factory=list)
+    producer_emails: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not QUEUE_NAME_RE.match(self.name):
-            raise ValueError(
-                f"invalid queue name {self.name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -"
-            )
+            raise ValueError(f"invalid queue name {self.name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -")
         if self.mode not in ("pull", "push"):
             raise ValueError(f"queue {self.name!r}: mode must be 'pull' or 'push', not {self.mode!r}")
         if self.max_leases is not None and self.max_leases < 0:
@@ -116,11 +115,18 @@ class Task:
     """One task and its lease state; times are microseconds since the epoch."""
 
     __slots__ = (
-        "name", "payload", "tag", "enqueued", "eta", "lease_expires",
-        "retry_count", "seq", "version",
+        "enqueued",
+        "eta",
+        "lease_expires",
+        "name",
+        "payload",
+        "retry_count",
+        "seq",
+        "tag",
+        "version",
     )
 
-    def __init__(self, name: str, payload: bytes, tag: Optional[str], enqueued: int, seq: int) -> None:
+    def __init__(self, name: str, payload: bytes, tag: str | None, enqueued: int, seq: int) -> None:
         self.name = name
         self.payload = payload
         self.tag = tag
@@ -139,9 +145,9 @@ class Task:
         """Whether a lease on the task is in force at ``now``."""
         return self.lease_expires > now
 
-    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> Dict[str, Any]:
+    def resource(self, queue_name: str, now: int, with_payload: bool = True) -> dict[str, Any]:
         """The ``taskqueues#task`` resource."""
-        resource: Dict[str, Any] = {
+        resource: dict[str, Any] = {
             "kind": "taskqueues#task",
             "id": self.name,
             "queueName": queue_name,
@@ -156,7 +162,7 @@ class Task:
         return resource
 
 
-_HeapEntry = Tuple[int, int, int, Task]
+_HeapEntry = tuple[int, int, int, Task]
 
 
 class LeaseWindow:
@@ -164,7 +170,7 @@ class LeaseWindow:
 
     def __init__(self, seconds: int) -> None:
         self.span = seconds * _MICROS
-        self._log: Deque[Tuple[int, int]] = collections.deque()
+        self._log: collections.deque[tuple[int, int]] = collections.deque()
         self._total = 0
 
     def add(self, when: int, count: int) -> None:
@@ -186,16 +192,16 @@ class Queue:
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         #: Every task, in insertion order (so the first is the oldest).
-        self.tasks: "collections.OrderedDict[str, Task]" = collections.OrderedDict()
-        self._heap: List[_HeapEntry] = []
+        self.tasks: collections.OrderedDict[str, Task] = collections.OrderedDict()
+        self._heap: list[_HeapEntry] = []
         #: A heap per tag that was leased by (``groupByTag``), built on first
         #: use: queues never leased by tag keep one heap only.
-        self._tag_heaps: Dict[Optional[str], List[_HeapEntry]] = {}
+        self._tag_heaps: dict[str | None, list[_HeapEntry]] = {}
         #: Live tasks per tag.
-        self._tag_counts: Dict[Optional[str], int] = {}
+        self._tag_counts: dict[str | None, int] = {}
         #: Deleted names still reserved: name -> deletion time.
-        self.tombstones: Dict[str, int] = {}
-        self._tombstone_order: Deque[Tuple[int, str]] = collections.deque()
+        self.tombstones: dict[str, int] = {}
+        self._tombstone_order: collections.deque[tuple[int, str]] = collections.deque()
         #: Tasks leased recently, for the stats.
         self._leased_last_minute = LeaseWindow(60)
         self._leased_last_hour = LeaseWindow(3600)
@@ -210,7 +216,7 @@ class Queue:
         if tag_heap is not None:
             self._push(tag_heap, entry, self._tag_counts[task.tag])
 
-    def _tag_heap(self, tag: Optional[str]) -> List[_HeapEntry]:
+    def _tag_heap(self, tag: str | None) -> list[_HeapEntry]:
         """The heap of the tasks tagged ``tag``, built from the queue on first use."""
         heap = self._tag_heaps.get(tag)
         if heap is None:
@@ -220,7 +226,7 @@ class Queue:
         return heap
 
     @staticmethod
-    def _push(heap: List[_HeapEntry], entry: _HeapEntry, live: int) -> None:
+    def _push(heap: list[_HeapEntry], entry: _HeapEntry, live: int) -> None:
         """Push ``entry``; drop the stale entries once they outnumber the ``live`` ones.
 
         Rebuilding costs O(n) once per n pushes, so pushes stay O(log n)
@@ -231,7 +237,7 @@ class Queue:
             heap[:] = [e for e in heap if e[2] == e[3].version]
             heapq.heapify(heap)
 
-    def _first_available(self, heap: List[_HeapEntry], now: int) -> Optional[Task]:
+    def _first_available(self, heap: list[_HeapEntry], now: int) -> Task | None:
         """Drop stale entries from the top of ``heap``; the top task if due."""
         while heap:
             eta, _, version, task = heap[0]
@@ -287,8 +293,8 @@ class Queue:
     # -- operations -------------------------------------------------------
 
     def lease(
-        self, num_tasks: int, lease_micros: int, tag: Optional[str], by_tag: bool, now: int
-    ) -> Tuple[List[Task], List[Task]]:
+        self, num_tasks: int, lease_micros: int, tag: str | None, by_tag: bool, now: int
+    ) -> tuple[list[Task], list[Task]]:
         """Lease up to ``num_tasks`` due tasks, oldest first.
 
         Returns the leased tasks and the tasks deleted because they reached
@@ -302,8 +308,8 @@ class Queue:
                     return [], []
                 tag = oldest.tag
             heap = self._tag_heap(tag) if self._tag_counts.get(tag) else []
-        leased: List[Task] = []
-        expired: List[Task] = []
+        leased: list[Task] = []
+        expired: list[Task] = []
         batch_bytes = 0
         max_leases = self.config.max_leases
         while len(leased) < num_tasks:
@@ -329,15 +335,15 @@ class Queue:
             self._leased_last_hour.add(now, len(leased))
         return leased, expired
 
-    def ordered(self, limit: int) -> List[Task]:
+    def ordered(self, limit: int) -> list[Task]:
         """The first ``limit`` tasks in lease order (ETA, then insertion).
 
         Walks the heap as the tree it is, smallest entry first, so the cost
         grows with ``limit`` and the stale entries met, not with the depth.
         """
         heap = self._heap
-        found: List[Task] = []
-        frontier: List[Tuple[_HeapEntry, int]] = [(heap[0], 0)] if heap else []
+        found: list[Task] = []
+        frontier: list[tuple[_HeapEntry, int]] = [(heap[0], 0)] if heap else []
         while frontier and len(found) < limit:
             (_, _, version, task), index = heapq.heappop(frontier)
             if version == task.version:
@@ -347,7 +353,7 @@ class Queue:
                     heapq.heappush(frontier, (heap[child], child))
         return found
 
-    def stats(self, now: int) -> Dict[str, Any]:
+    def stats(self, now: int) -> dict[str, Any]:
         """The ``stats`` object of ``taskqueues.get``; exact, not approximate."""
         oldest = next(iter(self.tasks.values())).enqueued // _MICROS if self.tasks else 0
         return {
@@ -365,7 +371,7 @@ class Journal(Protocol):
     is the durable one.
     """
 
-    def record(self, entry: Dict[str, Any]) -> None:
+    def record(self, entry: dict[str, Any]) -> None:
         """Persist one change; return only once it survives the process."""
 
 
@@ -383,15 +389,15 @@ class TaskQueueService:
     def __init__(
         self,
         queues: Iterable[QueueConfig] = (),
-        project: Optional[str] = None,
+        project: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.configs: Dict[str, QueueConfig] = {}
+        self.configs: dict[str, QueueConfig] = {}
         self.project = bare_project(project) if project else None
         self.clock = clock
         self.lock = threading.RLock()
-        self.journal: Optional[Journal] = None
-        self._projects: Dict[str, Dict[str, Queue]] = {}
+        self.journal: Journal | None = None
+        self._projects: dict[str, dict[str, Queue]] = {}
         self._seq = 0
         for config in queues:
             self.declare_queue(config)
@@ -421,14 +427,11 @@ class TaskQueueService:
         if not bare or (self.project is not None and bare != self.project):
             raise errors.not_found(f"Project {project!r} is not known to this server")
         if not QUEUE_NAME_RE.match(name):
-            raise errors.bad_request(
-                f"Invalid queue name {name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -"
-            )
+            raise errors.bad_request(f"Invalid queue name {name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -")
         config = self.configs.get(name)
         if config is None:
             raise errors.not_found(
-                f"Queue {name!r} of project {bare!r} does not exist: "
-                "pull queues are declared in queue.yaml"
+                f"Queue {name!r} of project {bare!r} does not exist: pull queues are declared in queue.yaml"
             )
         if config.mode != "pull":
             raise errors.bad_request(f"Queue {name!r} is not a pull queue", reason="badRequest")
@@ -440,15 +443,13 @@ class TaskQueueService:
 
     def _task(self, queue: Queue, name: str) -> Task:
         if not TASK_NAME_RE.match(name):
-            raise errors.bad_request(
-                f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -"
-            )
+            raise errors.bad_request(f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -")
         task = queue.tasks.get(name)
         if task is None:
             raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
         return task
 
-    def _record(self, entry: Dict[str, Any]) -> None:
+    def _record(self, entry: dict[str, Any]) -> None:
         if self.journal is not None:
             self.journal.record(entry)
 
@@ -456,7 +457,7 @@ class TaskQueueService:
     def _long_name(project: str, queue: str) -> str:
         return f"projects/{project}/taskqueues/{queue}"
 
-    def _lease_record(self, project: str, queue: str, tasks: Iterable[Task]) -> Dict[str, Any]:
+    def _lease_record(self, project: str, queue: str, tasks: Iterable[Task]) -> dict[str, Any]:
         return {
             "op": "lease",
             "project": bare_project(project),
@@ -466,12 +467,12 @@ class TaskQueueService:
 
     # -- the API ----------------------------------------------------------
 
-    def get_queue(self, project: str, name: str, get_stats: bool = False) -> Dict[str, Any]:
+    def get_queue(self, project: str, name: str, get_stats: bool = False) -> dict[str, Any]:
         """``taskqueues.get``."""
         with self.lock:
             queue = self.queue(project, name)
             config = queue.config
-            resource: Dict[str, Any] = {
+            resource: dict[str, Any] = {
                 "kind": "taskqueues#taskqueue",
                 "id": name,
                 "acl": {
@@ -486,7 +487,7 @@ class TaskQueueService:
                 resource["stats"] = queue.stats(self.now())
             return resource
 
-    def insert(self, project: str, name: str, body: Any) -> Dict[str, Any]:
+    def insert(self, project: str, name: str, body: Any) -> dict[str, Any]:
         """``tasks.insert``: add a task; a reserved name is 409."""
         if not isinstance(body, dict):
             raise errors.bad_request("The request body must be a Task object")
@@ -515,15 +516,22 @@ class TaskQueueService:
                 )
             self._seq += 1
             task = Task(task_name, payload, tag, now, self._seq)
-            self._record({
-                "op": "insert", "project": bare_project(project), "queue": name,
-                "name": task.name, "payload": base64.b64encode(payload).decode("ascii"),
-                "tag": tag, "enqueued": now, "seq": task.seq,
-            })
+            self._record(
+                {
+                    "op": "insert",
+                    "project": bare_project(project),
+                    "queue": name,
+                    "name": task.name,
+                    "payload": base64.b64encode(payload).decode("ascii"),
+                    "tag": tag,
+                    "enqueued": now,
+                    "seq": task.seq,
+                }
+            )
             queue.add(task)
             return task.resource(self._long_name(project, name), now)
 
-    def _check_queue_name(self, body: Dict[str, Any], project: str, name: str) -> None:
+    def _check_queue_name(self, body: dict[str, Any], project: str, name: str) -> None:
         given = body.get("queueName")
         if given is None:
             return
@@ -546,15 +554,13 @@ class TaskQueueService:
         num_tasks: int,
         lease_secs: int,
         group_by_tag: bool = False,
-        tag: Optional[str] = None,
-    ) -> Dict[str, Any]:
+        tag: str | None = None,
+    ) -> dict[str, Any]:
         """``tasks.lease``: lease up to ``num_tasks`` due tasks, oldest first."""
         if not 1 <= num_tasks <= MAX_NUM_TASKS:
             raise errors.bad_request(f"numTasks must be between 1 and {MAX_NUM_TASKS}, not {num_tasks}")
         if not 0 <= lease_secs <= MAX_LEASE_SECONDS:
-            raise errors.bad_request(
-                f"leaseSecs must be between 0 and {MAX_LEASE_SECONDS}, not {lease_secs}"
-            )
+            raise errors.bad_request(f"leaseSecs must be between 0 and {MAX_LEASE_SECONDS}, not {lease_secs}")
         if tag is not None and not group_by_tag:
             raise errors.bad_request("tag is only allowed with groupByTag=true")
         with self.lock:
@@ -562,23 +568,30 @@ class TaskQueueService:
             now = self.now()
             leased, expired = queue.lease(num_tasks, lease_secs * _MICROS, tag, group_by_tag, now)
             for task in expired:
-                self._record({"op": "delete", "project": bare_project(project), "queue": name,
-                              "name": task.name, "when": now})
+                self._record(
+                    {
+                        "op": "delete",
+                        "project": bare_project(project),
+                        "queue": name,
+                        "name": task.name,
+                        "when": now,
+                    }
+                )
             if leased:
                 self._record(self._lease_record(project, name, leased))
             long_name = self._long_name(project, name)
-            response: Dict[str, Any] = {"kind": "taskqueue#tasks"}
+            response: dict[str, Any] = {"kind": "taskqueue#tasks"}
             if leased:
                 response["items"] = [task.resource(long_name, now) for task in leased]
             return response
 
-    def get_task(self, project: str, name: str, task_name: str) -> Dict[str, Any]:
+    def get_task(self, project: str, name: str, task_name: str) -> dict[str, Any]:
         """``tasks.get``."""
         with self.lock:
             queue = self.queue(project, name)
             return self._task(queue, task_name).resource(self._long_name(project, name), self.now())
 
-    def list_tasks(self, project: str, name: str) -> Dict[str, Any]:
+    def list_tasks(self, project: str, name: str) -> dict[str, Any]:
         """``tasks.list``: the first 100 tasks in lease order, without payloads."""
         with self.lock:
             queue = self.queue(project, name)
@@ -598,13 +611,20 @@ class TaskQueueService:
             queue = self.queue(project, name)
             task = self._task(queue, task_name)
             now = self.now()
-            self._record({"op": "delete", "project": bare_project(project), "queue": name,
-                          "name": task_name, "when": now})
+            self._record(
+                {
+                    "op": "delete",
+                    "project": bare_project(project),
+                    "queue": name,
+                    "name": task_name,
+                    "when": now,
+                }
+            )
             queue.remove(task, now)
 
     def update_task(
         self, project: str, name: str, task_name: str, new_lease_seconds: int, body: Any
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """``tasks.update`` and ``tasks.patch``: change or release a held lease."""
         if not 0 <= new_lease_seconds <= MAX_LEASE_SECONDS:
             raise errors.bad_request(
@@ -644,13 +664,18 @@ class TaskQueueService:
 
     # -- restore from a journal -------------------------------------------
 
-    def replay(self, entry: Dict[str, Any]) -> None:
+    def replay(self, entry: dict[str, Any]) -> None:
         """Apply one journal entry written by an earlier run."""
         queue = self.queue(entry["project"], entry["queue"])
         op = entry["op"]
         if op == "insert":
-            restored = Task(entry["name"], base64.b64decode(entry["payload"]), entry["tag"],
-                            entry["enqueued"], entry["seq"])
+            restored = Task(
+                entry["name"],
+                base64.b64decode(entry["payload"]),
+                entry["tag"],
+                entry["enqueued"],
+                entry["seq"],
+            )
             self._seq = max(self._seq, restored.seq)
             queue.add(restored)
         elif op == "lease":
@@ -668,16 +693,22 @@ class TaskQueueService:
         else:
             raise ValueError(f"unknown journal entry {op!r}")
 
-    def snapshot(self) -> Iterable[Dict[str, Any]]:
+    def snapshot(self) -> Iterable[dict[str, Any]]:
         """Journal entries that rebuild the present state, for compaction."""
         for project, queues in self._projects.items():
             for name, queue in queues.items():
                 for task_name, when in queue.tombstones.items():
-                    yield {"op": "delete", "project": project, "queue": name,
-                           "name": task_name, "when": when}
+                    yield {"op": "delete", "project": project, "queue": name, "name": task_name, "when": when}
                 for task in queue.tasks.values():
-                    yield {"op": "insert", "project": project, "queue": name,
-                           "name": task.name, "payload": base64.b64encode(task.payload).decode("ascii"),
-                           "tag": task.tag, "enqueued": task.enqueued, "seq": task.seq}
+                    yield {
+                        "op": "insert",
+                        "project": project,
+                        "queue": name,
+                        "name": task.name,
+                        "payload": base64.b64encode(task.payload).decode("ascii"),
+                        "tag": task.tag,
+                        "enqueued": task.enqueued,
+                        "seq": task.seq,
+                    }
                     if task.retry_count or task.eta != task.enqueued:
                         yield self._lease_record(project, name, [task])

@@ -6,7 +6,7 @@ matter for pull queues; push-queue settings are ignored.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 import yaml
 
@@ -17,7 +17,7 @@ class QueueYamlError(ValueError):
     """``queue.yaml`` cannot be read or does not declare queues properly."""
 
 
-def load_queue_yaml(path: str) -> List[QueueConfig]:
+def load_queue_yaml(path: str) -> list[QueueConfig]:
     """Every queue declared in the ``queue.yaml`` at ``path``, push queues included.
 
     Raises:
@@ -34,7 +34,7 @@ def load_queue_yaml(path: str) -> List[QueueConfig]:
     return parse_queue_yaml(document, path)
 
 
-def parse_queue_yaml(document: Any, path: str = "queue.yaml") -> List[QueueConfig]:
+def parse_queue_yaml(document: Any, path: str = "queue.yaml") -> list[QueueConfig]:
     """The queues of an already parsed ``queue.yaml`` document."""
     if document is None:
         return []
@@ -48,8 +48,8 @@ def parse_queue_yaml(document: Any, path: str = "queue.yaml") -> List[QueueConfi
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise QueueYamlError(f"{path}: queue #{position} has no name")
         name = entry["name"]
-        consumers: List[str] = []
-        producers: List[str] = []
+        consumers: list[str] = []
+        producers: list[str] = []
         for rule in entry.get("acl") or []:
             if not isinstance(rule, dict):
                 raise QueueYamlError(f"{path}: queue {name!r}: each acl entry must be a mapping")
@@ -62,13 +62,15 @@ def parse_queue_yaml(document: Any, path: str = "queue.yaml") -> List[QueueConfi
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise QueueYamlError(f"{path}: queue {name!r}: task_retry_limit must be an integer")
         try:
-            configs.append(QueueConfig(
-                name=name,
-                mode=str(entry.get("mode", "push")),
-                max_leases=limit,
-                consumer_emails=consumers,
-                producer_emails=producers,
-            ))
+            configs.append(
+                QueueConfig(
+                    name=name,
+                    mode=str(entry.get("mode", "push")),
+                    max_leases=limit,
+                    consumer_emails=consumers,
+                    producer_emails=producers,
+                )
+            )
         except ValueError as exc:
             raise QueueYamlError(f"{path}: {exc}") from None
     return configs

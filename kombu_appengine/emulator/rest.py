@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
 
 from .. import discovery
 from . import errors
@@ -34,7 +35,7 @@ class Response(NamedTuple):
 
     status: int
     body: bytes = b""
-    content_type: Optional[str] = JSON_TYPE
+    content_type: str | None = JSON_TYPE
 
 
 def json_response(status: int, document: Any) -> Response:
@@ -47,12 +48,12 @@ def error_response(error: ApiError) -> Response:
     return Response(error.code, error.body())
 
 
-def _one(query: Mapping[str, List[str]], name: str) -> Optional[str]:
+def _one(query: Mapping[str, list[str]], name: str) -> str | None:
     values = query.get(name)
     return values[-1] if values else None
 
 
-def int_param(query: Mapping[str, List[str]], name: str) -> int:
+def int_param(query: Mapping[str, list[str]], name: str) -> int:
     """A required integer query parameter.
 
     Raises:
@@ -67,7 +68,7 @@ def int_param(query: Mapping[str, List[str]], name: str) -> int:
         raise errors.bad_request(f"Invalid value {value!r} for {name}: expected an integer") from None
 
 
-def bool_param(query: Mapping[str, List[str]], name: str) -> bool:
+def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
     """An optional boolean query parameter (``true``/``false``), false when absent."""
     value = _one(query, name)
     if value is None:
@@ -91,8 +92,9 @@ def json_body(body: bytes) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(f"The request body is not valid JSON: {exc}", reason="parseError") from None
     except RecursionError:
-        raise errors.bad_request("The request body is not valid JSON: nested too deeply",
-                                 reason="parseError") from None
+        raise errors.bad_request(
+            "The request body is not valid JSON: nested too deeply", reason="parseError"
+        ) from None
 
 
 class RestApi:
@@ -111,18 +113,18 @@ class RestApi:
         self,
         service: TaskQueueService,
         require_auth: bool = False,
-        accepted_tokens: Optional[Set[str]] = None,
-        identities: Optional[Mapping[str, str]] = None,
+        accepted_tokens: set[str] | None = None,
+        identities: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self.require_auth = require_auth
         self.accepted_tokens = accepted_tokens
         self.identities = identities
         #: Every bearer token received, in order, for tests of credentials.
-        self.tokens: List[str] = []
+        self.tokens: list[str] = []
         self._tokens_lock = threading.Lock()
         #: Set by the server: answers the batch endpoint.
-        self.batch_handler: Optional[Callable[[Mapping[str, str], bytes, Optional[str]], Response]] = None
+        self.batch_handler: Callable[[Mapping[str, str], bytes, str | None], Response] | None = None
 
     def dispatch(
         self,
@@ -131,7 +133,7 @@ class RestApi:
         headers: Mapping[str, str],
         body: bytes,
         host: str,
-        outer_token: Optional[str] = None,
+        outer_token: str | None = None,
     ) -> Response:
         """Answer one request; never raises for a bad request.
 
@@ -144,8 +146,9 @@ class RestApi:
         except ApiError as error:
             return error_response(error)
 
-    def _authenticate(self, headers: Mapping[str, str], query: Mapping[str, List[str]],
-                      outer_token: Optional[str]) -> Optional[str]:
+    def _authenticate(
+        self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
+    ) -> str | None:
         token = None
         authorization = headers.get("authorization")
         if authorization:
@@ -162,14 +165,23 @@ class RestApi:
             raise errors.invalid_credentials()
         return token
 
-    def _dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
-                  host: str, outer_token: Optional[str]) -> Response:
+    def _dispatch(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        host: str,
+        outer_token: str | None,
+    ) -> Response:
         path, _, query_string = target.partition("?")
         query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
         override = headers.get("x-http-method-override")
         if override and method == "POST":
             method = override.upper()
-            if method == "GET" and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            if method == "GET" and headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
                 # google-api-python-client sends a GET whose URL would pass
                 # 2048 characters as such a POST, its query in the body.
                 form = urllib.parse.parse_qs(body.decode("latin-1"), keep_blank_values=True)
@@ -186,7 +198,7 @@ class RestApi:
             return self.batch_handler(headers, body, token)
         if not path.startswith(SERVICE_PATH):
             raise errors.not_found(f"No API at {path}")
-        segments = [urllib.parse.unquote(part) for part in path[len(SERVICE_PATH):].split("/")]
+        segments = [urllib.parse.unquote(part) for part in path[len(SERVICE_PATH) :].split("/")]
         if len(segments) < 3 or segments[1] != "taskqueues" or not all(segments):
             raise errors.not_found(f"No API at {path}")
         project, _, queue = segments[:3]
@@ -208,10 +220,17 @@ class RestApi:
         if task == "lease" and method == "POST":
             self._authorize(headers, query, outer_token, queue, CONSUMER)
             tag = _one(query, "tag")
-            return json_response(200, service.lease(
-                project, queue, int_param(query, "numTasks"), int_param(query, "leaseSecs"),
-                bool_param(query, "groupByTag"), tag,
-            ))
+            return json_response(
+                200,
+                service.lease(
+                    project,
+                    queue,
+                    int_param(query, "numTasks"),
+                    int_param(query, "leaseSecs"),
+                    bool_param(query, "groupByTag"),
+                    tag,
+                ),
+            )
         self._allow(method, path, "GET", "DELETE", "POST", "PATCH")
         self._authorize(headers, query, outer_token, queue, CONSUMER)
         if method == "GET":
@@ -222,8 +241,14 @@ class RestApi:
         new_lease = int_param(query, "newLeaseSeconds")
         return json_response(200, service.update_task(project, queue, task, new_lease, json_body(body)))
 
-    def _authorize(self, headers: Mapping[str, str], query: Mapping[str, List[str]],
-                   outer_token: Optional[str], queue: str, role: str) -> None:
+    def _authorize(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, list[str]],
+        outer_token: str | None,
+        queue: str,
+        role: str,
+    ) -> None:
         """Authenticate, then hold the token's account to the queue's ACL (when identities are known)."""
         token = self._authenticate(headers, query, outer_token)
         if self.identities is None:
@@ -239,8 +264,12 @@ class RestApi:
         }[role]
         if email is None or email not in allowed:
             who = email or "this caller"
-            raise ApiError(403, "forbidden", f"{who} is not allowed to {_ROLE_VERBS[role]} queue {queue!r}: "
-                                             "see the acl of the queue in queue.yaml")
+            raise ApiError(
+                403,
+                "forbidden",
+                f"{who} is not allowed to {_ROLE_VERBS[role]} queue {queue!r}: "
+                "see the acl of the queue in queue.yaml",
+            )
 
     @staticmethod
     def _allow(method: str, path: str, *allowed: str) -> None:
@@ -248,13 +277,13 @@ class RestApi:
             raise ApiError(405, "httpMethodNotAllowed", f"{method} is not allowed on {path}")
 
 
-def parse_headers(lines: List[bytes]) -> Dict[str, str]:
+def parse_headers(lines: list[bytes]) -> dict[str, str]:
     """Header lines (``Name: value``) as a dict with lower-case names.
 
     Raises:
         ApiError: 400 for a line that is not a header.
     """
-    headers: Dict[str, str] = {}
+    headers: dict[str, str] = {}
     for line in lines:
         name, colon, value = line.decode("latin-1").partition(":")
         if not colon or not name.strip():

@@ -14,8 +14,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Callable
 
 from . import batch
 from .errors import ApiError
@@ -43,8 +44,8 @@ class Fault:
     count: int
     status: int = 503
     reason: str = "backendError"
-    path_contains: Optional[str] = None
-    method: Optional[str] = None
+    path_contains: str | None = None
+    method: str | None = None
     reset: bool = False
 
     def matches(self, method: str, target: str) -> bool:
@@ -57,7 +58,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TaskQueueEmulator"
     timeout = CONNECTION_TIMEOUT
-    server: "_Server"
+    server: _Server
 
     def setup(self) -> None:
         super().setup()
@@ -70,10 +71,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.track(self.connection, add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-        logger.debug("%s " + format, self.address_string(), *args)
+    def log_message(self, format: str, *args: Any) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s", self.address_string(), format % args)
 
-    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
         self.close_connection = True
         if code == 501:
@@ -85,7 +87,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         message = message or explain or self.responses.get(code, ("Bad request",))[0]
         self._send(error_response(ApiError(code, reason, message)))
 
-    def _read_body(self) -> Optional[bytes]:
+    def _read_body(self) -> bytes | None:
         """The request body; ``None`` when the client went away mid-body."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
@@ -101,8 +103,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         if length > MAX_BODY_BYTES:
             self.close_connection = True
-            self._send(error_response(ApiError(
-                413, "uploadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes")))
+            self._send(
+                error_response(ApiError(413, "uploadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes"))
+            )
             return None
         body = self.rfile.read(length)
         if len(body) < length:
@@ -110,8 +113,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         return body
 
-    def _read_chunked(self) -> Optional[bytes]:
-        chunks: List[bytes] = []
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
         total = 0
         while True:
             size_line = self.rfile.readline(1024)
@@ -175,10 +178,10 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, address: Any, api: RestApi) -> None:
         super().__init__(address, _Handler)
         self.api = api
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
-        self._connections: Set[socket.socket] = set()
-        self._faults: Deque[Fault] = collections.deque()
+        self._connections: set[socket.socket] = set()
+        self._faults: collections.deque[Fault] = collections.deque()
         self._lock = threading.Lock()
         #: HTTP requests answered (a batch counts once).
         self.requests = 0
@@ -206,7 +209,7 @@ class _Server(http.server.ThreadingHTTPServer):
         with self._lock:
             self._faults.append(fault)
 
-    def take_fault(self, method: str, target: str) -> Optional[Fault]:
+    def take_fault(self, method: str, target: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, target):
@@ -217,7 +220,7 @@ class _Server(http.server.ThreadingHTTPServer):
         return None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+        logger.debug("connection from %s ended with an error", client_address)
 
 
 class Emulator:
@@ -244,30 +247,32 @@ class Emulator:
 
     def __init__(
         self,
-        queues: Iterable[Union[str, QueueConfig]] = (),
-        queue_yaml: Optional[str] = None,
-        project: Optional[str] = None,
-        data_dir: Optional[str] = None,
+        queues: Iterable[str | QueueConfig] = (),
+        queue_yaml: str | None = None,
+        project: str | None = None,
+        data_dir: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         require_auth: bool = False,
-        accepted_tokens: Optional[Iterable[str]] = None,
-        identities: Optional[Mapping[str, str]] = None,
+        accepted_tokens: Iterable[str] | None = None,
+        identities: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        configs: List[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
+        configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
         self.service = TaskQueueService(configs, project=project, clock=clock)
         self._journal = FileJournal(data_dir, self.service) if data_dir else None
         self.api = RestApi(
-            self.service, require_auth=require_auth,
+            self.service,
+            require_auth=require_auth,
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
             identities=identities,
         )
         self._server = _Server((host, port), self.api)
         self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
-            self.api, headers, body, self._server.address, token)
-        self._thread: Optional[threading.Thread] = None
+            self.api, headers, body, self._server.address, token
+        )
+        self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
@@ -280,7 +285,7 @@ class Emulator:
         return f"http://{self._server.address}"
 
     @property
-    def tokens(self) -> List[str]:
+    def tokens(self) -> list[str]:
         """Every bearer token received so far, in order."""
         return self.api.tokens
 
@@ -298,8 +303,8 @@ class Emulator:
         count: int = 1,
         status: int = 503,
         reason: str = "backendError",
-        path_contains: Optional[str] = None,
-        method: Optional[str] = None,
+        path_contains: str | None = None,
+        method: str | None = None,
         reset: bool = False,
     ) -> None:
         """Fail the next ``count`` matching requests.
@@ -309,14 +314,17 @@ class Emulator:
         """
         self._server.add_fault(Fault(count, status, reason, path_contains, method, reset))
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         """Serve in a background thread; returns at once, ready for requests."""
         if self._thread is None:
             # stop() waits up to one poll interval: keep it short, as test
             # suites start and stop an emulator for every test.
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                name=f"taskqueue-emulator-{self.host}", daemon=True)
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                name=f"taskqueue-emulator-{self.host}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -336,7 +344,7 @@ class Emulator:
             self._journal.close()
             self._journal = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -344,7 +352,7 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def emulator(queues: Sequence[Union[str, QueueConfig]] = ("default",), **options: Any) -> Iterator[str]:
+def emulator(queues: Sequence[str | QueueConfig] = ("default",), **options: Any) -> Iterator[str]:
     """Run an :class:`Emulator` for the ``with`` block and give its base URL.
 
     ``options`` are those of :class:`Emulator`.

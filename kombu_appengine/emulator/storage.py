@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Set
+from typing import Any
 
 from .errors import ApiError
 from .model import TaskQueueService
@@ -35,7 +35,7 @@ class FileJournal:
     def __init__(self, data_dir: str, service: TaskQueueService) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.path = os.path.join(data_dir, JOURNAL_NAME)
-        self._kept: List[Dict[str, Any]] = []
+        self._kept: list[dict[str, Any]] = []
         with service.lock:
             self._restore(service)
             self._compact(service)
@@ -48,7 +48,7 @@ class FileJournal:
                 lines = journal.read().split(b"\n")
         except FileNotFoundError:
             return
-        undeclared: Set[str] = set()
+        undeclared: set[str] = set()
         last = len(lines) - 1
         for number, line in enumerate(lines, 1):
             if not line:
@@ -70,7 +70,8 @@ class FileJournal:
         if undeclared:
             logger.warning(
                 "%s holds tasks of queues that are not declared now (%s); they are kept",
-                self.path, ", ".join(sorted(undeclared)),
+                self.path,
+                ", ".join(sorted(undeclared)),
             )
 
     def _compact(self, service: TaskQueueService) -> None:
@@ -89,7 +90,7 @@ class FileJournal:
         finally:
             os.close(directory)
 
-    def record(self, entry: Dict[str, Any]) -> None:
+    def record(self, entry: dict[str, Any]) -> None:
         """Append one entry with a single write: in the kernel when this returns."""
         data = _line(entry)
         written = os.write(self._fd, data)
@@ -101,5 +102,5 @@ class FileJournal:
         os.close(self._fd)
 
 
-def _line(entry: Dict[str, Any]) -> bytes:
+def _line(entry: dict[str, Any]) -> bytes:
     return json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n"
