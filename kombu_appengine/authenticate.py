@@ -43,7 +43,8 @@ import oauth2client
 from oauth2client import clientsecrets
 from oauth2client.client import FlowExchangeError, OAuth2Credentials, OAuth2WebServerFlow
 
-from .credentials import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, CredentialsFileStorage
+from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from .credentials import CredentialsFileStorage
 
 #: ``--scope`` short names.
 SCOPES = {"taskqueue": TASKQUEUE_SCOPE, "consumer": TASKQUEUE_CONSUMER_SCOPE}

@@ -13,7 +13,6 @@ connection, since ``httplib2.Http`` is not thread-safe) and across
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import http.client
@@ -32,6 +31,8 @@ import httplib2
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
+from . import api
+from .api import EMULATOR_HOST_ENV, GOOGLE_ROOT_URL, MAX_PAYLOAD_BYTES, RATE_LIMIT_REASONS
 from .credentials import authorized_http, refresh_refused
 from .discovery import load_document
 from .errors import (
@@ -46,16 +47,6 @@ from .errors import (
 
 logger = logging.getLogger(__name__)
 
-#: The real service's root.
-GOOGLE_ROOT_URL = "https://www.googleapis.com/"
-#: Environment variable naming an emulator as ``host:port``.
-EMULATOR_HOST_ENV = "TASKQUEUE_EMULATOR_HOST"
-#: Path below the root where the API lives.
-SERVICE_PATH = "taskqueue/v1beta2/projects/"
-#: Reasons of 403 answers that are rate limits, hence worth retrying.
-RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
-#: Largest decoded payload a task may carry.
-MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Most requests sent in one batch call.
 BATCH_SIZE = 100
 #: Errors of the network or the HTTP exchange itself, worth retrying.
@@ -82,8 +73,8 @@ def root_url_of(api_endpoint: str) -> str:
     if "://" not in root:
         root = "http://" + root
     root = root.rstrip("/") + "/"
-    if root.endswith("/" + SERVICE_PATH):
-        root = root[: -len(SERVICE_PATH)]
+    if root.endswith(api.SERVICE_PATH):
+        root = root[: -len(api.SERVICE_PATH) + 1]
     return root
 
 
@@ -282,7 +273,7 @@ class TaskQueueClient:
         body: dict[str, Any] = {
             "id": name,
             "queueName": queue,
-            "payloadBase64": base64.b64encode(payload).decode("ascii"),
+            "payloadBase64": api.encode_payload(payload),
         }
         if tag is not None:
             body["tag"] = tag

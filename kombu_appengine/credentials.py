@@ -52,14 +52,11 @@ import oauth2client.client
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
+from .api import TASKQUEUE_SCOPE
 from .errors import AuthenticationFailed, ConfigurationError, TaskQueueConnectionError
 
 logger = logging.getLogger(__name__)
 
-#: OAuth scope for every Task Queue call.
-TASKQUEUE_SCOPE = "https://www.googleapis.com/auth/taskqueue"
-#: OAuth scope for consuming only (lease, update, delete, get, list).
-TASKQUEUE_CONSUMER_SCOPE = "https://www.googleapis.com/auth/taskqueue.consumer"
 #: Environment variable naming the Application Default Credentials file.
 ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 #: Socket timeout, in seconds, of a request to a token endpoint.

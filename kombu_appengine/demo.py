@@ -11,7 +11,6 @@ Exits 0 when every task was processed and the queue is empty.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import http.client
 import json
@@ -26,6 +25,7 @@ from typing import Any
 
 from kombu import Connection
 
+from .api import EMULATOR_HOST_ENV, SERVICE_PATH, encode_payload
 from .client import TaskQueueClient
 from .emulator import Emulator
 
@@ -49,16 +49,11 @@ def process(payload: Any) -> str:
 def _insert_raw(host: str, count: int, first: int) -> None:
     """Insert JSON tasks with plain HTTP requests, as App Engine code or curl would."""
     connection = http.client.HTTPConnection(host)
-    path = f"/taskqueue/v1beta2/projects/demo-app/taskqueues/{QUEUE}/tasks"
+    path = f"{SERVICE_PATH}demo-app/taskqueues/{QUEUE}/tasks"
     try:
         for n in range(first, first + count):
-            body = json.dumps(
-                {
-                    "payloadBase64": base64.b64encode(
-                        json.dumps({"n": n, "source": "rest"}).encode("utf-8")
-                    ).decode("ascii")
-                }
-            )
+            payload = json.dumps({"n": n, "source": "rest"}).encode("utf-8")
+            body = json.dumps({"payloadBase64": encode_payload(payload)})
             connection.request("POST", path, body, {"Content-Type": "application/json"})
             response = connection.getresponse()
             response.read()
@@ -95,7 +90,7 @@ def run(tasks: int, processes: int, num_tasks: int) -> int:
                 queue.put({"n": n, "source": "kombu"})
         print(f"enqueued {rest_count} tasks through REST and {tasks - rest_count} through kombu", file=err)
 
-        env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host)
+        env = {**os.environ, EMULATOR_HOST_ENV: emulator.host}
         requests_before = emulator.requests
         started = time.monotonic()
         worker = subprocess.Popen(

@@ -26,9 +26,9 @@ import urllib.parse
 from importlib.resources import files
 from typing import Any
 
-#: Path at which a server publishes this document, the same as Google's
-#: discovery service used (``{rootUrl}discovery/v1/apis/taskqueue/v1beta2/rest``).
-DISCOVERY_PATH = "/discovery/v1/apis/taskqueue/v1beta2/rest"
+from .api import DISCOVERY_PATH
+
+__all__ = ["DISCOVERY_PATH", "document_json", "load_document"]
 
 _RESOURCE_NAME = "taskqueue_v1beta2.json"
 

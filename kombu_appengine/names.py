@@ -15,12 +15,8 @@ declare the pull queue under the translated name in ``queue.yaml``.
 from __future__ import annotations
 
 import hashlib
-import re
 
-#: Longest pull-queue name.
-MAX_QUEUE_NAME = 100
-#: Every character a pull-queue name may not hold.
-_ILLEGAL = re.compile(r"[^a-zA-Z0-9-]")
+from .api import MAX_QUEUE_NAME, QUEUE_NAME_ILLEGAL_RE
 
 
 def pull_queue_name(name: str) -> str:
@@ -31,7 +27,7 @@ def pull_queue_name(name: str) -> str:
     """
     if not name:
         raise ValueError("a queue name must not be empty")
-    translated = _ILLEGAL.sub("-", name)
+    translated = QUEUE_NAME_ILLEGAL_RE.sub("-", name)
     if len(translated) > MAX_QUEUE_NAME:
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
         translated = f"{translated[: MAX_QUEUE_NAME - 9]}-{digest}"

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kombu_appengine.api import EMULATOR_HOST_ENV
 from kombu_appengine.emulator import Emulator
 
 
@@ -25,5 +26,5 @@ from kombu_appengine.emulator import Emulator
 def pullqueue_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """A running emulator with the queue ``default``, and the environment pointing at it."""
     with Emulator(queues=["default"]) as running:
-        monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", running.host)
+        monkeypatch.setenv(EMULATOR_HOST_ENV, running.host)
         yield running

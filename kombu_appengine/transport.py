@@ -100,7 +100,7 @@ Transport Options
   limit allows. Each lease counts toward a queue's ``task_retry_limit``, so
   keep ``num_tasks`` small enough that a buffer is consumed within
   ``lease_secs / 2``.
-* ``lease_secs``: (int, 1..604800) lease length in seconds. Default ``60``:
+* ``lease_secs``: (int, 1..604800, one week) lease length in seconds. Default ``60``:
   a consumer that dies gives its tasks back within a minute.
 * ``polling_interval``: (float) seconds to wait after a lease that found
   nothing. Default ``1.0`` (the service refused more than about ten lease
@@ -120,7 +120,6 @@ Transport Options
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import json
 import logging
@@ -136,7 +135,9 @@ from typing import Any
 import googleapiclient
 from kombu.transport import virtual
 
-from .client import GOOGLE_ROOT_URL, TaskQueueClient, emulator_root_url, root_url_of
+from . import api
+from .api import GOOGLE_ROOT_URL, MAX_TAG_BYTES
+from .client import TaskQueueClient, emulator_root_url, root_url_of
 from .credentials import load_credentials
 from .errors import (
     ConfigurationError,
@@ -150,8 +151,6 @@ logger = logging.getLogger(__name__)
 
 #: Project id used with an emulator when ``project_name`` is not given.
 EMULATOR_PROJECT = "emulator"
-#: Longest tag, in UTF-8 bytes: the longest kombu queue name ``shared_queue`` holds.
-MAX_TAG_BYTES = 500
 #: The message formats ``message_format`` takes.
 MESSAGE_FORMATS = ("kombu", "raw")
 
@@ -159,8 +158,11 @@ MESSAGE_FORMATS = ("kombu", "raw")
 def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-        return value.lower() in ("true", "1", "yes", "on")
+    if isinstance(value, str):
+        try:
+            return api.parse_bool(value)
+        except ValueError:
+            pass
     raise ConfigurationError(f"transport option {name} must be true or false, not {value!r}")
 
 
@@ -226,8 +228,12 @@ class Settings:
             project=project,
             root_url=root_url or GOOGLE_ROOT_URL,
             emulated=emulated,
-            num_tasks=_as_number("num_tasks", options.get("num_tasks", cls.num_tasks), int, 1, 1000),
-            lease_secs=_as_number("lease_secs", options.get("lease_secs", cls.lease_secs), int, 1, 604800),
+            num_tasks=_as_number(
+                "num_tasks", options.get("num_tasks", cls.num_tasks), int, 1, api.MAX_NUM_TASKS
+            ),
+            lease_secs=_as_number(
+                "lease_secs", options.get("lease_secs", cls.lease_secs), int, 1, api.MAX_LEASE_SECONDS
+            ),
             shared_queue=pull_queue_name(shared) if shared else None,
             message_format=message_format,
             max_retries=_as_number("max_retries", options.get("max_retries", cls.max_retries), int, 0, 100),
@@ -261,12 +267,15 @@ class Lease:
     pid: int = field(default_factory=os.getpid)
 
 
-def _decode_payload(text: str) -> bytes | None:
-    compact = "".join(text.split()).translate(str.maketrans("-_", "+/"))
+def _payload_of(task: Mapping[str, Any]) -> bytes:
+    """A leased task's payload; text that is not base64 is taken as it is, never dropped."""
+    text = task.get("payloadBase64", "")
+    if not isinstance(text, str):
+        return b""
     try:
-        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
+        return api.decode_payload(text)
+    except ValueError:
+        return text.encode("utf-8", "replace")
 
 
 #: Keys of every message kombu prepares (``Channel.prepare_message``).
@@ -492,10 +501,7 @@ class Channel(virtual.Channel):
 
     def _to_message(self, lease: Lease, queue: str) -> dict[str, Any]:
         """kombu's message for a leased task: its envelope, or the raw payload wrapped."""
-        text = lease.task.get("payloadBase64", "")
-        payload = _decode_payload(text) if isinstance(text, str) else None
-        if payload is None:
-            payload = text.encode("utf-8", "replace") if isinstance(text, str) else b""
+        payload = _payload_of(lease.task)
         document: Any = None
         try:
             document = json.loads(payload)
@@ -571,7 +577,7 @@ class Channel(virtual.Channel):
         lease = self._take(delivery_tag)
         try:
             if lease is not None:
-                payload = _decode_payload(lease.task.get("payloadBase64", "")) or b""
+                payload = _payload_of(lease.task)
                 route = self._route(queue)
                 self.client.insert(route.pull_queue, payload, tag=route.tag)
                 self.client.delete(lease.route.pull_queue, lease.task_id)

@@ -171,7 +171,8 @@ class OAuthServer:
         """Write what pullqueue_authenticate writes after consent, without the browser round."""
         from oauth2client.client import OAuth2Credentials
 
-        from kombu_appengine.credentials import TASKQUEUE_SCOPE, CredentialsFileStorage
+        from kombu_appengine.api import TASKQUEUE_SCOPE
+        from kombu_appengine.credentials import CredentialsFileStorage
 
         answer = self.issue_user_tokens()
         expiry = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(

@@ -21,7 +21,7 @@ from oauth2client.file import Storage
 from oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 from kombu_appengine import authenticate
-from kombu_appengine.credentials import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from kombu_appengine.api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
 
 
 @pytest.fixture

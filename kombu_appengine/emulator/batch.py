@@ -15,11 +15,9 @@ from email.parser import BytesParser
 from http import HTTPStatus
 from typing import Any, cast
 
+from ..api import BATCH_PATHS, MAX_BATCH_PARTS
 from . import errors
-from .rest import BATCH_PATHS, Response, RestApi, parse_headers
-
-#: Most requests one batch may carry.
-MAX_BATCH_PARTS = 1000
+from .rest import Response, RestApi, parse_headers
 
 _REQUEST_LINE = re.compile(rb"([A-Za-z]+) (\S+)(?: HTTP/\d\.\d)?\Z")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")

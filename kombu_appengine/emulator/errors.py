@@ -46,6 +46,11 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, "notFound", message)
 
 
+def method_not_allowed(method: str, path: str) -> ApiError:
+    """405: a path that exists, asked with a verb it does not take."""
+    return ApiError(405, "httpMethodNotAllowed", f"{method} is not allowed on {path}")
+
+
 def conflict(message: str) -> ApiError:
     """409: a task name that exists or was deleted recently."""
     return ApiError(409, "alreadyExists", message)

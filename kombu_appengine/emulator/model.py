@@ -14,10 +14,8 @@ dropped lazily when they reach the top.
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import heapq
-import re
 import threading
 import time
 import uuid
@@ -25,60 +23,42 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from .. import api
+from ..api import (
+    LONG_QUEUE_NAME_RE,
+    MAX_LEASE_BATCH_BYTES,
+    MAX_LEASE_SECONDS,
+    MAX_LIST_TASKS,
+    MAX_NUM_TASKS,
+    MAX_PAYLOAD_BYTES,
+    MAX_TAG_BYTES,
+    QUEUE_NAME_RE,
+    TASK_NAME_RE,
+    TOMBSTONE_SECONDS,
+    bare_project,
+)
 from . import errors
 
-#: Most tasks one lease may ask for.
-MAX_NUM_TASKS = 1000
-#: Longest lease, in seconds (one week); also the bound of ``newLeaseSeconds``.
-MAX_LEASE_SECONDS = 7 * 24 * 3600
-#: Largest decoded task payload, in bytes.
-MAX_PAYLOAD_BYTES = 1024 * 1024
-#: Total decoded payload one lease returns before it stops adding tasks
-#: (it always returns at least one available task).
-MAX_LEASE_BATCH_BYTES = 1024 * 1024
-#: Longest tag, in UTF-8 bytes.
-MAX_TAG_BYTES = 500
-#: Most tasks ``tasks.list`` returns.
-MAX_LIST_TASKS = 100
 #: How long a deleted task's name stays reserved, in microseconds.
-TOMBSTONE_MICROS = 7 * 24 * 3600 * 1_000_000
+TOMBSTONE_MICROS = TOMBSTONE_SECONDS * 1_000_000
 #: Stale entries a heap may hold beyond as many as its live tasks before it is
 #: rebuilt without them: stale entries below the top are never popped.
 HEAP_SLACK = 64
 
-#: Legal task names.
-TASK_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,500}\Z")
-#: Legal queue names.
-QUEUE_NAME_RE = re.compile(r"[a-zA-Z0-9-]{1,100}\Z")
-#: The long form of ``queueName``: ``projects/{project}/taskqueues/{queue}``.
-LONG_QUEUE_NAME_RE = re.compile(r"projects/([^/]+)/taskqueues/([^/]+)\Z")
-#: Prefixes the service put before an application id (high replication, EU).
-PROJECT_PREFIXES = ("s~", "e~")
-
 _MICROS = 1_000_000
 
 
-def bare_project(project: str) -> str:
-    """The application id without its ``s~`` or ``e~`` prefix."""
-    for prefix in PROJECT_PREFIXES:
-        if project.startswith(prefix):
-            return project[len(prefix) :]
-    return project
-
-
 def decode_payload(text: Any) -> bytes:
-    """Decode ``payloadBase64``, standard or URL-safe, padded or not.
+    """Decode a request's ``payloadBase64`` within the API's limit.
 
     Raises:
         ApiError: 400 when it is not base64 or decodes to more than 1 MiB.
     """
     if not isinstance(text, str):
         raise errors.bad_request("payloadBase64 must be a base64 string")
-    compact = "".join(text.split()).translate(str.maketrans("-_", "+/"))
-    compact += "=" * (-len(compact) % 4)
     try:
-        payload = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
+        payload = api.decode_payload(text)
+    except ValueError:
         raise errors.bad_request("payloadBase64 is not valid base64") from None
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise errors.bad_request(
@@ -148,7 +128,7 @@ class Task:
     def resource(self, queue_name: str, now: int, with_payload: bool = True) -> dict[str, Any]:
         """The ``taskqueues#task`` resource."""
         resource: dict[str, Any] = {
-            "kind": "taskqueues#task",
+            "kind": api.TASK_KIND,
             "id": self.name,
             "queueName": queue_name,
             "enqueueTimestamp": str(self.enqueued),
@@ -156,7 +136,7 @@ class Task:
             "retry_count": self.retry_count,
         }
         if with_payload:
-            resource["payloadBase64"] = base64.b64encode(self.payload).decode("ascii")
+            resource["payloadBase64"] = api.encode_payload(self.payload)
         if self.tag is not None:
             resource["tag"] = self.tag
         return resource
@@ -453,10 +433,6 @@ class TaskQueueService:
         if self.journal is not None:
             self.journal.record(entry)
 
-    @staticmethod
-    def _long_name(project: str, queue: str) -> str:
-        return f"projects/{project}/taskqueues/{queue}"
-
     def _lease_record(self, project: str, queue: str, tasks: Iterable[Task]) -> dict[str, Any]:
         return {
             "op": "lease",
@@ -473,7 +449,7 @@ class TaskQueueService:
             queue = self.queue(project, name)
             config = queue.config
             resource: dict[str, Any] = {
-                "kind": "taskqueues#taskqueue",
+                "kind": api.QUEUE_KIND,
                 "id": name,
                 "acl": {
                     "consumerEmails": list(config.consumer_emails),
@@ -529,7 +505,7 @@ class TaskQueueService:
                 }
             )
             queue.add(task)
-            return task.resource(self._long_name(project, name), now)
+            return task.resource(api.long_queue_name(project, name), now)
 
     def _check_queue_name(self, body: dict[str, Any], project: str, name: str) -> None:
         given = body.get("queueName")
@@ -579,8 +555,8 @@ class TaskQueueService:
                 )
             if leased:
                 self._record(self._lease_record(project, name, leased))
-            long_name = self._long_name(project, name)
-            response: dict[str, Any] = {"kind": "taskqueue#tasks"}
+            long_name = api.long_queue_name(project, name)
+            response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if leased:
                 response["items"] = [task.resource(long_name, now) for task in leased]
             return response
@@ -589,16 +565,16 @@ class TaskQueueService:
         """``tasks.get``."""
         with self.lock:
             queue = self.queue(project, name)
-            return self._task(queue, task_name).resource(self._long_name(project, name), self.now())
+            return self._task(queue, task_name).resource(api.long_queue_name(project, name), self.now())
 
     def list_tasks(self, project: str, name: str) -> dict[str, Any]:
         """``tasks.list``: the first 100 tasks in lease order, without payloads."""
         with self.lock:
             queue = self.queue(project, name)
             now = self.now()
-            long_name = self._long_name(project, name)
+            long_name = api.long_queue_name(project, name)
             return {
-                "kind": "taskqueues#tasks",
+                "kind": api.LISTED_TASKS_KIND,
                 "items": [
                     task.resource(long_name, now, with_payload=False)
                     for task in queue.ordered(MAX_LIST_TASKS)
@@ -660,7 +636,7 @@ class TaskQueueService:
                 expires = now + new_lease_seconds * _MICROS
                 queue.set_lease(task, expires, expires)
             self._record(self._lease_record(project, name, [task]))
-            return task.resource(self._long_name(project, name), now)
+            return task.resource(api.long_queue_name(project, name), now)
 
     # -- restore from a journal -------------------------------------------
 

@@ -14,15 +14,11 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
-from .. import discovery
+from .. import api, discovery
 from . import errors
 from .errors import ApiError
 from .model import TaskQueueService
 
-#: Where the API lives below the server's root.
-SERVICE_PATH = "/taskqueue/v1beta2/projects/"
-#: The batch endpoint, at both paths discovery revisions gave.
-BATCH_PATHS = ("/batch", "/batch/taskqueue/v1beta2")
 #: Content type of every JSON answer.
 JSON_TYPE = "application/json; charset=UTF-8"
 #: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
@@ -69,14 +65,14 @@ def int_param(query: Mapping[str, list[str]], name: str) -> int:
 
 
 def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
-    """An optional boolean query parameter (``true``/``false``), false when absent."""
+    """An optional boolean query parameter (:func:`~kombu_appengine.api.parse_bool`), false when absent."""
     value = _one(query, name)
     if value is None:
         return False
-    lowered = value.lower()
-    if lowered not in ("true", "false"):
-        raise errors.bad_request(f"Invalid value {value!r} for {name}: expected true or false")
-    return lowered == "true"
+    try:
+        return api.parse_bool(value)
+    except ValueError:
+        raise errors.bad_request(f"Invalid value {value!r} for {name}: expected true or false") from None
 
 
 def json_body(body: bytes) -> Any:
@@ -125,6 +121,17 @@ class RestApi:
         self._tokens_lock = threading.Lock()
         #: Set by the server: answers the batch endpoint.
         self.batch_handler: Callable[[Mapping[str, str], bytes, str | None], Response] | None = None
+        #: The handler of each API method, by method id.
+        self._handlers: dict[str, Callable[[Call], Response]] = {
+            api.TASKQUEUES_GET.id: self._get_queue,
+            api.TASKS_INSERT.id: self._insert,
+            api.TASKS_LIST.id: self._list,
+            api.TASKS_LEASE.id: self._lease,
+            api.TASKS_GET.id: self._get_task,
+            api.TASKS_DELETE.id: self._delete,
+            api.TASKS_UPDATE.id: self._update,
+            api.TASKS_PATCH.id: self._update,
+        }
 
     def dispatch(
         self,
@@ -186,60 +193,51 @@ class RestApi:
                 # 2048 characters as such a POST, its query in the body.
                 form = urllib.parse.parse_qs(body.decode("latin-1"), keep_blank_values=True)
                 query = {**query, **form}
-        if path == discovery.DISCOVERY_PATH:
-            if method != "GET":
-                raise ApiError(405, "httpMethodNotAllowed", f"{method} is not allowed on {path}")
+        if path == api.DISCOVERY_PATH:
+            self._allow(method, path, "GET")
             return Response(200, discovery.document_json(f"http://{host}/").encode("utf-8"))
-        if path in BATCH_PATHS:
-            if method != "POST":
-                raise ApiError(405, "httpMethodNotAllowed", f"{method} is not allowed on {path}")
+        if path in api.BATCH_PATHS:
+            self._allow(method, path, "POST")
             token = self._authenticate(headers, query, None)
             assert self.batch_handler is not None
             return self.batch_handler(headers, body, token)
-        if not path.startswith(SERVICE_PATH):
-            raise errors.not_found(f"No API at {path}")
-        segments = [urllib.parse.unquote(part) for part in path[len(SERVICE_PATH) :].split("/")]
-        if len(segments) < 3 or segments[1] != "taskqueues" or not all(segments):
-            raise errors.not_found(f"No API at {path}")
-        project, _, queue = segments[:3]
-        rest = segments[3:]
-        service = self.service
-        if not rest:
-            self._allow(method, path, "GET")
-            self._authorize(headers, query, outer_token, queue, "any")
-            return json_response(200, service.get_queue(project, queue, bool_param(query, "getStats")))
-        if rest[0] != "tasks" or len(rest) > 2:
-            raise errors.not_found(f"No API at {path}")
-        if len(rest) == 1:
-            self._allow(method, path, "GET", "POST")
-            self._authorize(headers, query, outer_token, queue, CONSUMER if method == "GET" else PRODUCER)
-            if method == "GET":
-                return json_response(200, service.list_tasks(project, queue))
-            return json_response(200, service.insert(project, queue, json_body(body)))
-        task = rest[1]
-        if task == "lease" and method == "POST":
-            self._authorize(headers, query, outer_token, queue, CONSUMER)
-            tag = _one(query, "tag")
-            return json_response(
-                200,
-                service.lease(
-                    project,
-                    queue,
-                    int_param(query, "numTasks"),
-                    int_param(query, "leaseSecs"),
-                    bool_param(query, "groupByTag"),
-                    tag,
-                ),
-            )
-        self._allow(method, path, "GET", "DELETE", "POST", "PATCH")
-        self._authorize(headers, query, outer_token, queue, CONSUMER)
-        if method == "GET":
-            return json_response(200, service.get_task(project, queue, task))
-        if method == "DELETE":
-            service.delete_task(project, queue, task)
-            return Response(204, b"", None)
-        new_lease = int_param(query, "newLeaseSeconds")
-        return json_response(200, service.update_task(project, queue, task, new_lease, json_body(body)))
+        called, params = resolve(method, path)
+        self._authorize(headers, query, outer_token, params["taskqueue"], _ROLES[called.id])
+        return self._handlers[called.id](Call(params, query, body))
+
+    def _get_queue(self, call: Call) -> Response:
+        return json_response(
+            200, self.service.get_queue(call.project, call.queue, bool_param(call.query, "getStats"))
+        )
+
+    def _insert(self, call: Call) -> Response:
+        return json_response(200, self.service.insert(call.project, call.queue, json_body(call.body)))
+
+    def _list(self, call: Call) -> Response:
+        return json_response(200, self.service.list_tasks(call.project, call.queue))
+
+    def _lease(self, call: Call) -> Response:
+        leased = self.service.lease(
+            call.project,
+            call.queue,
+            int_param(call.query, "numTasks"),
+            int_param(call.query, "leaseSecs"),
+            bool_param(call.query, "groupByTag"),
+            _one(call.query, "tag"),
+        )
+        return json_response(200, leased)
+
+    def _get_task(self, call: Call) -> Response:
+        return json_response(200, self.service.get_task(call.project, call.queue, call.task))
+
+    def _delete(self, call: Call) -> Response:
+        self.service.delete_task(call.project, call.queue, call.task)
+        return Response(204, b"", None)
+
+    def _update(self, call: Call) -> Response:
+        new_lease = int_param(call.query, "newLeaseSeconds")
+        task = self.service.update_task(call.project, call.queue, call.task, new_lease, json_body(call.body))
+        return json_response(200, task)
 
     def _authorize(
         self,
@@ -274,7 +272,72 @@ class RestApi:
     @staticmethod
     def _allow(method: str, path: str, *allowed: str) -> None:
         if method not in allowed:
-            raise ApiError(405, "httpMethodNotAllowed", f"{method} is not allowed on {path}")
+            raise errors.method_not_allowed(method, path)
+
+
+class Call(NamedTuple):
+    """One call of an API method: its path parameters, query and body."""
+
+    params: Mapping[str, str]
+    query: Mapping[str, list[str]]
+    body: bytes
+
+    @property
+    def project(self) -> str:
+        return self.params["project"]
+
+    @property
+    def queue(self) -> str:
+        return self.params["taskqueue"]
+
+    @property
+    def task(self) -> str:
+        return self.params["task"]
+
+
+#: Each method's path as segments, parameters as ``{name}``.
+_TEMPLATES = [(method, method.path.split("/")) for method in api.METHODS]
+#: What a caller must be allowed by the queue's ACL to call each method.
+_ROLES = {method.id: CONSUMER for method in api.METHODS}
+_ROLES[api.TASKS_INSERT.id] = PRODUCER
+_ROLES[api.TASKQUEUES_GET.id] = "any"
+
+
+def resolve(http_method: str, path: str) -> tuple[api.Method, dict[str, str]]:
+    """The API method a request calls, and its path parameters (unquoted).
+
+    Raises:
+        ApiError: 404 when no method has that path, 405 when none of those
+            that do takes ``http_method``.
+    """
+    if not path.startswith(api.SERVICE_PATH):
+        raise errors.not_found(f"No API at {path}")
+    segments = [urllib.parse.unquote(part) for part in path[len(api.SERVICE_PATH) :].split("/")]
+    path_matched = False
+    for method, template in _TEMPLATES:
+        params = _match(template, segments)
+        if params is None:
+            continue
+        if method.http_method == http_method:
+            return method, params
+        path_matched = True
+    if path_matched:
+        raise errors.method_not_allowed(http_method, path)
+    raise errors.not_found(f"No API at {path}")
+
+
+def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:
+    if len(template) != len(segments):
+        return None
+    params: dict[str, str] = {}
+    for expected, given in zip(template, segments):
+        if expected.startswith("{"):
+            if not given:
+                return None
+            params[expected[1:-1]] = given
+        elif expected != given:
+            return None
+    return params
 
 
 def parse_headers(lines: list[bytes]) -> dict[str, str]:
