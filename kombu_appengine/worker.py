@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from kombu import Connection
 
+from .cli_common import add_log_level_option, add_version_option
 from .errors import TaskQueueConnectionError, TaskQueueError
 
 logger = logging.getLogger("kombu_appengine.worker")
@@ -393,7 +394,8 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between progress lines (default: %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    add_log_level_option(parser, default="INFO")
+    add_version_option(parser)
     return parser
 
 
@@ -401,10 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     """The ``pullqueue_worker`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
-    log_level = args.log_level.upper()
-    if not isinstance(logging.getLevelName(log_level), int):
-        parser.error(f"--log-level: unknown level {args.log_level!r}")
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
     for option, value, low in (
         ("--processes", args.processes, 1),
         ("--num-tasks", args.num_tasks, 1),
@@ -430,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         dead_letter_queue=args.dead_letter_queue,
         retry_backoff=args.retry_backoff,
         polling_interval=args.polling_interval,
-        log_level=log_level,
+        log_level=args.log_level,
     )
     try:
         load_function(args.function)
