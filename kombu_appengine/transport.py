@@ -91,9 +91,11 @@ Transport Options
 * ``credentials_storage``: an object whose ``.get()`` returns credentials,
   e.g. ``oauth2client.file.Storage("credentials")``.
 * ``credentials_file``: (str) path of a file written by
-  ``pullqueue_authenticate``, a service-account key, or an authorized-user
-  file. With no credentials option and no emulator, Application Default
-  Credentials are used.
+  ``pullqueue_authenticate``, a service-account key, an authorized-user
+  file, or any other kind google-auth loads (an external account of
+  workload identity federation, an impersonated service account). With no
+  credentials option and no emulator, Application Default Credentials are
+  used.
 * ``num_tasks``: (int, 1..1000) how many tasks one lease asks for: the size
   of the local buffer. Default ``10``. With a prefetch limit (Celery's
   ``worker_prefetch_multiplier``) a lease never asks for more than the

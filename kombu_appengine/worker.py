@@ -370,8 +370,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--credentials",
         metavar="FILE",
-        help="credentials file (from pullqueue_authenticate, a service-account key, "
-        "or an authorized-user file); default: Application Default Credentials",
+        help="credentials file (from pullqueue_authenticate, a service-account key, an authorized-user "
+        "file, or any other kind google-auth loads); default: Application Default Credentials",
     )
     parser.add_argument(
         "--max-retries",
