@@ -32,7 +32,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -127,43 +126,36 @@ def _handle(
     try:
         payload = message.decode()
         function(payload)
-    except Exception:  # noqa: BLE001 - FUNCTION may raise anything; the task is kept
+    except Exception:  # FUNCTION may raise anything; the task is kept
         counters.add("failed")
         attempt = int(message.delivery_info.get("retry_count", 1))
         task_id = message.delivery_info.get("task_id")
         out_of_retries = settings.max_retries is not None and attempt > settings.max_retries
         out_of_leases = max_leases is not None and attempt >= max_leases
+        # The logs below carry the traceback as the record's exc_info, not
+        # pasted into the message, so handlers and formatters get it apart.
         if out_of_retries or out_of_leases:
             why = "--max-retries" if out_of_retries else "the queue's maxLeases"
             if settings.dead_letter_queue:
-                logger.error(
-                    "task %s failed on attempt %d, the last %s allows; moving it to %r:\n%s",
+                logger.exception(
+                    "task %s failed on attempt %d, the last %s allows; moving it to %r",
                     task_id,
                     attempt,
                     why,
                     settings.dead_letter_queue,
-                    traceback.format_exc(),
                 )
                 channel.dead_letter(message.delivery_tag, settings.dead_letter_queue)
                 counters.add("dead_lettered")
             else:
-                logger.error(
-                    "task %s failed on attempt %d, the last %s allows; deleting it:\n%s",
-                    task_id,
-                    attempt,
-                    why,
-                    traceback.format_exc(),
+                logger.exception(
+                    "task %s failed on attempt %d, the last %s allows; deleting it", task_id, attempt, why
                 )
                 message.reject(requeue=False)
                 counters.add("dropped")
             return
         delay = backoff_seconds(attempt, settings.retry_backoff)
         logger.warning(
-            "task %s failed on attempt %d; retrying in %ds:\n%s",
-            task_id,
-            attempt,
-            delay,
-            traceback.format_exc(),
+            "task %s failed on attempt %d; retrying in %ds", task_id, attempt, delay, exc_info=True
         )
         channel.retry_later(message.delivery_tag, delay)
         counters.add("retried")
