@@ -132,13 +132,13 @@ def credentials_from_storage(storage: Any) -> Any:
 def credentials_from_file(path: str, source: str = "credentials_file") -> google.auth.credentials.Credentials:
     """Credentials from a file, whatever its kind.
 
-    Parameters:
-        path: the file.
-        source: what named the file, for error messages.
-
     The file ``pullqueue_authenticate`` writes, service-account keys and
     authorized-user files are read here (so refreshed tokens go back to the
     file); any other kind is left to :func:`credentials_from_google_auth_file`.
+
+    Parameters:
+        path: the file.
+        source: what named the file, for error messages.
 
     Raises:
         ConfigurationError: the file is missing, not JSON, or of a kind
