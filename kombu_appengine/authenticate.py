@@ -44,6 +44,7 @@ from oauth2client import clientsecrets
 from oauth2client.client import FlowExchangeError, OAuth2Credentials, OAuth2WebServerFlow
 
 from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from .cli_common import add_version_option
 from .credentials import CredentialsFileStorage
 
 #: ``--scope`` short names.
@@ -96,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the authorization URL without opening a browser",
     )
+    add_version_option(parser)
     return parser.parse_args(argv)
 
 

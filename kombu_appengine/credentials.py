@@ -9,7 +9,9 @@ Sources, first match wins:
 3. ``credentials_file``: its kind is detected from its content: the file
    ``pullqueue_authenticate`` writes (oauth2client's storage format), a
    service-account key, or an authorized-user file (as gcloud or google-auth
-   write it).
+   write it). A file of any other kind (an external account of workload
+   identity federation, an impersonated service account...) is handed to
+   google-auth's own loader, :func:`google.auth.load_credentials_from_file`.
 4. (an emulator needs none: :class:`kombu_appengine.transport.Transport`
    decides that)
 5. Application Default Credentials, with the Task Queue scope: the file
@@ -23,7 +25,8 @@ a token the service refuses (401) is refreshed once and the request retried.
 The refreshed token is written back where it came from, so the next start
 does not refresh again: through the oauth2client storage the credentials were
 read from, or into the authorized-user file, keeping its other fields.
-Service-account keys hold no token, so nothing is written for them.
+Service-account keys hold no token, so nothing is written for them, nor
+for the kinds google-auth loads (their tokens are exchanged afresh).
 Files are always written atomically (a temporary file renamed over the old
 one), so a process never reads half a file another one is writing.
 
@@ -126,12 +129,17 @@ def credentials_from_storage(storage: Any) -> Any:
 def credentials_from_file(path: str, source: str = "credentials_file") -> google.auth.credentials.Credentials:
     """Credentials from a file, whatever its kind.
 
+    The file ``pullqueue_authenticate`` writes, service-account keys and
+    authorized-user files are read here (so refreshed tokens go back to the
+    file); any other kind is left to :func:`credentials_from_google_auth_file`.
+
     Parameters:
         path: the file.
         source: what named the file, for error messages.
 
     Raises:
-        ConfigurationError: the file is missing, not JSON, or of no known kind.
+        ConfigurationError: the file is missing, not JSON, or of a kind
+            neither this module nor google-auth can load.
     """
     data = _read_json(path, source)
     if "_module" in data and "_class" in data:
@@ -147,10 +155,51 @@ def credentials_from_file(path: str, source: str = "credentials_file") -> google
             return AuthorizedUserFileCredentials.from_file_info(data, path)
     except (ValueError, KeyError) as error:
         raise ConfigurationError(f"{source} {path}: not a valid {kind} file: {error}") from None
-    raise ConfigurationError(
-        f"{source} {path}: not a file written by pullqueue_authenticate, "
-        "a service-account key or an authorized-user file"
-    )
+    return credentials_from_google_auth_file(path, source)
+
+
+def credentials_from_google_auth_file(
+    path: str, source: str = "credentials_file"
+) -> google.auth.credentials.Credentials:
+    """Credentials from a file of a kind google-auth loads, with the Task Queue scope.
+
+    External accounts (workload identity federation, ``"type":
+    "external_account"``), impersonated service accounts, and whatever else
+    :func:`google.auth.load_credentials_from_file` knows.
+
+    Parameters:
+        path: the file.
+        source: what named the file, for error messages.
+
+    Raises:
+        ConfigurationError: google-auth cannot load it either.
+    """
+    try:
+        # Without scopes: given them, google-auth looks an external account's
+        # project id up at once (a token exchange and a call to Cloud Resource
+        # Manager), which the transport has no use for. as_google_auth scopes it.
+        loaded, _ = google.auth.load_credentials_from_file(path)
+    # A malformed file of a known kind can also fail with a bare KeyError,
+    # TypeError or AttributeError inside google-auth.
+    except (google.auth.exceptions.GoogleAuthError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigurationError(
+            f"{source} {path}: not a file written by pullqueue_authenticate, a service-account key "
+            f"or an authorized-user file, and google-auth cannot load it either ({_one_line(error)})"
+        ) from None
+    return as_google_auth(loaded)
+
+
+def _one_line(error: BaseException) -> str:
+    """``error`` and what caused it, on one line.
+
+    google-auth's errors keep their cause in ``args[1]`` or in
+    ``__cause__``/``__context__``; ``str()`` of one would show a tuple.
+    """
+    parts = [f"{type(error).__name__}: {error.args[0] if error.args else ''}"]
+    cause = error.__cause__ or error.__context__
+    if cause is not None and str(cause) not in parts[0]:
+        parts.append(str(cause))
+    return " ".join(": ".join(parts).split())
 
 
 def application_default_credentials() -> google.auth.credentials.Credentials:

@@ -1,9 +1,12 @@
-"""The errors of kombu_appengine, one hierarchy.
+"""The errors of kombu_appengine, one hierarchy, and its one warning.
 
 They subclass amqp's (and so kombu's) connection and channel errors, so
 kombu's ``Connection.ensure`` and Celery reconnect where they should:
 :class:`TaskQueueConnectionError` means "the service cannot be reached now,
 try again", :class:`TaskQueueChannelError` means "this request is wrong".
+
+:class:`UnknownTransportOptionWarning` is a warning, not an error: filter it
+with :func:`warnings.filterwarnings` like any other.
 """
 
 from __future__ import annotations
@@ -64,3 +67,10 @@ class PayloadTooLarge(TaskQueueChannelError):
 
 class ConfigurationError(TaskQueueError, ValueError):
     """A transport option or credentials setting is missing or wrong."""
+
+
+class UnknownTransportOptionWarning(UserWarning):
+    """A transport option the transport does not know (a typo, or another transport's option) is ignored.
+
+    The message names the option and the nearest one this transport has.
+    """

@@ -91,9 +91,11 @@ Transport Options
 * ``credentials_storage``: an object whose ``.get()`` returns credentials,
   e.g. ``oauth2client.file.Storage("credentials")``.
 * ``credentials_file``: (str) path of a file written by
-  ``pullqueue_authenticate``, a service-account key, or an authorized-user
-  file. With no credentials option and no emulator, Application Default
-  Credentials are used.
+  ``pullqueue_authenticate``, a service-account key, an authorized-user
+  file, or any other kind google-auth loads (an external account of
+  workload identity federation, an impersonated service account). With no
+  credentials option and no emulator, Application Default Credentials are
+  used.
 * ``num_tasks``: (int, 1..1000) how many tasks one lease asks for: the size
   of the local buffer. Default ``10``. With a prefetch limit (Celery's
   ``worker_prefetch_multiplier``) a lease never asks for more than the
@@ -115,20 +117,34 @@ Transport Options
 * ``max_retries``: (int) retries of a request that failed transiently (5xx,
   429, rate-limit 403, connection errors), with exponential backoff from
   0.1 s. Default ``5``. After the last, kombu sees a connection error.
+
+Any other option is ignored, with an
+:class:`~kombu_appengine.errors.UnknownTransportOptionWarning` (a
+``UserWarning``) that names it and the nearest option of this transport:
+``visibility_timeout`` (SQS, Redis) and ``ack_deadline_seconds`` (Pub/Sub)
+are ``lease_secs`` here, ``bulk_max_messages`` (Pub/Sub) is ``num_tasks``,
+``project_id`` (Pub/Sub) is ``project_name``, and a typo such as
+``num_task`` gets ``num_tasks``. The options kombu itself puts in or reads
+from every transport's options (the reconnection and publish retry settings
+``interval_start``, ``interval_step``, ``interval_max``,
+``connect_retries_timeout``, ``errback``, ``callback``, and the virtual
+channel's ``body_encoding`` and ``deadletter_queue``) are not warned about.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import difflib
 import json
 import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from queue import Empty
 from typing import Any
 
@@ -144,6 +160,7 @@ from .errors import (
     QueueNotFound,
     TaskQueueChannelError,
     TaskQueueConnectionError,
+    UnknownTransportOptionWarning,
 )
 from .names import pull_queue_name
 
@@ -153,6 +170,44 @@ logger = logging.getLogger(__name__)
 EMULATOR_PROJECT = "emulator"
 #: The message formats ``message_format`` takes.
 MESSAGE_FORMATS = ("kombu", "raw")
+#: The transport options that choose the credentials (see :mod:`kombu_appengine.credentials`).
+CREDENTIALS_OPTIONS = ("credentials", "credentials_storage", "credentials_file")
+#: Options kombu itself puts in, or reads from, the transport options of
+#: every transport: ``Connection``'s reconnection settings, the retry policy
+#: that ``Producer.publish(retry=True)`` copies in (Celery publishes so), and
+#: the virtual channel's ``body_encoding`` and ``deadletter_queue``. Never
+#: warned about.
+KOMBU_OPTIONS = frozenset(
+    {
+        "max_retries",
+        "interval_start",
+        "interval_step",
+        "interval_max",
+        "connect_retries_timeout",
+        "errback",
+        "callback",
+        "on_revive",
+        "retry_errors",
+        "body_encoding",
+        "deadletter_queue",
+        "polling_interval",
+    }
+)
+#: Options of kombu's other cloud transports (where they come from) and the
+#: option of this one that does their job, for users who bring their settings along.
+OTHER_TRANSPORTS_OPTIONS = {
+    "visibility_timeout": ("SQS and Redis", "lease_secs"),
+    "ack_deadline_seconds": ("Pub/Sub", "lease_secs"),
+    "bulk_max_messages": ("Pub/Sub", "num_tasks"),
+    "wait_time_seconds": ("SQS and Pub/Sub", "polling_interval"),
+    "retry_timeout_seconds": ("Pub/Sub", "max_retries"),
+    "project_id": ("Pub/Sub", "project_name"),
+    "region": ("SQS", "project_name"),
+    "predefined_queues": ("SQS", "shared_queue"),
+}
+#: Metadata key of a :class:`Settings` field made from transport options not
+#: named like the field itself; a field without it is the option of its name.
+_FROM_OPTIONS = "from_options"
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -178,13 +233,31 @@ def _as_number(name: str, value: Any, kind: type, low: float, high: float) -> An
     return number
 
 
+def _warn_unknown(options: Iterable[str], known: frozenset[str]) -> None:
+    for name in sorted(set(options) - known - KOMBU_OPTIONS):
+        if name in OTHER_TRANSPORTS_OPTIONS:
+            origin, nearest = OTHER_TRANSPORTS_OPTIONS[name]
+            hint = f"an option of kombu's {origin} transports; the nearest here is {nearest!r}"
+        else:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the options are {', '.join(sorted(known))}"
+        warnings.warn(
+            f"kombu_appengine ignores the unknown transport option {name!r}: {hint}",
+            UnknownTransportOptionWarning,
+            # The user's code is an unknown number of kombu (or Celery) frames
+            # up; the message names the option instead of a line.
+            stacklevel=1,
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """The transport options, checked, with their defaults."""
 
-    project: str
-    root_url: str
-    emulated: bool
+    project: str = field(metadata={_FROM_OPTIONS: ("project_name", "hrd_project")})
+    root_url: str = field(metadata={_FROM_OPTIONS: ("api_endpoint",)})
+    #: Whether root_url is an emulator (or another server that is not Google's).
+    emulated: bool = field(metadata={_FROM_OPTIONS: ()})
     num_tasks: int = 10
     lease_secs: int = 60
     shared_queue: str | None = None
@@ -193,12 +266,24 @@ class Settings:
     polling_interval: float = 1.0
 
     @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """Every transport option this transport reads: its settings' and the credentials'."""
+        own = {name for f in fields(cls) for name in f.metadata.get(_FROM_OPTIONS, (f.name,))}
+        return frozenset(own.union(CREDENTIALS_OPTIONS))
+
+    @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
         """Check ``transport_options``.
+
+        An option this transport does not know is ignored, with an
+        :class:`~kombu_appengine.errors.UnknownTransportOptionWarning` naming
+        the nearest known one; those kombu reads itself (:data:`KOMBU_OPTIONS`)
+        are not warned about.
 
         Raises:
             ConfigurationError: naming the option that is missing or wrong.
         """
+        _warn_unknown(options, cls.option_names())
         endpoint = options.get("api_endpoint")
         root_url = root_url_of(endpoint) if endpoint else emulator_root_url()
         emulated = root_url is not None
@@ -740,9 +825,7 @@ class Transport(virtual.Transport):
         self.settings = Settings.from_options(options)
         self.polling_interval = self.settings.polling_interval
         credentials = None
-        if not self.settings.emulated or any(
-            options.get(key) is not None for key in ("credentials", "credentials_storage", "credentials_file")
-        ):
+        if not self.settings.emulated or any(options.get(key) is not None for key in CREDENTIALS_OPTIONS):
             credentials = load_credentials(
                 options.get("credentials"),
                 options.get("credentials_storage"),

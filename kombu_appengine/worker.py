@@ -32,12 +32,12 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from kombu import Connection
 
+from .cli_common import add_log_level_option, add_version_option
 from .errors import TaskQueueConnectionError, TaskQueueError
 
 logger = logging.getLogger("kombu_appengine.worker")
@@ -126,43 +126,36 @@ def _handle(
     try:
         payload = message.decode()
         function(payload)
-    except Exception:  # noqa: BLE001 - FUNCTION may raise anything; the task is kept
+    except Exception:  # FUNCTION may raise anything; the task is kept
         counters.add("failed")
         attempt = int(message.delivery_info.get("retry_count", 1))
         task_id = message.delivery_info.get("task_id")
         out_of_retries = settings.max_retries is not None and attempt > settings.max_retries
         out_of_leases = max_leases is not None and attempt >= max_leases
+        # The logs below carry the traceback as the record's exc_info, not
+        # pasted into the message, so handlers and formatters get it apart.
         if out_of_retries or out_of_leases:
             why = "--max-retries" if out_of_retries else "the queue's maxLeases"
             if settings.dead_letter_queue:
-                logger.error(
-                    "task %s failed on attempt %d, the last %s allows; moving it to %r:\n%s",
+                logger.exception(
+                    "task %s failed on attempt %d, the last %s allows; moving it to %r",
                     task_id,
                     attempt,
                     why,
                     settings.dead_letter_queue,
-                    traceback.format_exc(),
                 )
                 channel.dead_letter(message.delivery_tag, settings.dead_letter_queue)
                 counters.add("dead_lettered")
             else:
-                logger.error(
-                    "task %s failed on attempt %d, the last %s allows; deleting it:\n%s",
-                    task_id,
-                    attempt,
-                    why,
-                    traceback.format_exc(),
+                logger.exception(
+                    "task %s failed on attempt %d, the last %s allows; deleting it", task_id, attempt, why
                 )
                 message.reject(requeue=False)
                 counters.add("dropped")
             return
         delay = backoff_seconds(attempt, settings.retry_backoff)
         logger.warning(
-            "task %s failed on attempt %d; retrying in %ds:\n%s",
-            task_id,
-            attempt,
-            delay,
-            traceback.format_exc(),
+            "task %s failed on attempt %d; retrying in %ds", task_id, attempt, delay, exc_info=True
         )
         channel.retry_later(message.delivery_tag, delay)
         counters.add("retried")
@@ -369,8 +362,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--credentials",
         metavar="FILE",
-        help="credentials file (from pullqueue_authenticate, a service-account key, "
-        "or an authorized-user file); default: Application Default Credentials",
+        help="credentials file (from pullqueue_authenticate, a service-account key, an authorized-user "
+        "file, or any other kind google-auth loads); default: Application Default Credentials",
     )
     parser.add_argument(
         "--max-retries",
@@ -393,7 +386,8 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between progress lines (default: %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    add_log_level_option(parser, default="INFO")
+    add_version_option(parser)
     return parser
 
 
@@ -401,10 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     """The ``pullqueue_worker`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
-    log_level = args.log_level.upper()
-    if not isinstance(logging.getLevelName(log_level), int):
-        parser.error(f"--log-level: unknown level {args.log_level!r}")
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
     for option, value, low in (
         ("--processes", args.processes, 1),
         ("--num-tasks", args.num_tasks, 1),
@@ -430,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         dead_letter_queue=args.dead_letter_queue,
         retry_backoff=args.retry_backoff,
         polling_interval=args.polling_interval,
-        log_level=log_level,
+        log_level=args.log_level,
     )
     try:
         load_function(args.function)

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from ..cli_common import add_log_level_option, add_version_option
 from .model import QueueConfig
 from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import Emulator
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--require-auth", action="store_true", help="answer 401 to requests without an OAuth bearer token"
     )
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default: %(default)s)")
+    add_log_level_option(parser, default="WARNING")
+    add_version_option(parser)
     return parser
 
 
@@ -50,9 +52,7 @@ def _is_loopback(host: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGINT or SIGTERM."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         configs = load_queue_yaml(args.queue_yaml) if args.queue_yaml else []
         configs += [QueueConfig(name) for name in args.queue]
