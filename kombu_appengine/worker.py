@@ -23,6 +23,7 @@ bytes), acknowledge (delete) it when FUNCTION returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -32,6 +33,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -46,6 +48,8 @@ logger = logging.getLogger("kombu_appengine.worker")
 MAX_BACKOFF_SECONDS = 3600
 #: A process that dies sooner than this after starting counts as a crash loop.
 QUICK_DEATH_SECONDS = 1.0
+#: The signals that ask the worker to stop.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: The counters every worker process adds to.
 COUNTERS = ("processed", "failed", "retried", "dead_lettered", "dropped")
 
@@ -180,6 +184,9 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
     # The terminal's SIGINT reaches the whole process group; the supervisor
     # turns it into SIGTERM for us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The supervisor forked us with the stop signals blocked, so that its own
+    # handlers never ran here; one that came meanwhile is delivered now, to ours.
+    _unblock_stop_signals()
     function = load_function(settings.function)
     with Connection(
         transport="kombu_appengine:Transport", transport_options=settings.transport_options
@@ -228,28 +235,50 @@ class Supervisor:
         self.children: list[Any] = []
         #: Whether it stopped because processes kept dying at start.
         self.gave_up = False
-        self._signals = 0
+        #: Stop signals received, counted by the handler; acted on by the loop.
+        self._stop_requests = 0
+        #: Stop requests the loop has acted on.
+        self._stops_done = 0
+        self._wake_read, self._wake_write = -1, -1
 
     def _start_child(self, number: int) -> Any:
         child = self.context.Process(
             target=work, args=(self.settings, self.counters), name=f"worker-{number}", daemon=False
         )
-        child.start()
+        # Until the child has its own handlers a stop signal must wait:
+        # run by the supervisor's handlers (inherited through fork) it would
+        # act on the supervisor's copy of its children.
+        with _stop_signals_blocked():
+            child.start()
         child.started_at = time.monotonic()
         return child
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals += 1
-        if self._signals == 1:
+        # Only note it: a handler runs between any two bytecodes, even in the
+        # middle of starting a child, where acting on self.children would
+        # miss the child being started (which then never stops).
+        self._stop_requests += 1
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"\0")
+
+    def request_stop(self) -> None:
+        """Stop as the first SIGTERM does (from the supervising thread)."""
+        self._stop_requests += 1
+
+    def _act_on_stop_requests(self) -> None:
+        """Tell every live child to stop: gently the first time, at once the next."""
+        if self._stops_done == self._stop_requests:
+            return
+        self._stops_done = self._stop_requests
+        if self._stops_done == 1:
             logger.info("stopping: running tasks finish, buffered tasks are released (again to stop at once)")
-            for child in self.children:
-                if child.is_alive():
-                    os.kill(child.pid, signal.SIGTERM)
+            how = signal.SIGTERM
         else:
             logger.warning("stopping at once: unfinished tasks come back when their leases end")
-            for child in self.children:
-                if child.is_alive():
-                    os.kill(child.pid, signal.SIGKILL)
+            how = signal.SIGKILL
+        for child in self.children:
+            if child.is_alive():
+                os.kill(child.pid, how)
 
     def run(self) -> dict[str, float]:
         """Supervise until every process has stopped after a signal.
@@ -258,14 +287,16 @@ class Supervisor:
         :attr:`gave_up` then says whether it stopped because processes kept
         dying as soon as they started.
         """
-        previous = {
-            number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)
-        }
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
         try:
             return self._supervise()
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _supervise(self) -> dict[str, float]:
         started = time.monotonic()
@@ -274,12 +305,16 @@ class Supervisor:
         last_processed = 0
         quick_deaths = 0
         while True:
+            self._act_on_stop_requests()
             sentinels = [child.sentinel for child in self.children]
-            multiprocessing.connection.wait(sentinels, timeout=0.2)
+            ready = multiprocessing.connection.wait([*sentinels, self._wake_read], timeout=0.2)
+            if self._wake_read in ready:
+                os.read(self._wake_read, 512)
+            self._act_on_stop_requests()
             for index, child in enumerate(self.children):
                 if child.is_alive() or child.exitcode is None:
                     continue
-                if self._signals:
+                if self._stop_requests:
                     continue
                 lived = time.monotonic() - child.started_at
                 logger.error(
@@ -292,10 +327,11 @@ class Supervisor:
                 if quick_deaths > 3 * self.processes:
                     logger.critical("worker processes keep dying at start; giving up")
                     self.gave_up = True
-                    self._on_signal(signal.SIGTERM, None)
+                    self.request_stop()
                     break
                 self.children[index] = self._start_child(index)
-            if self._signals and not any(child.is_alive() for child in self.children):
+            self._act_on_stop_requests()
+            if self._stop_requests and not any(child.is_alive() for child in self.children):
                 break
             now = time.monotonic()
             if now - last_report >= self.stats_interval:
@@ -315,6 +351,24 @@ class Supervisor:
         final: dict[str, float] = dict(self.counters.snapshot())
         final["seconds"] = time.monotonic() - started
         return final
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back (they stay pending) for the ``with`` block."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no fork, nothing inherited
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _unblock_stop_signals() -> None:
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def format_summary(counts: dict[str, float]) -> str:
