@@ -30,17 +30,17 @@ import argparse
 import contextlib
 import html
 import http.server
+import json
 import os
 import secrets
 import sys
 import threading
 import urllib.parse
 import webbrowser
-from typing import TextIO
+from typing import Any, TextIO
 
 import httplib2
 import oauth2client
-from oauth2client import clientsecrets
 from oauth2client.client import FlowExchangeError, OAuth2Credentials, OAuth2WebServerFlow
 
 from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
@@ -101,29 +101,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_client_secrets(path: str) -> dict[str, str]:
+def load_client_secrets(path: str) -> dict[str, Any]:
     """The ``installed`` client of a client secrets file.
 
     Raises:
         AuthenticationError: the file is missing or malformed, or is not an
-            installed (Desktop app) client.
+            installed (Desktop app) client; one line that names the file.
     """
     try:
-        kind, info = clientsecrets.loadfile(path)
-    except clientsecrets.InvalidClientSecretsError as error:
-        if len(error.args) == 4:  # oauth2client's "cannot open" form
-            raise AuthenticationError(
-                f"client secrets file {path}: cannot read it: {error.args[2]}"
-            ) from None
-        raise AuthenticationError(f"client secrets file {path}: {error.args[0]}") from None
-    except ValueError:
+        with open(path, "rb") as file:
+            document = json.loads(file.read())
+    except OSError as error:
+        raise AuthenticationError(f"client secrets file {path}: cannot read it: {error.strerror}") from None
+    except (ValueError, RecursionError):
         raise AuthenticationError(f"client secrets file {path}: not JSON") from None
-    if kind != clientsecrets.TYPE_INSTALLED:
+    if not isinstance(document, dict) or len(document) != 1:
         raise AuthenticationError(
-            f"client secrets file {path} is for a {kind} application client: create an OAuth client "
+            f"client secrets file {path}: not the JSON of an OAuth client: expected an object with one "
+            'key, "installed", holding a Desktop app client from the Google Cloud console'
+        )
+    [(kind, info)] = document.items()
+    if kind != "installed":
+        raise AuthenticationError(
+            f"client secrets file {path} is for a {kind!r} client, not 'installed': create an OAuth client "
             "of type 'Desktop app' (installed) in the Google Cloud console and download its JSON"
         )
+    if not isinstance(info, dict):
+        raise AuthenticationError(f'client secrets file {path}: "installed" must be an object, not {info!r}')
+    _check_client(path, info)
     return info
+
+
+def _check_client(path: str, info: dict[str, Any]) -> None:
+    """Refuse the field values oauth2client lets through (wrong types, empty, not URLs)."""
+    for key in ("client_id", "client_secret", "auth_uri", "token_uri"):
+        value = info.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise AuthenticationError(
+                f'client secrets file {path}: "installed" must give {key} as a non-empty string, '
+                f"not {value!r}"
+            )
+    for key in ("auth_uri", "token_uri"):
+        parts = urllib.parse.urlsplit(info[key])
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise AuthenticationError(
+                f'client secrets file {path}: "installed" must give {key} as an http(s) URL, '
+                f"not {info[key]!r}"
+            )
+    uris = info.get("redirect_uris", [])
+    if not isinstance(uris, list) or not all(isinstance(uri, str) for uri in uris):
+        raise AuthenticationError(
+            f'client secrets file {path}: "installed" must give redirect_uris as a list of URLs, not {uris!r}'
+        )
 
 
 def open_browser(url: str) -> None:

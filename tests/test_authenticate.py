@@ -170,14 +170,34 @@ def test_installed_console_script_replaces_a_file_and_keeps_it_private(
 
 # -- errors: one line on stderr, a non-zero exit, no file ----------------------
 
+#: A well-formed installed client, for the malformed variants below.
+CLIENT = {
+    "client_id": "id",
+    "client_secret": "secret",
+    "auth_uri": "https://accounts.example/auth",
+    "token_uri": "https://oauth2.example/token",
+    "redirect_uris": ["http://localhost"],
+}
+
 
 @pytest.mark.parametrize(
     ("content", "words"),
     [
         (None, ["cannot read it"]),
         ("{not json", ["not JSON"]),
-        (json.dumps({"installed": {"client_id": "x"}}), ["Missing property"]),
-        (json.dumps(["installed"]), ["Invalid file format"]),
+        (json.dumps({"installed": {"client_id": "x"}}), ["client_secret", "non-empty string"]),
+        (json.dumps(["installed"]), ["not the JSON of an OAuth client"]),
+        (json.dumps(None), ["not the JSON of an OAuth client"]),
+        (json.dumps({"installed": {}, "web": {}}), ["not the JSON of an OAuth client"]),
+        (json.dumps({"installed": "x"}), ['"installed" must be an object']),
+        (json.dumps({"installed": []}), ['"installed" must be an object']),
+        (json.dumps({"installed": dict(CLIENT, client_id=1)}), ["client_id", "non-empty string"]),
+        (json.dumps({"installed": dict(CLIENT, token_uri=4)}), ["token_uri", "non-empty string"]),
+        (json.dumps({"installed": dict(CLIENT, auth_uri="not a url")}), ["auth_uri", "http(s) URL"]),
+        (json.dumps({"installed": dict(CLIENT, token_uri="ftp://x/t")}), ["token_uri", "http(s) URL"]),
+        (json.dumps({"installed": dict(CLIENT, redirect_uris="x")}), ["redirect_uris", "list of URLs"]),
+        (b"\xff\xfe{".decode("latin-1"), ["not JSON"]),
+        ("[" * 100_000, ["not JSON"]),
     ],
 )
 def test_missing_or_malformed_client_secrets(
@@ -197,7 +217,7 @@ def test_web_client_is_refused(
 ) -> None:
     secrets_path = write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web"))
     status = authenticate.main([secrets_path, str(tmp_path / "credentials"), "--no-browser"])
-    assert_one_line_error(status, capsys.readouterr().err, "web application", "Desktop app")
+    assert_one_line_error(status, capsys.readouterr().err, "'web' client", "Desktop app")
     assert oauth.authorization_requests == []
     assert not (tmp_path / "credentials").exists()
 
