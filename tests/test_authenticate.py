@@ -1,5 +1,5 @@
 """``pullqueue_authenticate`` end to end: a child process, a real OAuth 2.0
-server on loopback (``oauth_server``), and a "browser" that follows the
+server on loopback (:mod:`tests.support.oauth_server`), and a "browser" that follows the
 authorization URL and goes back to wherever the server redirects it."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
-from oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 from kombu_appengine import authenticate
 from kombu_appengine.credentials import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 
 @pytest.fixture

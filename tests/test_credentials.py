@@ -1,4 +1,4 @@
-"""Every credential source, against a real OAuth 2.0 server (``oauth_server``)
+"""Every credential source, against a real OAuth 2.0 server (:mod:`tests.support.oauth_server`)
 and an emulator that accepts exactly the access tokens that server considers
 valid: the transport must send the token the server issued, refresh it when
 it expires, and write the new one back where it came from."""
@@ -22,7 +22,6 @@ import pytest
 from kombu import Connection
 from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
-from oauth_server import AuthenticateRun, OAuthServer, consent
 
 from kombu_appengine.client import TaskQueueClient, root_url_of
 from kombu_appengine.credentials import (
@@ -32,6 +31,7 @@ from kombu_appengine.credentials import (
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
+from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent
 
 #: The project the tests' connections name.
 PROJECT = "test-project"

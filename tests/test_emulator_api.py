@@ -13,12 +13,12 @@ import json
 import google.oauth2.credentials
 import httplib2
 import pytest
-from conftest import TEST_QUEUES, b64, build_service
 from googleapiclient.discovery import build, build_from_document
 from googleapiclient.errors import HttpError
 
 from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import Emulator, QueueConfig
+from tests.support.helpers import TEST_QUEUES, b64, build_service
 
 #: The project most tests use, in the ``s~`` form the service reported.
 PROJECT = "s~test-app"

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import pytest
-from conftest import b64
 
 from kombu_appengine.emulator import Emulator
+from tests.support.helpers import b64
 
 #: The queue most tests talk to, below the server's root.
 QUEUE_PATH = "/taskqueue/v1beta2/projects/demo/taskqueues/default"

@@ -6,10 +6,19 @@ import email.policy
 import json
 
 import pytest
-from conftest import b64
-from test_emulator_api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, raw, stats
 
 from kombu_appengine.emulator import Emulator
+from tests.support.helpers import b64
+from tests.test_emulator_api import (
+    PROJECT,
+    QUEUE,
+    api_path,
+    assert_google_error,
+    insert,
+    list_ids,
+    raw,
+    stats,
+)
 
 #: Separator of the hand-made batch bodies.
 BOUNDARY = "test_boundary_42"

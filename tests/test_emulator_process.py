@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from conftest import b64
 
 from kombu_appengine.emulator import Emulator
+from tests.support.helpers import b64
 
 #: Seconds the emulator may take to print its listening line.
 START_DEADLINE = 20.0

@@ -7,11 +7,11 @@ import pathlib
 import textwrap
 
 import pytest
-from conftest import build_service
 from googleapiclient.errors import HttpError
 
 from kombu_appengine.emulator import Emulator, QueueConfig
 from kombu_appengine.emulator.queue_yaml import QueueYamlError, load_queue_yaml, parse_queue_yaml
+from tests.support.helpers import build_service
 
 #: A queue.yaml as real App Engine applications wrote them.
 REALISTIC = textwrap.dedent("""\

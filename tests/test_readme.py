@@ -11,14 +11,13 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from oauth_server import OAuthServer
 
 from kombu_appengine.emulator import Emulator
+from tests.support.helpers import CELERY_EXAMPLE, ROOT
+from tests.support.oauth_server import OAuthServer
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The emulator address the README's examples use.
 README_HOST = "127.0.0.1:8123"
@@ -167,7 +166,7 @@ def test_shell_commands_exist_with_the_flags_used():
 
 
 def test_the_celery_example_is_the_one_the_celery_tests_run():
-    example = (ROOT / "tests" / "celery_example.py").read_text(encoding="utf-8")
+    example = CELERY_EXAMPLE.read_text(encoding="utf-8")
     assert module_name(example) == "tasks"
     assert f"```python\n{example}```" in README
 

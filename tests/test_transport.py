@@ -19,7 +19,6 @@ from typing import Any
 import google.oauth2.credentials
 import httplib2
 import pytest
-from conftest import b64, wait_for
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from kombu_appengine.emulator import Emulator, QueueConfig
@@ -35,6 +34,7 @@ from kombu_appengine.errors import (
 )
 from kombu_appengine.names import MAX_QUEUE_NAME, pull_queue_name
 from kombu_appengine.transport import Transport
+from tests.support.helpers import b64, wait_for
 
 #: The project the transport uses with an emulator when none is given.
 PROJECT = "emulator"

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import b64
 from kombu import Connection, Queue
+
+from tests.support.helpers import b64
 
 #: The project the transport uses with an emulator when none is given.
 PROJECT = "emulator"

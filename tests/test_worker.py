@@ -21,9 +21,12 @@ from kombu_appengine.worker import (
     format_summary,
     load_function,
 )
+from tests.support import worker_jobs
+from tests.support.helpers import ROOT
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 PROJECT = "emulator"
+#: The module of the task functions, as ``pullqueue_worker MODULE:FUNCTION`` names it.
+JOBS = worker_jobs.__name__
 
 
 @pytest.fixture
@@ -43,14 +46,14 @@ class Run:
             TASKQUEUE_EMULATOR_HOST=emulator.host,
             WORKER_RECORD=str(self.record),
             WORKER_RELEASE=str(self.release),
-            PYTHONPATH=TESTS,
+            PYTHONPATH=str(ROOT),
         )
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "kombu_appengine.worker",
-                f"worker_jobs:{function}",
+                f"{JOBS}:{function}",
                 "--queue",
                 queue,
                 "--polling-interval",
@@ -270,12 +273,12 @@ def test_the_queues_max_leases_is_respected(emulator, run_worker):
 
 
 def test_bad_function_and_unknown_queue_are_clear_errors(emulator, tmp_path):
-    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, PYTHONPATH=TESTS)
+    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, PYTHONPATH=str(ROOT))
     for args, expected in [
-        (["worker_jobs:missing", "--queue", "jobs"], "has no 'missing'"),
+        ([f"{JOBS}:missing", "--queue", "jobs"], "has no 'missing'"),
         (["no_such_module:f", "--queue", "jobs"], "cannot import module 'no_such_module'"),
-        (["worker_jobs:record", "--queue", "nope"], "'nope'"),
-        (["worker_jobs:record", "--queue", "jobs", "--processes", "0"], "--processes must be at least 1"),
+        ([f"{JOBS}:record", "--queue", "nope"], "'nope'"),
+        ([f"{JOBS}:record", "--queue", "jobs", "--processes", "0"], "--processes must be at least 1"),
     ]:
         result = subprocess.run(
             [sys.executable, "-m", "kombu_appengine.worker", *args],
@@ -331,7 +334,7 @@ def test_processes_dying_at_start_make_the_supervisor_give_up(emulator, monkeypa
     # processes cannot load it, so each dies as soon as it starts.
     monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
     settings = WorkerSettings(
-        function="worker_jobs:missing", queue="jobs", transport_options={}, log_level="CRITICAL"
+        function=f"{JOBS}:missing", queue="jobs", transport_options={}, log_level="CRITICAL"
     )
     supervisor = Supervisor(settings, processes=1, stats_interval=60)
     handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
