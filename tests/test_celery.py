@@ -28,7 +28,7 @@ import pytest
 
 from kombu_appengine.emulator import Emulator
 from tests.support import celery_app
-from tests.support.helpers import CELERY_EXAMPLE, ROOT, wait_for
+from tests.support.helpers import CELERY_EXAMPLE, ROOT, MakeEmulator, wait_for
 
 #: The emulator's project when TASKQUEUE_EMULATOR_HOST is used.
 PROJECT = "emulator"
@@ -170,10 +170,9 @@ def queue_tasks(emulator: Emulator, queue: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
+def emulator(make_emulator: MakeEmulator) -> Emulator:
     """An emulator with the test project's pull queues."""
-    with Emulator(queues=PULL_QUEUES) as running:
-        yield running
+    return make_emulator(queues=PULL_QUEUES)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from kombu_appengine.credentials import (
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
+from tests.support.helpers import MakeEmulator
 from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent
 
 #: The project the tests' connections name.
@@ -56,11 +57,12 @@ def oauth() -> Iterator[OAuthServer]:
 
 
 @pytest.fixture
-def emulator(oauth: OAuthServer) -> Iterator[Emulator]:
+def emulator(make_emulator: MakeEmulator, oauth: OAuthServer) -> Emulator:
     """An emulator that accepts only the access tokens :func:`oauth` considers valid."""
-    with Emulator(queues=[QUEUE], require_auth=True, accepted_tokens=()) as running:
-        running.api.accepted_tokens = oauth.valid_tokens
-        yield running
+    running = make_emulator(queues=[QUEUE], require_auth=True, accepted_tokens=())
+    # The live set, not a copy: a token the server expires is refused at once.
+    running.api.accepted_tokens = oauth.valid_tokens
+    return running
 
 
 def utcnow() -> datetime.datetime:
@@ -419,13 +421,15 @@ def test_adc_service_account_key(
     assert oauth.grants == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
 
 
-def test_the_emulator_needs_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    with Emulator(queues=[QUEUE]) as open_emulator:
-        use(open_emulator)
-        monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", open_emulator.host)
-        with Connection(transport="kombu_appengine:Transport") as connection:
-            round_trip(connection)
-        assert open_emulator.tokens == []
+def test_the_emulator_needs_no_credentials(
+    make_emulator: MakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_emulator = make_emulator(queues=[QUEUE])
+    use(open_emulator)
+    monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", open_emulator.host)
+    with Connection(transport="kombu_appengine:Transport") as connection:
+        round_trip(connection)
+    assert open_emulator.tokens == []
 
 
 # -- failures ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from googleapiclient.discovery import build, build_from_document
 from googleapiclient.errors import HttpError
 
 from kombu_appengine.discovery import load_document
-from kombu_appengine.emulator import Emulator, QueueConfig
+from kombu_appengine.emulator import QueueConfig
 from tests.support.helpers import TEST_QUEUES, b64, build_service
 
 #: The project most tests use, in the ``s~`` form the service reported.
@@ -58,10 +58,9 @@ def clock():
 
 
 @pytest.fixture
-def emulator(clock):
+def emulator(make_emulator, clock):
     """conftest's emulator, on the fake clock (conftest's ``service`` uses it)."""
-    with Emulator(queues=TEST_QUEUES, clock=clock) as running:
-        yield running
+    return make_emulator(queues=TEST_QUEUES, clock=clock)
 
 
 # -- requests through google-api-python-client ------------------------------
@@ -211,9 +210,9 @@ def test_redeclaring_a_queue_in_use_changes_it(service, emulator):
     assert list_ids(service) == ["kept"]
 
 
-def test_queue_config_max_leases_reaches_the_resource(clock):
-    with Emulator(queues=[QueueConfig("limited", max_leases=0)], clock=clock) as running:
-        queue = build_service(running.url).taskqueues().get(project=PROJECT, taskqueue="limited").execute()
+def test_queue_config_max_leases_reaches_the_resource(make_emulator, clock):
+    running = make_emulator(queues=[QueueConfig("limited", max_leases=0)], clock=clock)
+    queue = build_service(running.url).taskqueues().get(project=PROJECT, taskqueue="limited").execute()
     assert queue["maxLeases"] == 0
 
 
@@ -777,15 +776,15 @@ def test_a_domain_scoped_project(service):
     assert list_ids(service, project="example.com:my-app") == ["t1"]
 
 
-def test_a_server_for_one_project_refuses_others(clock):
-    with Emulator(queues=[QUEUE], project="myapp", clock=clock) as running:
-        service = build_service(running.url)
-        for project in ("myapp", "s~myapp", "e~myapp"):
-            insert(service, project=project)
-        assert len(list_ids(service, project="myapp")) == 3
-        for project in ("otherapp", "s~otherapp"):
-            expect_error(service.taskqueues().get(project=project, taskqueue=QUEUE), 404, "notFound")
-            expect_error(service.tasks().insert(project=project, taskqueue=QUEUE, body={}), 404, "notFound")
+def test_a_server_for_one_project_refuses_others(make_emulator, clock):
+    running = make_emulator(queues=[QUEUE], project="myapp", clock=clock)
+    service = build_service(running.url)
+    for project in ("myapp", "s~myapp", "e~myapp"):
+        insert(service, project=project)
+    assert len(list_ids(service, project="myapp")) == 3
+    for project in ("otherapp", "s~otherapp"):
+        expect_error(service.taskqueues().get(project=project, taskqueue=QUEUE), 404, "notFound")
+        expect_error(service.tasks().insert(project=project, taskqueue=QUEUE, body={}), 404, "notFound")
 
 
 def test_an_unknown_queue_is_404_pointing_at_queue_yaml(service):
@@ -807,10 +806,10 @@ def test_a_push_queue_is_400(service, emulator):
         assert "pull queue" in expect_error(request, 400)
 
 
-def test_a_push_queue_from_queue_config_is_400(clock):
-    with Emulator(queues=[QueueConfig("pushy", mode="push")], clock=clock) as running:
-        service = build_service(running.url)
-        expect_error(service.taskqueues().get(project=PROJECT, taskqueue="pushy"), 400)
+def test_a_push_queue_from_queue_config_is_400(make_emulator, clock):
+    running = make_emulator(queues=[QueueConfig("pushy", mode="push")], clock=clock)
+    service = build_service(running.url)
+    expect_error(service.taskqueues().get(project=PROJECT, taskqueue="pushy"), 400)
 
 
 # -- discovery and standard parameters ----------------------------------------
@@ -869,38 +868,35 @@ def authorized_service(url, token):
     return build_from_document(load_document(url + "/"), credentials=credentials)
 
 
-def test_require_auth_refuses_requests_without_a_token(clock):
-    with Emulator(queues=[QUEUE], require_auth=True, clock=clock) as running:
-        response = raw(running, "GET", api_path())
-        assert response.status == 401
-        assert_google_error(response.json(), 401, "required")
-        expect_error(
-            build_service(running.url).taskqueues().get(project=PROJECT, taskqueue=QUEUE), 401, "required"
-        )
-        assert running.tokens == []
+def test_require_auth_refuses_requests_without_a_token(make_emulator, clock):
+    running = make_emulator(queues=[QUEUE], require_auth=True, clock=clock)
+    response = raw(running, "GET", api_path())
+    assert response.status == 401
+    assert_google_error(response.json(), 401, "required")
+    expect_error(
+        build_service(running.url).taskqueues().get(project=PROJECT, taskqueue=QUEUE), 401, "required"
+    )
+    assert running.tokens == []
 
 
-def test_require_auth_accepts_a_bearer_token_and_records_it(clock):
-    with Emulator(queues=[QUEUE], require_auth=True, clock=clock) as running:
-        service = authorized_service(running.url, "token-1")
-        assert service.taskqueues().get(project=PROJECT, taskqueue=QUEUE).execute()["id"] == QUEUE
-        response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer token-2"})
-        assert response.status == 200
-        assert running.tokens == ["token-1", "token-2"]
+def test_require_auth_accepts_a_bearer_token_and_records_it(make_emulator, clock):
+    running = make_emulator(queues=[QUEUE], require_auth=True, clock=clock)
+    service = authorized_service(running.url, "token-1")
+    assert service.taskqueues().get(project=PROJECT, taskqueue=QUEUE).execute()["id"] == QUEUE
+    response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer token-2"})
+    assert response.status == 200
+    assert running.tokens == ["token-1", "token-2"]
 
 
-def test_accepted_tokens_refuse_other_tokens(clock):
-    with Emulator(queues=[QUEUE], accepted_tokens=["good"], clock=clock) as running:
-        response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer bad"})
-        assert response.status == 401
-        assert_google_error(response.json(), 401, "authError")
-        assert (
-            authorized_service(running.url, "good")
-            .taskqueues()
-            .get(project=PROJECT, taskqueue=QUEUE)
-            .execute()
-        )
-        assert running.tokens == ["bad", "good"]
+def test_accepted_tokens_refuse_other_tokens(make_emulator, clock):
+    running = make_emulator(queues=[QUEUE], accepted_tokens=["good"], clock=clock)
+    response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer bad"})
+    assert response.status == 401
+    assert_google_error(response.json(), 401, "authError")
+    assert (
+        authorized_service(running.url, "good").taskqueues().get(project=PROJECT, taskqueue=QUEUE).execute()
+    )
+    assert running.tokens == ["bad", "good"]
 
 
 # -- injected failures --------------------------------------------------------
@@ -959,31 +955,31 @@ def test_a_long_get_sent_as_post_with_method_override_keeps_its_query(service):
     assert document["stats"]["totalTasks"] == 0
 
 
-def test_identities_hold_requests_to_the_queue_acl():
+def test_identities_hold_requests_to_the_queue_acl(make_emulator):
     acl_queue = QueueConfig(
         "guarded", consumer_emails=["worker@example.com"], producer_emails=["app@example.com"]
     )
     identities = {"worker-token": "worker@example.com", "app-token": "app@example.com"}
-    with Emulator(queues=[acl_queue], identities=identities) as server:
+    server = make_emulator(queues=[acl_queue], identities=identities)
 
-        def call(token, method, path, body=None):
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            response, content = httplib2.Http().request(
-                f"{server.url}/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/guarded{path}",
-                method,
-                body=json.dumps(body) if body is not None else None,
-                headers=headers,
-            )
-            return response.status, json.loads(content) if content else None
+    def call(token, method, path, body=None):
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        response, content = httplib2.Http().request(
+            f"{server.url}/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/guarded{path}",
+            method,
+            body=json.dumps(body) if body is not None else None,
+            headers=headers,
+        )
+        return response.status, json.loads(content) if content else None
 
-        assert call("app-token", "POST", "/tasks", {"payloadBase64": "aGk="})[0] == 200
-        status, document = call("worker-token", "POST", "/tasks", {"payloadBase64": "aGk="})
-        assert status == 403
-        assert document["error"]["errors"][0]["reason"] == "forbidden"
-        assert "worker@example.com" in document["error"]["message"]
-        assert call("app-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")[0] == 403
-        status, leased = call("worker-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")
-        assert status == 200
-        assert len(leased["items"]) == 1
-        assert call("stranger-token", "GET", "")[0] == 403
-        assert call("app-token", "GET", "")[0] == 200
+    assert call("app-token", "POST", "/tasks", {"payloadBase64": "aGk="})[0] == 200
+    status, document = call("worker-token", "POST", "/tasks", {"payloadBase64": "aGk="})
+    assert status == 403
+    assert document["error"]["errors"][0]["reason"] == "forbidden"
+    assert "worker@example.com" in document["error"]["message"]
+    assert call("app-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")[0] == 403
+    status, leased = call("worker-token", "POST", "/tasks/lease?numTasks=1&leaseSecs=10")
+    assert status == 200
+    assert len(leased["items"]) == 1
+    assert call("stranger-token", "GET", "")[0] == 403
+    assert call("app-token", "GET", "")[0] == 200

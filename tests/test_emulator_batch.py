@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from kombu_appengine.emulator import Emulator
 from tests.support.helpers import b64
 from tests.test_emulator_api import (
     PROJECT,
@@ -346,12 +345,12 @@ def test_a_body_that_is_not_multipart_is_400(emulator):
     assert_google_error(response.json(), 400)
 
 
-def test_the_token_of_the_batch_serves_its_parts():
-    with Emulator(queues=[QUEUE], require_auth=True) as running:
-        parts = [("<q>", http_request("GET", api_path()))]
-        refused = post_batch(running, parts)
-        assert refused.status == 401
-        assert_google_error(refused.json(), 401, "required")
-        [answer] = answers(post_batch(running, parts, headers={"Authorization": "Bearer outer"}))
-        assert answer.status == 200
-        assert "outer" in running.tokens
+def test_the_token_of_the_batch_serves_its_parts(make_emulator):
+    running = make_emulator(queues=[QUEUE], require_auth=True)
+    parts = [("<q>", http_request("GET", api_path()))]
+    refused = post_batch(running, parts)
+    assert refused.status == 401
+    assert_google_error(refused.json(), 401, "required")
+    [answer] = answers(post_batch(running, parts, headers={"Authorization": "Bearer outer"}))
+    assert answer.status == 200
+    assert "outer" in running.tokens

@@ -12,9 +12,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
-
-from kombu_appengine.emulator import Emulator
 from tests.support.helpers import CELERY_EXAMPLE, ROOT
 from tests.support.oauth_server import OAuthServer
 
@@ -59,12 +56,6 @@ def test_the_readme_has_examples_to_run():
     assert FIXTURE_BLOCKS
 
 
-@pytest.fixture(scope="module")
-def readme_emulator():
-    with Emulator(queues=README_QUEUES) as running:
-        yield running
-
-
 def run_python(code, host, cwd, timeout=120, env=None):
     env = env or dict(os.environ, TASKQUEUE_EMULATOR_HOST=host)
     return subprocess.run(
@@ -83,7 +74,8 @@ def module_name(code):
     return match.group(1) if match else None
 
 
-def test_python_examples_run_in_order(readme_emulator, tmp_path):
+def test_python_examples_run_in_order(make_emulator, tmp_path):
+    readme_emulator = make_emulator(queues=README_QUEUES)
     # Modules the README names (tasks.py) are there for the blocks that import them.
     for _, code in PYTHON_BLOCKS:
         if module_name(code):
@@ -96,7 +88,8 @@ def test_python_examples_run_in_order(readme_emulator, tmp_path):
     assert stats["totalTasks"] == 0
 
 
-def test_consumer_example_prints_what_the_producer_sent(readme_emulator, tmp_path):
+def test_consumer_example_prints_what_the_producer_sent(make_emulator, tmp_path):
+    readme_emulator = make_emulator(queues=README_QUEUES)
     by_heading = dict(PYTHON_BLOCKS)
     assert run_python(by_heading["A simple producer"], readme_emulator.host, tmp_path).returncode == 0
     result = run_python(by_heading["A simple consumer"], readme_emulator.host, tmp_path)
@@ -104,9 +97,10 @@ def test_consumer_example_prints_what_the_producer_sent(readme_emulator, tmp_pat
     assert result.stdout.split("\n")[:10] == [f"hello {n}" for n in range(10)]
 
 
-def test_real_service_example_signs_with_the_stored_token(tmp_path):
+def test_real_service_example_signs_with_the_stored_token(make_emulator, tmp_path):
     assert CREDENTIAL_BLOCKS
-    with OAuthServer() as oauth, Emulator(queues=README_QUEUES, require_auth=True) as server:
+    with OAuthServer() as oauth:
+        server = make_emulator(queues=README_QUEUES, require_auth=True)
         server.api.accepted_tokens = oauth.valid_tokens
         oauth.write_credentials_file(tmp_path / "credentials")
         env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=server.host)

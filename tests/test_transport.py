@@ -21,7 +21,7 @@ import httplib2
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from kombu_appengine.emulator import Emulator, QueueConfig
+from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.emulator.errors import ApiError
 from kombu_appengine.emulator.model import Task
 from kombu_appengine.errors import (
@@ -1136,22 +1136,22 @@ def test_the_lease_keeper_never_renews_a_lease_given_back(emulator):
         assert only_task(emulator)["leaseTimestamp"] == "0"
 
 
-def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml():
+def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_emulator):
     guarded = QueueConfig("guarded", consumer_emails=["worker@example.com"])
-    with Emulator(queues=[guarded], identities={"worker-token": "worker@example.com"}) as server:
-        token = google.oauth2.credentials.Credentials(token="worker-token")
-        with connect(server, credentials=token) as connection:
-            queue = connection.SimpleQueue("guarded")
-            with pytest.raises(AuthenticationFailed) as refused:
-                queue.put({"n": 1})
-            text = str(refused.value)
-            assert "'guarded'" in text
-            assert "writer_email" in text
-            assert "queue.yaml" in text
-            assert refused.value.status == 403
-            assert isinstance(refused.value, tuple(connection.channel_errors))
-            with pytest.raises(Empty):  # consuming is allowed: the queue is just empty
-                queue.get(block=False)
+    server = make_emulator(queues=[guarded], identities={"worker-token": "worker@example.com"})
+    token = google.oauth2.credentials.Credentials(token="worker-token")
+    with connect(server, credentials=token) as connection:
+        queue = connection.SimpleQueue("guarded")
+        with pytest.raises(AuthenticationFailed) as refused:
+            queue.put({"n": 1})
+        text = str(refused.value)
+        assert "'guarded'" in text
+        assert "writer_email" in text
+        assert "queue.yaml" in text
+        assert refused.value.status == 403
+        assert isinstance(refused.value, tuple(connection.channel_errors))
+        with pytest.raises(Empty):  # consuming is allowed: the queue is just empty
+            queue.get(block=False)
 
 
 def test_closing_releases_every_unacked_message_in_one_batch_call(emulator):

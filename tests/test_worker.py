@@ -12,7 +12,7 @@ import time
 import pytest
 from kombu import Connection
 
-from kombu_appengine.emulator import Emulator, QueueConfig
+from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.worker import (
     Supervisor,
     WorkerError,
@@ -30,9 +30,9 @@ JOBS = worker_jobs.__name__
 
 
 @pytest.fixture
-def emulator():
-    with Emulator(queues=["jobs", "dead", QueueConfig("limited", max_leases=3)]) as running:
-        yield running
+def emulator(make_emulator):
+    """The worker's queues: one to work on, one for dead letters, and one that allows three leases."""
+    return make_emulator(queues=["jobs", "dead", QueueConfig("limited", max_leases=3)])
 
 
 class Run:

@@ -14,6 +14,7 @@ import pytest
 from googleapiclient.discovery import build_from_document
 
 from kombu_appengine.discovery import load_document
+from kombu_appengine.emulator import Emulator
 
 #: Queues every test emulator declares.
 TEST_QUEUES = ("default", "other", "pull-queue")
@@ -25,6 +26,9 @@ CELERY_EXAMPLE = pathlib.Path(__file__).resolve().with_name("celery_example.py")
 
 
 T = TypeVar("T")
+
+#: The type of the ``make_emulator`` fixture: Emulator's options in, a running one out.
+MakeEmulator = Callable[..., Emulator]
 
 
 def wait_for(
