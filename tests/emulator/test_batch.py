@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from tests.support.helpers import b64
-from tests.test_emulator_api import (
+from tests.emulator.test_api import (
     PROJECT,
     QUEUE,
     api_path,
@@ -18,6 +17,7 @@ from tests.test_emulator_api import (
     raw,
     stats,
 )
+from tests.support.helpers import b64
 
 #: Separator of the hand-made batch bodies.
 BOUNDARY = "test_boundary_42"

@@ -1,0 +1,1 @@
+"""Tests of the kombu transport (kombu_appengine.transport), through kombu's API."""
