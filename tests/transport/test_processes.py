@@ -23,11 +23,7 @@ import pytest
 from kombu import Connection, Queue
 
 from tests.support.helpers import b64
-
-#: The project the transport uses with an emulator when none is given.
-PROJECT = "emulator"
-#: The environment variable that points connections at an emulator.
-EMULATOR_HOST_ENV = "TASKQUEUE_EMULATOR_HOST"
+from tests.support.transport import PROJECT
 
 #: A consumer that takes messages without acknowledging them, says which,
 #: and then waits to be killed.
@@ -44,11 +40,6 @@ with Connection(transport="kombu_appengine:Transport", transport_options=options
     print("holding", flush=True)
     sys.stdin.read()
 """
-
-
-@pytest.fixture(autouse=True)
-def _no_emulator_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(EMULATOR_HOST_ENV, raising=False)
 
 
 class Lines:
