@@ -7,16 +7,7 @@ import json
 
 import pytest
 
-from tests.emulator.test_api import (
-    PROJECT,
-    QUEUE,
-    api_path,
-    assert_google_error,
-    insert,
-    list_ids,
-    raw,
-    stats,
-)
+from tests.support.api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, raw, stats
 from tests.support.helpers import b64
 
 #: Separator of the hand-made batch bodies.
