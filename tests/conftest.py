@@ -1,5 +1,6 @@
-"""Fixtures shared by the test suite: real emulators on loopback, and
-google-api-python-client built from the shipped discovery document."""
+"""Fixtures shared by the test suite: real emulators and an OAuth 2.0 server
+on loopback, and google-api-python-client built from the shipped discovery
+document. Fixtures only one directory uses live in its own conftest.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import httplib2
 import pytest
+from googleapiclient.discovery import build_from_document
 
+from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import Emulator
 from tests.support.helpers import TEST_QUEUES, MakeEmulator, build_service
+from tests.support.oauth_server import OAuthServer
 
 
 @pytest.fixture
@@ -33,6 +38,20 @@ def emulator(make_emulator: MakeEmulator) -> Emulator:
 
 
 @pytest.fixture
+def oauth() -> Iterator[OAuthServer]:
+    """A running OAuth 2.0 server (:mod:`tests.support.oauth_server`)."""
+    with OAuthServer() as server:
+        yield server
+
+
+@pytest.fixture
 def service(emulator: Emulator) -> Any:
     """The TaskQueue API client for :func:`emulator`."""
     return build_service(emulator.url)
+
+
+@pytest.fixture(scope="module")
+def shipped_service() -> Any:
+    """The TaskQueue API client built from the shipped discovery document as it
+    is, pointing at Google: for tests that build requests and never send them."""
+    return build_from_document(load_document(), http=httplib2.Http())

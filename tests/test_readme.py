@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 from tests.support.helpers import CELERY_EXAMPLE, ROOT
-from tests.support.oauth_server import OAuthServer
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The emulator address the README's examples use.
@@ -97,20 +96,19 @@ def test_consumer_example_prints_what_the_producer_sent(make_emulator, tmp_path)
     assert result.stdout.split("\n")[:10] == [f"hello {n}" for n in range(10)]
 
 
-def test_real_service_example_signs_with_the_stored_token(make_emulator, tmp_path):
+def test_real_service_example_signs_with_the_stored_token(make_emulator, oauth, tmp_path):
     assert CREDENTIAL_BLOCKS
-    with OAuthServer() as oauth:
-        server = make_emulator(queues=README_QUEUES, require_auth=True)
-        server.api.accepted_tokens = oauth.valid_tokens
-        oauth.write_credentials_file(tmp_path / "credentials")
-        env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=server.host)
-        for code in CREDENTIAL_BLOCKS:
-            result = run_python(code, server.host, tmp_path, env=env)
-            assert result.returncode == 0, f"{code}\n{result.stderr}"
-        assert server.tokens
-        assert set(server.tokens) <= set(oauth.issued)
-        stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
-        assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
+    server = make_emulator(queues=README_QUEUES, require_auth=True)
+    server.api.accepted_tokens = oauth.valid_tokens
+    oauth.write_credentials_file(tmp_path / "credentials")
+    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=server.host)
+    for code in CREDENTIAL_BLOCKS:
+        result = run_python(code, server.host, tmp_path, env=env)
+        assert result.returncode == 0, f"{code}\n{result.stderr}"
+    assert server.tokens
+    assert set(server.tokens) <= set(oauth.issued)
+    stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
+    assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
 
 
 def test_fixture_example_passes_under_pytest(tmp_path):

@@ -12,7 +12,6 @@ import shutil
 import stat
 import sys
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,25 +20,8 @@ from oauth2client.file import Storage
 
 from kombu_appengine import authenticate
 from kombu_appengine.credentials import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from tests.support.helpers import write_json
 from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent, visit
-
-
-@pytest.fixture
-def oauth() -> Iterator[OAuthServer]:
-    """A running OAuth 2.0 server."""
-    with OAuthServer() as server:
-        yield server
-
-
-def write_json(path: pathlib.Path, document: Any) -> str:
-    path.write_text(json.dumps(document), encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture
-def client_secrets(oauth: OAuthServer, tmp_path: pathlib.Path) -> str:
-    """An installed client's secrets file pointing at :func:`oauth`."""
-    return write_json(tmp_path / "client_secrets.json", oauth.client_secrets())
 
 
 def query_of(url: str) -> dict[str, str]:
@@ -195,7 +177,7 @@ def test_missing_or_malformed_client_secrets(
 def test_web_client_is_refused(
     oauth: OAuthServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture
 ) -> None:
-    secrets_path = write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web"))
+    secrets_path = str(write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web")))
     status = authenticate.main([secrets_path, str(tmp_path / "credentials"), "--no-browser"])
     assert_one_line_error(status, capsys.readouterr().err, "web application", "Desktop app")
     assert oauth.authorization_requests == []

@@ -12,7 +12,6 @@ import pathlib
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any, Callable
 
 import google.oauth2.credentials
@@ -31,38 +30,13 @@ from kombu_appengine.credentials import (
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
-from tests.support.helpers import MakeEmulator
+from tests.support.helpers import MakeEmulator, write_json
 from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent
 
 #: The project the tests' connections name.
 PROJECT = "test-project"
-#: The one queue of the tests' emulator.
+#: The one queue of the tests' emulator (the ``emulator`` fixture of this directory).
 QUEUE = "default"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
-    """No emulator, ADC file, gcloud configuration or metadata server from the developer's machine."""
-    monkeypatch.delenv("TASKQUEUE_EMULATOR_HOST", raising=False)
-    monkeypatch.delenv(ADC_ENV, raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
-    monkeypatch.setenv("NO_GCE_CHECK", "True")
-
-
-@pytest.fixture
-def oauth() -> Iterator[OAuthServer]:
-    """A running OAuth 2.0 server."""
-    with OAuthServer() as server:
-        yield server
-
-
-@pytest.fixture
-def emulator(make_emulator: MakeEmulator, oauth: OAuthServer) -> Emulator:
-    """An emulator that accepts only the access tokens :func:`oauth` considers valid."""
-    running = make_emulator(queues=[QUEUE], require_auth=True, accepted_tokens=())
-    # The live set, not a copy: a token the server expires is refused at once.
-    running.api.accepted_tokens = oauth.valid_tokens
-    return running
 
 
 def utcnow() -> datetime.datetime:
@@ -103,12 +77,6 @@ def sent_since(emulator: Emulator, start: int) -> set:
 def authenticated_file(oauth: OAuthServer, path: pathlib.Path) -> pathlib.Path:
     """What pullqueue_authenticate writes after consent, without the browser round."""
     return oauth.write_credentials_file(path)
-
-
-def write_json(path: pathlib.Path, document: dict[str, Any], mode: int = 0o600) -> pathlib.Path:
-    path.write_text(json.dumps(document, indent=2))
-    path.chmod(mode)
-    return path
 
 
 def expire_stored_token(oauth: OAuthServer, path: pathlib.Path) -> str:
@@ -363,11 +331,6 @@ def test_an_unwritable_authorized_user_file_costs_only_a_refresh(
 
 
 # -- service-account keys ----------------------------------------------------------
-
-
-@pytest.fixture
-def service_account_key(oauth: OAuthServer, tmp_path: pathlib.Path) -> pathlib.Path:
-    return write_json(tmp_path / "key.json", oauth.service_account_info())
 
 
 def test_service_account_key(

@@ -5,6 +5,7 @@ paths processes started by the tests need."""
 from __future__ import annotations
 
 import base64
+import json
 import pathlib
 import time
 from typing import Any, Callable, TypeVar
@@ -48,6 +49,14 @@ def wait_for(
 def b64(data: bytes) -> str:
     """Standard base64 text, as payloadBase64 carries it."""
     return base64.b64encode(data).decode("ascii")
+
+
+def write_json(path: pathlib.Path, document: Any, mode: int = 0o600) -> pathlib.Path:
+    """Write ``document`` as JSON to ``path``, private unless ``mode`` says otherwise, as
+    credential files are."""
+    path.write_text(json.dumps(document, indent=2))
+    path.chmod(mode)
+    return path
 
 
 def build_service(url: str) -> Any:
