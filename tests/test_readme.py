@@ -12,6 +12,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.helpers import CELERY_EXAMPLE, ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -73,6 +75,7 @@ def module_name(code):
     return match.group(1) if match else None
 
 
+@pytest.mark.slow
 def test_python_examples_run_in_order(make_emulator, tmp_path):
     readme_emulator = make_emulator(queues=README_QUEUES)
     # Modules the README names (tasks.py) are there for the blocks that import them.
@@ -87,6 +90,7 @@ def test_python_examples_run_in_order(make_emulator, tmp_path):
     assert stats["totalTasks"] == 0
 
 
+@pytest.mark.slow
 def test_consumer_example_prints_what_the_producer_sent(make_emulator, tmp_path):
     readme_emulator = make_emulator(queues=README_QUEUES)
     by_heading = dict(PYTHON_BLOCKS)
@@ -96,6 +100,7 @@ def test_consumer_example_prints_what_the_producer_sent(make_emulator, tmp_path)
     assert result.stdout.split("\n")[:10] == [f"hello {n}" for n in range(10)]
 
 
+@pytest.mark.slow
 def test_real_service_example_signs_with_the_stored_token(make_emulator, oauth, tmp_path):
     assert CREDENTIAL_BLOCKS
     server = make_emulator(queues=README_QUEUES, require_auth=True)
@@ -111,6 +116,7 @@ def test_real_service_example_signs_with_the_stored_token(make_emulator, oauth, 
     assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
 
 
+@pytest.mark.slow
 def test_fixture_example_passes_under_pytest(tmp_path):
     for number, code in enumerate(FIXTURE_BLOCKS):
         (tmp_path / f"test_readme_example_{number}.py").write_text(code)
@@ -133,6 +139,7 @@ def command_lines():
                 yield line
 
 
+@pytest.mark.slow
 def test_shell_commands_exist_with_the_flags_used():
     seen = set()
     for line in command_lines():
@@ -179,6 +186,7 @@ def test_every_transport_option_in_the_manual_is_in_the_readme():
     assert documented <= in_readme
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports_an_empty_queue():
     result = subprocess.run(
         [sys.executable, "-m", "kombu_appengine.demo", "--tasks", "200", "--processes", "2"],

@@ -17,9 +17,14 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from tests.support import celery_app
 from tests.support.celery_worker import Worker, assert_clean, executions, keys, queue_tasks
 from tests.support.helpers import CELERY_EXAMPLE, ROOT, wait_for
+
+#: Every test runs Celery worker processes.
+pytestmark = pytest.mark.slow
 
 #: The README's queue.yaml for its example.
 README_QUEUE_YAML = """\

@@ -66,6 +66,7 @@ def assert_valid_credentials_file(
 # -- the two modes ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loopback_flow_as_a_browser_does(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_loopback_flow_as_a_browser_does(
         assert secret not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_manual_flow_reads_the_redirected_address(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -117,6 +119,7 @@ def test_manual_flow_reads_the_redirected_address(
         assert secret not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -129,6 +132,7 @@ def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(
     assert_valid_credentials_file(target, oauth, TASKQUEUE_CONSUMER_SCOPE)
 
 
+@pytest.mark.slow
 def test_installed_console_script_replaces_a_file_and_keeps_it_private(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -184,6 +188,7 @@ def test_web_client_is_refused(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_consent_denied_in_the_loopback_flow(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -200,6 +205,7 @@ def test_consent_denied_in_the_loopback_flow(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_consent_denied_in_the_manual_flow(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -210,6 +216,7 @@ def test_consent_denied_in_the_manual_flow(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_state_mismatch_in_the_loopback_flow(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -223,6 +230,7 @@ def test_state_mismatch_in_the_loopback_flow(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_state_missing_in_a_pasted_address(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -233,6 +241,7 @@ def test_state_missing_in_a_pasted_address(
     assert oauth.grants == []
 
 
+@pytest.mark.slow
 def test_token_endpoint_refuses_the_code(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -244,6 +253,7 @@ def test_token_endpoint_refuses_the_code(
     assert oauth.client_secret not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_no_answer_pasted(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
     run.authorization_url()

@@ -100,6 +100,7 @@ def stored_token(path: pathlib.Path) -> str:
 # -- the file pullqueue_authenticate writes, and oauth2client storage ------------
 
 
+@pytest.mark.slow
 def test_file_written_by_pullqueue_authenticate_signs_the_transport(
     oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:
@@ -313,6 +314,7 @@ with Connection(transport="kombu_appengine:Transport", transport_options={
 """
 
 
+@pytest.mark.slow
 def test_an_unwritable_authorized_user_file_costs_only_a_refresh(
     oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:

@@ -11,6 +11,9 @@ import pytest
 from tests.support.emulator_process import EmulatorProcess, tasks_path
 from tests.support.helpers import b64
 
+#: Every test runs the emulator as a process.
+pytestmark = pytest.mark.slow
+
 
 def test_listening_line(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default", "--queue", "other")

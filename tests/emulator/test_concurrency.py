@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any, Callable
 
+import pytest
+
 from kombu_appengine.emulator import Emulator
 from tests.support.emulator_process import REQUEST_TIMEOUT, Client, EmulatorProcess, tasks_path
 from tests.support.helpers import b64
@@ -58,6 +60,7 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
         raise failures[0]
 
 
+@pytest.mark.slow
 def test_parallel_leasers_never_share_a_long_lease(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
     names = fill(emulator.client(), 2000)
@@ -83,6 +86,7 @@ def test_parallel_leasers_never_share_a_long_lease(spawn: Callable[..., Emulator
     assert sum(1 for tasks in grants if tasks) > 1, "the leasers did not run concurrently"
 
 
+@pytest.mark.slow
 def test_parallel_leasers_with_short_leases_never_overlap(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
     names = fill(emulator.client(), 300)
@@ -117,6 +121,7 @@ def test_parallel_leasers_with_short_leases_never_overlap(spawn: Callable[..., E
             assert later_start >= int(earlier["leaseTimestamp"]), name
 
 
+@pytest.mark.slow
 def test_parallel_inserters_and_deleters(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
     per_worker = 150
@@ -157,6 +162,7 @@ def test_parallel_inserters_and_deleters(spawn: Callable[..., EmulatorProcess]) 
     client.close()
 
 
+@pytest.mark.slow
 def test_racing_inserts_of_one_name_succeed_once(spawn: Callable[..., EmulatorProcess]) -> None:
     emulator = spawn("--queue", "default")
     statuses: dict[str, list[int]] = {}

@@ -8,8 +8,13 @@ import queue
 import threading
 from typing import Any, Callable
 
+import pytest
+
 from tests.support.emulator_process import REQUEST_TIMEOUT, Client, EmulatorProcess, tasks_path
 from tests.support.helpers import b64
+
+#: Every test runs, kills and restarts emulator processes.
+pytestmark = pytest.mark.slow
 
 
 def test_state_survives_sigkill_with_data_dir(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.helpers import ROOT
+
+#: The benchmarks run as processes, for seconds.
+pytestmark = pytest.mark.slow
 
 SCRIPTS = ROOT / "scripts"
 

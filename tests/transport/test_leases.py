@@ -12,6 +12,7 @@ from tests.support.helpers import wait_for
 from tests.support.transport import PROJECT, connect, listed, only_task, prefill, total_tasks
 
 
+@pytest.mark.slow  # waits for a lease of 2 s to end
 def test_buffered_task_whose_lease_ended_is_not_delivered(emulator):
     prefill(emulator, 2)
     with connect(emulator, num_tasks=2, lease_secs=2) as connection:
@@ -34,6 +35,7 @@ def test_buffered_task_whose_lease_ended_is_not_delivered(emulator):
     assert total_tasks(emulator) == 0
 
 
+@pytest.mark.slow  # holds a message over two leases of 2 s
 def test_lease_of_an_unacked_message_is_extended_while_its_consumer_lives(emulator):
     with connect(emulator, lease_secs=2) as holder, connect(emulator, lease_secs=2) as other:
         holder_queue, other_queue = holder.SimpleQueue("default"), other.SimpleQueue("default")

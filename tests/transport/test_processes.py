@@ -25,6 +25,9 @@ from kombu import Connection, Queue
 from tests.support.helpers import b64
 from tests.support.transport import PROJECT
 
+#: Every test runs a consumer, an emulator or a forked child as a process.
+pytestmark = pytest.mark.slow
+
 #: A consumer that takes messages without acknowledging them, says which,
 #: and then waits to be killed.
 HOLDING_CONSUMER = """

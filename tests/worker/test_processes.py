@@ -7,11 +7,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 from kombu import Connection
 
 from kombu_appengine.worker import Supervisor, WorkerSettings
 from tests.support.helpers import ROOT
 from tests.support.worker_run import JOBS
+
+#: Every test runs worker processes.
+pytestmark = pytest.mark.slow
 
 PROJECT = "emulator"
 
