@@ -1,6 +1,7 @@
 """``pullqueue_authenticate`` end to end: a child process, a real OAuth 2.0
-server on loopback (:mod:`tests.support.oauth_server`), and a "browser" that follows the
-authorization URL and goes back to wherever the server redirects it."""
+server on loopback (:mod:`tests.support.oauth_server`), and a "browser" that
+follows the authorization URL and goes back to wherever the server redirects
+it."""
 
 from __future__ import annotations
 

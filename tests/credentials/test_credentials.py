@@ -1,7 +1,8 @@
-"""Every credential source, against a real OAuth 2.0 server (:mod:`tests.support.oauth_server`)
-and an emulator that accepts exactly the access tokens that server considers
-valid: the transport must send the token the server issued, refresh it when
-it expires, and write the new one back where it came from."""
+"""Every credential source, against a real OAuth 2.0 server
+(:mod:`tests.support.oauth_server`) and an emulator that accepts exactly the
+access tokens that server considers valid: the transport must send the token
+the server issued, refresh it when it expires, and write the new one back
+where it came from."""
 
 from __future__ import annotations
 
