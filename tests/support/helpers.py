@@ -1,6 +1,7 @@
-"""Small helpers most test modules use: polling with a deadline, base64 as the
-API carries it, a google-api-python-client service for an emulator, and the
-paths processes started by the tests need."""
+"""Small helpers many test modules use: polling with a deadline, base64 as the
+API carries it, private JSON files, a google-api-python-client service for an
+emulator, the type of the ``make_emulator`` fixture, and the paths the
+processes started by the tests need."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Fixtures of the worker tests: the worker's queues, and worker processes."""
 
+from __future__ import annotations
+
 import pathlib
 from collections.abc import Callable, Iterator
 
