@@ -44,6 +44,7 @@ import os
 import stat
 import tempfile
 import threading
+import warnings
 from typing import Any
 
 import google.auth
@@ -178,7 +179,11 @@ def credentials_from_google_auth_file(
         # Without scopes: given them, google-auth looks an external account's
         # project id up at once (a token exchange and a call to Cloud Resource
         # Manager), which the transport has no use for. as_google_auth scopes it.
-        loaded, _ = google.auth.load_credentials_from_file(path)
+        with warnings.catch_warnings():
+            # google-auth warns against loading configurations from external
+            # sources; this file is named by the user's own transport options.
+            warnings.filterwarnings("ignore", "The load_credentials_from_file method is deprecated")
+            loaded, _ = google.auth.load_credentials_from_file(path)
     # A malformed file of a known kind can also fail with a bare KeyError,
     # TypeError or AttributeError inside google-auth.
     except (google.auth.exceptions.GoogleAuthError, ValueError, KeyError, TypeError, AttributeError) as error:

@@ -35,11 +35,6 @@ def split(uri: str) -> tuple[str, dict[str, list[str]]]:
     return urllib.parse.urlunsplit(parts._replace(query="")), query
 
 
-@pytest.fixture(scope="module")
-def service():
-    return build()
-
-
 # (resource, method, kwargs, HTTP method, path under the base, query, JSON body)
 REQUESTS = [
     (
@@ -154,11 +149,11 @@ REQUESTS = [
 ]
 
 
-def test_build_exposes_every_method(service):
-    assert callable(service.taskqueues().get)
+def test_build_exposes_every_method(shipped_service):
+    assert callable(shipped_service.taskqueues().get)
     for name in TASK_METHODS:
-        assert callable(getattr(service.tasks(), name)), name
-    assert not hasattr(service.taskqueues(), "insert")
+        assert callable(getattr(shipped_service.tasks(), name)), name
+    assert not hasattr(shipped_service.taskqueues(), "insert")
 
 
 @pytest.mark.parametrize(
@@ -166,8 +161,8 @@ def test_build_exposes_every_method(service):
     REQUESTS,
     ids=[f"{r[0]}.{r[1]}-{i}" for i, r in enumerate(REQUESTS)],
 )
-def test_request_matches_the_api(service, resource, method, kwargs, http_method, path, query, body):
-    request = getattr(getattr(service, resource)(), method)(**kwargs)
+def test_request_matches_the_api(shipped_service, resource, method, kwargs, http_method, path, query, body):
+    request = getattr(getattr(shipped_service, resource)(), method)(**kwargs)
     uri, actual_query = split(request.uri)
     assert request.method == http_method
     assert uri == GOOGLE_BASE + path
@@ -179,16 +174,16 @@ def test_request_matches_the_api(service, resource, method, kwargs, http_method,
         assert request.headers["content-type"] == "application/json"
 
 
-def test_json_methods_ask_for_alt_json_but_delete_does_not(service):
+def test_json_methods_ask_for_alt_json_but_delete_does_not(shipped_service):
     # delete has no response schema, so the client reads the body raw.
-    lease = service.tasks().lease(project="a", taskqueue="q", numTasks=1, leaseSecs=1)
-    delete = service.tasks().delete(project="a", taskqueue="q", task="t")
+    lease = shipped_service.tasks().lease(project="a", taskqueue="q", numTasks=1, leaseSecs=1)
+    delete = shipped_service.tasks().delete(project="a", taskqueue="q", task="t")
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(lease.uri).query)["alt"] == ["json"]
     assert "alt" not in urllib.parse.parse_qs(urllib.parse.urlsplit(delete.uri).query)
 
 
-def test_project_with_a_domain_is_percent_encoded_in_the_path(service):
-    request = service.tasks().get(project="example.com:app", taskqueue="pull", task="t")
+def test_project_with_a_domain_is_percent_encoded_in_the_path(shipped_service):
+    request = shipped_service.tasks().get(project="example.com:app", taskqueue="pull", task="t")
     uri, _ = split(request.uri)
     assert uri == GOOGLE_BASE + "example.com%3Aapp/taskqueues/pull/tasks/t"
 
@@ -206,23 +201,23 @@ def test_project_with_a_domain_is_percent_encoded_in_the_path(service):
         ("list", {"project": "a"}, "taskqueue"),
     ],
 )
-def test_required_parameters_are_enforced(service, method, kwargs, missing):
+def test_required_parameters_are_enforced(shipped_service, method, kwargs, missing):
     with pytest.raises(TypeError, match=f'"{missing}"'):
-        getattr(service.tasks(), method)(**kwargs)
+        getattr(shipped_service.tasks(), method)(**kwargs)
 
 
-def test_taskqueues_get_requires_the_queue(service):
+def test_taskqueues_get_requires_the_queue(shipped_service):
     with pytest.raises(TypeError, match='"taskqueue"'):
-        service.taskqueues().get(project="a")
+        shipped_service.taskqueues().get(project="a")
 
 
-def test_unknown_parameters_are_refused(service):
+def test_unknown_parameters_are_refused(shipped_service):
     with pytest.raises(TypeError, match="unexpected keyword argument"):
-        service.tasks().list(project="a", taskqueue="q", numTasks=1)
+        shipped_service.tasks().list(project="a", taskqueue="q", numTasks=1)
 
 
-def test_standard_parameters_are_accepted(service):
-    request = service.tasks().list(
+def test_standard_parameters_are_accepted(shipped_service):
+    request = shipped_service.tasks().list(
         project="a", taskqueue="q", fields="items/id", prettyPrint=False, quotaUser="u"
     )
     _, query = split(request.uri)

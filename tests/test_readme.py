@@ -11,14 +11,11 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from oauth_server import OAuthServer
 
-from kombu_appengine.emulator import Emulator
+from tests.support.helpers import CELERY_EXAMPLE, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The emulator address the README's examples use.
 README_HOST = "127.0.0.1:8123"
@@ -60,12 +57,6 @@ def test_the_readme_has_examples_to_run():
     assert FIXTURE_BLOCKS
 
 
-@pytest.fixture(scope="module")
-def readme_emulator():
-    with Emulator(queues=README_QUEUES) as running:
-        yield running
-
-
 def run_python(code, host, cwd, timeout=120, env=None):
     env = env or dict(os.environ, TASKQUEUE_EMULATOR_HOST=host)
     return subprocess.run(
@@ -84,7 +75,9 @@ def module_name(code):
     return match.group(1) if match else None
 
 
-def test_python_examples_run_in_order(readme_emulator, tmp_path):
+@pytest.mark.slow
+def test_python_examples_run_in_order(make_emulator, tmp_path):
+    readme_emulator = make_emulator(queues=README_QUEUES)
     # Modules the README names (tasks.py) are there for the blocks that import them.
     for _, code in PYTHON_BLOCKS:
         if module_name(code):
@@ -97,7 +90,9 @@ def test_python_examples_run_in_order(readme_emulator, tmp_path):
     assert stats["totalTasks"] == 0
 
 
-def test_consumer_example_prints_what_the_producer_sent(readme_emulator, tmp_path):
+@pytest.mark.slow
+def test_consumer_example_prints_what_the_producer_sent(make_emulator, tmp_path):
+    readme_emulator = make_emulator(queues=README_QUEUES)
     by_heading = dict(PYTHON_BLOCKS)
     assert run_python(by_heading["A simple producer"], readme_emulator.host, tmp_path).returncode == 0
     result = run_python(by_heading["A simple consumer"], readme_emulator.host, tmp_path)
@@ -105,21 +100,23 @@ def test_consumer_example_prints_what_the_producer_sent(readme_emulator, tmp_pat
     assert result.stdout.split("\n")[:10] == [f"hello {n}" for n in range(10)]
 
 
-def test_real_service_example_signs_with_the_stored_token(tmp_path):
+@pytest.mark.slow
+def test_real_service_example_signs_with_the_stored_token(make_emulator, oauth, tmp_path):
     assert CREDENTIAL_BLOCKS
-    with OAuthServer() as oauth, Emulator(queues=README_QUEUES, require_auth=True) as server:
-        server.api.accepted_tokens = oauth.valid_tokens
-        oauth.write_credentials_file(tmp_path / "credentials")
-        env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=server.host)
-        for code in CREDENTIAL_BLOCKS:
-            result = run_python(code, server.host, tmp_path, env=env)
-            assert result.returncode == 0, f"{code}\n{result.stderr}"
-        assert server.tokens
-        assert set(server.tokens) <= set(oauth.issued)
-        stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
-        assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
+    server = make_emulator(queues=README_QUEUES, require_auth=True)
+    server.api.accepted_tokens = oauth.valid_tokens
+    oauth.write_credentials_file(tmp_path / "credentials")
+    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=server.host)
+    for code in CREDENTIAL_BLOCKS:
+        result = run_python(code, server.host, tmp_path, env=env)
+        assert result.returncode == 0, f"{code}\n{result.stderr}"
+    assert server.tokens
+    assert set(server.tokens) <= set(oauth.issued)
+    stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
+    assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
 
 
+@pytest.mark.slow
 def test_fixture_example_passes_under_pytest(tmp_path):
     for number, code in enumerate(FIXTURE_BLOCKS):
         (tmp_path / f"test_readme_example_{number}.py").write_text(code)
@@ -142,6 +139,7 @@ def command_lines():
                 yield line
 
 
+@pytest.mark.slow
 def test_shell_commands_exist_with_the_flags_used():
     seen = set()
     for line in command_lines():
@@ -167,7 +165,7 @@ def test_shell_commands_exist_with_the_flags_used():
 
 
 def test_the_celery_example_is_the_one_the_celery_tests_run():
-    example = (ROOT / "tests" / "celery_example.py").read_text(encoding="utf-8")
+    example = CELERY_EXAMPLE.read_text(encoding="utf-8")
     assert module_name(example) == "tasks"
     assert f"```python\n{example}```" in README
 
@@ -188,6 +186,7 @@ def test_every_transport_option_in_the_manual_is_in_the_readme():
     assert documented <= in_readme
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports_an_empty_queue():
     result = subprocess.run(
         [sys.executable, "-m", "kombu_appengine.demo", "--tasks", "200", "--processes", "2"],

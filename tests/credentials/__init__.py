@@ -1,0 +1,1 @@
+"""Tests of credentials (kombu_appengine.credentials) and pullqueue_authenticate."""

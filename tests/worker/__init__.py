@@ -1,0 +1,1 @@
+"""Tests of pullqueue_worker (kombu_appengine.worker)."""

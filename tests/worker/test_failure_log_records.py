@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection
 
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.worker import Counters, WorkerSettings, _handle
@@ -28,25 +26,16 @@ def resize(payload: Any) -> None:
     raise ImageBroken(f"cannot resize {payload['image']}")
 
 
-@pytest.fixture
-def channel(emulator: Emulator) -> Iterator[Any]:
-    with Connection(
-        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
-    ) as conn:
-        conn.SimpleQueue("default").put({"image": "cat.png"})
-        yield conn.default_channel
-
-
 def handle_failing_task(channel: Any, caplog: pytest.LogCaptureFixture, **settings: Any) -> logging.LogRecord:
     """Lease the task, let :func:`resize` fail on it; the one record the worker logged."""
-    message = channel.basic_get("default")
+    message = channel.basic_get("jobs")
     assert message is not None
     caplog.set_level(logging.INFO, logger="kombu_appengine.worker")
     _handle(
         channel,
         message,
         resize,
-        WorkerSettings(function="jobs:resize", queue="default", transport_options={}, **settings),
+        WorkerSettings(function="jobs:resize", queue="jobs", transport_options={}, **settings),
         None,
         Counters(multiprocessing.get_context()),
     )
@@ -80,14 +69,14 @@ def test_a_dropped_task_logs_its_traceback_as_exc_info(
     assert record.levelno == logging.ERROR
     assert record.getMessage().endswith("deleting it")
     assert_traceback_apart(record, caplog)
-    assert emulator.service.get_queue("emulator", "default", get_stats=True)["stats"]["totalTasks"] == 0
+    assert emulator.service.get_queue("emulator", "jobs", get_stats=True)["stats"]["totalTasks"] == 0
 
 
 def test_a_dead_lettered_task_logs_its_traceback_as_exc_info(
     channel: Any, emulator: Emulator, caplog: pytest.LogCaptureFixture
 ):
-    record = handle_failing_task(channel, caplog, max_retries=0, dead_letter_queue="other")
+    record = handle_failing_task(channel, caplog, max_retries=0, dead_letter_queue="dead")
     assert record.levelno == logging.ERROR
-    assert record.getMessage().endswith("moving it to 'other'")
+    assert record.getMessage().endswith("moving it to 'dead'")
     assert_traceback_apart(record, caplog)
-    assert emulator.service.get_queue("emulator", "other", get_stats=True)["stats"]["totalTasks"] == 1
+    assert emulator.service.get_queue("emulator", "dead", get_stats=True)["stats"]["totalTasks"] == 1

@@ -9,6 +9,7 @@ so that every run meets them, and each case runs several cycles.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -17,15 +18,13 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from typing import Callable, TypeVar
 
 import pytest
 
 from kombu_appengine.emulator import Emulator
+from tests.support.helpers import wait_for
 
 pytestmark = pytest.mark.slow
-
-T = TypeVar("T")
 
 #: Worker processes in each run.
 PROCESSES = 2
@@ -78,24 +77,6 @@ def children_of(pid: int) -> set[int]:
     return {int(child) for child in text.split()}
 
 
-def wait_until(condition: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator(queues=["jobs"]) as running:
-        yield running
-
-
 class Run:
     """One pullqueue_worker run under the launcher."""
 
@@ -133,7 +114,7 @@ class Run:
             found = children_of(self.process.pid)
             return found if len(found) == count else set()
 
-        return wait_until(all_started, f"{count} worker processes")
+        return wait_for(all_started, 20, f"{count} worker processes")
 
     def stop(self) -> int:
         """SIGTERM the supervisor; its exit code, or a failure naming the hang."""
@@ -150,41 +131,44 @@ class Run:
             self.process.wait()
 
 
-@pytest.fixture
-def start(emulator: Emulator, tmp_path: pathlib.Path) -> Iterator:
-    runs: list[Run] = []
-
-    def start_run(mode: str) -> Run:
-        run = Run(emulator, tmp_path, mode)
-        runs.append(run)
-        return run
-
-    yield start_run
-    for run in runs:
+@contextlib.contextmanager
+def launched(emulator: Emulator, tmp_path: pathlib.Path, mode: str) -> Iterator[Run]:
+    """A run for the ``with`` block; killed with its processes if still there at the end."""
+    run = Run(emulator, tmp_path, mode)
+    try:
+        yield run
+    finally:
         run.kill()
 
 
-def test_sigterm_while_a_dead_process_is_replaced_stops_the_new_one_too(start) -> None:
+def test_sigterm_while_a_dead_process_is_replaced_stops_the_new_one_too(
+    emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     for _ in range(CYCLES):
-        run = start("slow-respawn")
-        victim, *_ = run.children(PROCESSES)
-        os.kill(victim, signal.SIGKILL)
-        wait_until((run.markers / "respawning").exists, "the supervisor to start replacing the dead process")
-        assert run.stop() == 0
-        log = run.log.read_text()
-        assert log.count("stopping: running tasks finish") == 1, log
+        with launched(emulator, tmp_path, "slow-respawn") as run:
+            victim, *_ = run.children(PROCESSES)
+            os.kill(victim, signal.SIGKILL)
+            wait_for(
+                (run.markers / "respawning").exists, 20, "the supervisor to start replacing the dead process"
+            )
+            assert run.stop() == 0
+            log = run.log.read_text()
+            assert log.count("stopping: running tasks finish") == 1, log
 
 
-def test_a_new_process_signalled_before_it_is_ready_leaves_its_siblings_alone(start) -> None:
+def test_a_new_process_signalled_before_it_is_ready_leaves_its_siblings_alone(
+    emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
     for _ in range(CYCLES):
-        signal_a_new_process(start("signalled-child"))
+        with launched(emulator, tmp_path, "signalled-child") as run:
+            signal_a_new_process(run)
 
 
 def signal_a_new_process(run: Run) -> None:
     victim, survivor = sorted(run.children(PROCESSES))
     os.kill(victim, signal.SIGKILL)
     signalled_file = run.markers / "signalled"
-    wait_until(signalled_file.exists, "the new process to be signalled")
+    wait_for(signalled_file.exists, 20, "the new process to be signalled")
     gone = {victim, int(signalled_file.read_text())}
 
     # The signalled process stops by itself and is replaced in turn; the
@@ -193,7 +177,7 @@ def signal_a_new_process(run: Run) -> None:
         found = children_of(run.process.pid)
         return found if len(found) == PROCESSES and not found & gone else set()
 
-    after = wait_until(replaced, "the signalled process to be replaced")
+    after = wait_for(replaced, 20, "the signalled process to be replaced")
     log = run.log.read_text()
     assert survivor in after, log
     assert "stopping" not in log

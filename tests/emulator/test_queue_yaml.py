@@ -7,11 +7,11 @@ import pathlib
 import textwrap
 
 import pytest
-from conftest import build_service
 from googleapiclient.errors import HttpError
 
-from kombu_appengine.emulator import Emulator, QueueConfig
+from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.emulator.queue_yaml import QueueYamlError, load_queue_yaml, parse_queue_yaml
+from tests.support.helpers import MakeEmulator, build_service
 
 #: A queue.yaml as real App Engine applications wrote them.
 REALISTIC = textwrap.dedent("""\
@@ -170,57 +170,63 @@ def test_parse_error_names_the_given_path() -> None:
         parse_queue_yaml({"queue": [{}]}, "app/queue.yaml")
 
 
-def test_running_emulator_reports_max_leases_and_acl(tmp_path: pathlib.Path) -> None:
-    with Emulator(queue_yaml=write(tmp_path, REALISTIC)) as running:
-        service = build_service(running.url)
-        queue = service.taskqueues().get(project="demo", taskqueue="thumbnails").execute()
-        assert queue["kind"] == "taskqueues#taskqueue"
-        assert queue["id"] == "thumbnails"
-        assert queue["maxLeases"] == 7
-        assert queue["acl"]["consumerEmails"] == ["worker@example.com", "batch@example.com"]
-        assert queue["acl"]["producerEmails"] == ["app@example.com"]
+def test_running_emulator_reports_max_leases_and_acl(
+    make_emulator: MakeEmulator, tmp_path: pathlib.Path
+) -> None:
+    running = make_emulator(queue_yaml=write(tmp_path, REALISTIC))
+    service = build_service(running.url)
+    queue = service.taskqueues().get(project="demo", taskqueue="thumbnails").execute()
+    assert queue["kind"] == "taskqueues#taskqueue"
+    assert queue["id"] == "thumbnails"
+    assert queue["maxLeases"] == 7
+    assert queue["acl"]["consumerEmails"] == ["worker@example.com", "batch@example.com"]
+    assert queue["acl"]["producerEmails"] == ["app@example.com"]
 
-        audit = service.taskqueues().get(project="s~demo", taskqueue="audit-log").execute()
-        assert "maxLeases" not in audit
-        assert audit["acl"]["consumerEmails"] == []
-
-
-def test_running_emulator_refuses_push_queues_from_the_file(tmp_path: pathlib.Path) -> None:
-    with Emulator(queue_yaml=write(tmp_path, REALISTIC)) as running:
-        service = build_service(running.url)
-        for name in ("default", "mail"):
-            with pytest.raises(HttpError) as raised:
-                service.tasks().list(project="demo", taskqueue=name).execute()
-            assert raised.value.resp.status == 400
-            assert "not a pull queue" in str(raised.value)
+    audit = service.taskqueues().get(project="s~demo", taskqueue="audit-log").execute()
+    assert "maxLeases" not in audit
+    assert audit["acl"]["consumerEmails"] == []
 
 
-def test_emulator_takes_queues_from_file_and_arguments(tmp_path: pathlib.Path) -> None:
-    with Emulator(queues=["extra"], queue_yaml=write(tmp_path, REALISTIC)) as running:
-        service = build_service(running.url)
-        assert service.taskqueues().get(project="demo", taskqueue="extra").execute()["id"] == "extra"
-        assert service.taskqueues().get(project="demo", taskqueue="thumbnails").execute()["maxLeases"] == 7
+def test_running_emulator_refuses_push_queues_from_the_file(
+    make_emulator: MakeEmulator, tmp_path: pathlib.Path
+) -> None:
+    running = make_emulator(queue_yaml=write(tmp_path, REALISTIC))
+    service = build_service(running.url)
+    for name in ("default", "mail"):
+        with pytest.raises(HttpError) as raised:
+            service.tasks().list(project="demo", taskqueue=name).execute()
+        assert raised.value.resp.status == 400
+        assert "not a pull queue" in str(raised.value)
 
 
-def test_max_leases_from_the_file_deletes_over_leased_tasks(tmp_path: pathlib.Path) -> None:
+def test_emulator_takes_queues_from_file_and_arguments(
+    make_emulator: MakeEmulator, tmp_path: pathlib.Path
+) -> None:
+    running = make_emulator(queues=["extra"], queue_yaml=write(tmp_path, REALISTIC))
+    service = build_service(running.url)
+    assert service.taskqueues().get(project="demo", taskqueue="extra").execute()["id"] == "extra"
+    assert service.taskqueues().get(project="demo", taskqueue="thumbnails").execute()["maxLeases"] == 7
+
+
+def test_max_leases_from_the_file_deletes_over_leased_tasks(
+    make_emulator: MakeEmulator, tmp_path: pathlib.Path
+) -> None:
     text = "queue:\n- name: twice\n  mode: pull\n  retry_parameters:\n    task_retry_limit: 2\n"
-    with Emulator(queue_yaml=write(tmp_path, text)) as running:
-        service = build_service(running.url)
-        service.tasks().insert(
-            project="demo", taskqueue="twice", body={"id": "t", "payloadBase64": ""}
-        ).execute()
-        for expected_count in (1, 2):
-            (task,) = (
-                service.tasks()
-                .lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0)
-                .execute()["items"]
-            )
-            assert task["retry_count"] == expected_count
-        assert (
-            "items"
-            not in service.tasks().lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0).execute()
+    running = make_emulator(queue_yaml=write(tmp_path, text))
+    service = build_service(running.url)
+    service.tasks().insert(project="demo", taskqueue="twice", body={"id": "t", "payloadBase64": ""}).execute()
+    for expected_count in (1, 2):
+        (task,) = (
+            service.tasks()
+            .lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0)
+            .execute()["items"]
         )
-        assert service.tasks().list(project="demo", taskqueue="twice").execute().get("items", []) == []
+        assert task["retry_count"] == expected_count
+    assert (
+        "items"
+        not in service.tasks().lease(project="demo", taskqueue="twice", numTasks=1, leaseSecs=0).execute()
+    )
+    assert service.tasks().list(project="demo", taskqueue="twice").execute().get("items", []) == []
 
 
 def test_queue_config_is_what_the_file_gives() -> None:

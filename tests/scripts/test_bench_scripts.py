@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import pathlib
 import subprocess
 import sys
 
-SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
+import pytest
+
+from tests.support.helpers import ROOT
+
+#: The benchmarks run as processes, for seconds.
+pytestmark = pytest.mark.slow
+
+SCRIPTS = ROOT / "scripts"
 
 
 def test_bench_transport_keeps_http_calls_per_message_within_the_bound() -> None:

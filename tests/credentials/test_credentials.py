@@ -1,7 +1,8 @@
-"""Every credential source, against a real OAuth 2.0 server (``oauth_server``)
-and an emulator that accepts exactly the access tokens that server considers
-valid: the transport must send the token the server issued, refresh it when
-it expires, and write the new one back where it came from."""
+"""Every credential source, against a real OAuth 2.0 server
+(:mod:`tests.support.oauth_server`) and an emulator that accepts exactly the
+access tokens that server considers valid: the transport must send the token
+the server issued, refresh it when it expires, and write the new one back
+where it came from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pathlib
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any, Callable
 
 import google.oauth2.credentials
@@ -22,7 +22,6 @@ import pytest
 from kombu import Connection
 from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
-from oauth_server import AuthenticateRun, OAuthServer, consent
 
 from kombu_appengine.client import TaskQueueClient, root_url_of
 from kombu_appengine.credentials import (
@@ -32,35 +31,13 @@ from kombu_appengine.credentials import (
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
+from tests.support.helpers import MakeEmulator, write_json
+from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent
 
 #: The project the tests' connections name.
 PROJECT = "test-project"
-#: The one queue of the tests' emulator.
+#: The one queue of the tests' emulator (the ``emulator`` fixture of this directory).
 QUEUE = "default"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
-    """No emulator, ADC file, gcloud configuration or metadata server from the developer's machine."""
-    monkeypatch.delenv("TASKQUEUE_EMULATOR_HOST", raising=False)
-    monkeypatch.delenv(ADC_ENV, raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
-    monkeypatch.setenv("NO_GCE_CHECK", "True")
-
-
-@pytest.fixture
-def oauth() -> Iterator[OAuthServer]:
-    """A running OAuth 2.0 server."""
-    with OAuthServer() as server:
-        yield server
-
-
-@pytest.fixture
-def emulator(oauth: OAuthServer) -> Iterator[Emulator]:
-    """An emulator that accepts only the access tokens :func:`oauth` considers valid."""
-    with Emulator(queues=[QUEUE], require_auth=True, accepted_tokens=()) as running:
-        running.api.accepted_tokens = oauth.valid_tokens
-        yield running
 
 
 def utcnow() -> datetime.datetime:
@@ -103,12 +80,6 @@ def authenticated_file(oauth: OAuthServer, path: pathlib.Path) -> pathlib.Path:
     return oauth.write_credentials_file(path)
 
 
-def write_json(path: pathlib.Path, document: dict[str, Any], mode: int = 0o600) -> pathlib.Path:
-    path.write_text(json.dumps(document, indent=2))
-    path.chmod(mode)
-    return path
-
-
 def expire_stored_token(oauth: OAuthServer, path: pathlib.Path) -> str:
     """Let the stored access token's lifetime pass: in the file, and at the server."""
     document = json.loads(path.read_text())
@@ -130,6 +101,7 @@ def stored_token(path: pathlib.Path) -> str:
 # -- the file pullqueue_authenticate writes, and oauth2client storage ------------
 
 
+@pytest.mark.slow
 def test_file_written_by_pullqueue_authenticate_signs_the_transport(
     oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:
@@ -343,6 +315,7 @@ with Connection(transport="kombu_appengine:Transport", transport_options={
 """
 
 
+@pytest.mark.slow
 def test_an_unwritable_authorized_user_file_costs_only_a_refresh(
     oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:
@@ -361,11 +334,6 @@ def test_an_unwritable_authorized_user_file_costs_only_a_refresh(
 
 
 # -- service-account keys ----------------------------------------------------------
-
-
-@pytest.fixture
-def service_account_key(oauth: OAuthServer, tmp_path: pathlib.Path) -> pathlib.Path:
-    return write_json(tmp_path / "key.json", oauth.service_account_info())
 
 
 def test_service_account_key(
@@ -419,13 +387,15 @@ def test_adc_service_account_key(
     assert oauth.grants == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
 
 
-def test_the_emulator_needs_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    with Emulator(queues=[QUEUE]) as open_emulator:
-        use(open_emulator)
-        monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", open_emulator.host)
-        with Connection(transport="kombu_appengine:Transport") as connection:
-            round_trip(connection)
-        assert open_emulator.tokens == []
+def test_the_emulator_needs_no_credentials(
+    make_emulator: MakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_emulator = make_emulator(queues=[QUEUE])
+    use(open_emulator)
+    monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", open_emulator.host)
+    with Connection(transport="kombu_appengine:Transport") as connection:
+        round_trip(connection)
+    assert open_emulator.tokens == []
 
 
 # -- failures ------------------------------------------------------------------------

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import b64
 from kombu import Connection, Queue
 
-#: The project the transport uses with an emulator when none is given.
-PROJECT = "emulator"
-#: The environment variable that points connections at an emulator.
-EMULATOR_HOST_ENV = "TASKQUEUE_EMULATOR_HOST"
+from tests.support.helpers import b64
+from tests.support.transport import PROJECT
+
+#: Every test runs a consumer, an emulator or a forked child as a process.
+pytestmark = pytest.mark.slow
 
 #: A consumer that takes messages without acknowledging them, says which,
 #: and then waits to be killed.
@@ -43,11 +43,6 @@ with Connection(transport="kombu_appengine:Transport", transport_options=options
     print("holding", flush=True)
     sys.stdin.read()
 """
-
-
-@pytest.fixture(autouse=True)
-def _no_emulator_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(EMULATOR_HOST_ENV, raising=False)
 
 
 class Lines:

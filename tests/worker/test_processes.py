@@ -1,8 +1,6 @@
 """pullqueue_worker end to end: real worker processes, a real emulator over HTTP."""
 
 import base64
-import collections
-import json
 import os
 import signal
 import subprocess
@@ -12,100 +10,14 @@ import time
 import pytest
 from kombu import Connection
 
-from kombu_appengine.emulator import Emulator, QueueConfig
-from kombu_appengine.worker import (
-    Supervisor,
-    WorkerError,
-    WorkerSettings,
-    backoff_seconds,
-    format_summary,
-    load_function,
-)
+from kombu_appengine.worker import Supervisor, WorkerSettings
+from tests.support.helpers import ROOT
+from tests.support.worker_run import JOBS
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+#: Every test runs worker processes.
+pytestmark = pytest.mark.slow
+
 PROJECT = "emulator"
-
-
-@pytest.fixture
-def emulator():
-    with Emulator(queues=["jobs", "dead", QueueConfig("limited", max_leases=3)]) as running:
-        yield running
-
-
-class Run:
-    """A running pullqueue_worker and the files its task functions write."""
-
-    def __init__(self, emulator, tmp_path, function, *options, queue="jobs"):
-        self.record = tmp_path / f"record-{time.monotonic_ns()}.jsonl"
-        self.release = tmp_path / "release"
-        env = dict(
-            os.environ,
-            TASKQUEUE_EMULATOR_HOST=emulator.host,
-            WORKER_RECORD=str(self.record),
-            WORKER_RELEASE=str(self.release),
-            PYTHONPATH=TESTS,
-        )
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kombu_appengine.worker",
-                f"worker_jobs:{function}",
-                "--queue",
-                queue,
-                "--polling-interval",
-                "0.05",
-                "--stats-interval",
-                "0.5",
-                *options,
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def events(self):
-        if not self.record.exists():
-            return []
-        return [json.loads(line) for line in self.record.read_text().splitlines()]
-
-    def count(self, event):
-        return collections.Counter(e["n"] for e in self.events() if e["event"] == event)
-
-    def wait_for(self, condition, what, timeout=60):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.process.returncode}) before {what}:\n" + self.process.stderr.read()
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        """Send ``sig`` (none when ``None``) and wait for the exit."""
-        if sig is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-        stdout, stderr = self.process.communicate(timeout=timeout)
-        return self.process.returncode, stdout, stderr
-
-
-@pytest.fixture
-def run_worker(emulator, tmp_path):
-    runs = []
-
-    def start(function, *options, queue="jobs"):
-        run = Run(emulator, tmp_path, function, *options, queue=queue)
-        runs.append(run)
-        return run
-
-    yield start
-    for run in runs:
-        if run.process.poll() is None:
-            run.process.kill()
-            run.process.communicate()
 
 
 def publish(emulator, count, queue="jobs"):
@@ -270,12 +182,12 @@ def test_the_queues_max_leases_is_respected(emulator, run_worker):
 
 
 def test_bad_function_and_unknown_queue_are_clear_errors(emulator, tmp_path):
-    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, PYTHONPATH=TESTS)
+    env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, PYTHONPATH=str(ROOT))
     for args, expected in [
-        (["worker_jobs:missing", "--queue", "jobs"], "has no 'missing'"),
+        ([f"{JOBS}:missing", "--queue", "jobs"], "has no 'missing'"),
         (["no_such_module:f", "--queue", "jobs"], "cannot import module 'no_such_module'"),
-        (["worker_jobs:record", "--queue", "nope"], "'nope'"),
-        (["worker_jobs:record", "--queue", "jobs", "--processes", "0"], "--processes must be at least 1"),
+        ([f"{JOBS}:record", "--queue", "nope"], "'nope'"),
+        ([f"{JOBS}:record", "--queue", "jobs", "--processes", "0"], "--processes must be at least 1"),
     ]:
         result = subprocess.run(
             [sys.executable, "-m", "kombu_appengine.worker", *args],
@@ -287,25 +199,6 @@ def test_bad_function_and_unknown_queue_are_clear_errors(emulator, tmp_path):
         assert result.returncode != 0
         assert expected in result.stderr
         assert "Traceback" not in result.stderr
-
-
-def test_backoff_doubles_and_is_capped():
-    assert [backoff_seconds(n, 1.0) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
-    assert backoff_seconds(40, 1.0) == 3600
-    assert backoff_seconds(5, 0) == 0
-
-
-def test_load_function_rejects_bad_specs():
-    with pytest.raises(WorkerError, match="not MODULE:FUNCTION"):
-        load_function("json.loads")
-    assert load_function("json:loads") is json.loads
-
-
-def test_summary_line_format():
-    counts = {"processed": 10, "failed": 1, "retried": 1, "dead_lettered": 0, "dropped": 0, "seconds": 2.0}
-    assert format_summary(counts) == (
-        "summary: processed=10 failed=1 retried=1 dead_lettered=0 dropped=0 seconds=2.0 tasks_per_second=5.0"
-    )
 
 
 def test_a_task_running_longer_than_its_lease_keeps_it_and_runs_once(emulator, run_worker):
@@ -331,7 +224,7 @@ def test_processes_dying_at_start_make_the_supervisor_give_up(emulator, monkeypa
     # processes cannot load it, so each dies as soon as it starts.
     monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
     settings = WorkerSettings(
-        function="worker_jobs:missing", queue="jobs", transport_options={}, log_level="CRITICAL"
+        function=f"{JOBS}:missing", queue="jobs", transport_options={}, log_level="CRITICAL"
     )
     supervisor = Supervisor(settings, processes=1, stats_interval=60)
     handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))

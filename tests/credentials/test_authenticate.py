@@ -1,6 +1,7 @@
 """``pullqueue_authenticate`` end to end: a child process, a real OAuth 2.0
-server on loopback (``oauth_server``), and a "browser" that follows the
-authorization URL and goes back to wherever the server redirects it."""
+server on loopback (:mod:`tests.support.oauth_server`), and a "browser" that
+follows the authorization URL and goes back to wherever the server redirects
+it."""
 
 from __future__ import annotations
 
@@ -12,34 +13,16 @@ import shutil
 import stat
 import sys
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
-from oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 from kombu_appengine import authenticate
 from kombu_appengine.api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
-
-
-@pytest.fixture
-def oauth() -> Iterator[OAuthServer]:
-    """A running OAuth 2.0 server."""
-    with OAuthServer() as server:
-        yield server
-
-
-def write_json(path: pathlib.Path, document: Any) -> str:
-    path.write_text(json.dumps(document), encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture
-def client_secrets(oauth: OAuthServer, tmp_path: pathlib.Path) -> str:
-    """An installed client's secrets file pointing at :func:`oauth`."""
-    return write_json(tmp_path / "client_secrets.json", oauth.client_secrets())
+from tests.support.helpers import write_json
+from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
 
 def query_of(url: str) -> dict[str, str]:
@@ -84,6 +67,7 @@ def assert_valid_credentials_file(
 # -- the two modes ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loopback_flow_as_a_browser_does(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -118,6 +102,7 @@ def test_loopback_flow_as_a_browser_does(
         assert secret not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_manual_flow_reads_the_redirected_address(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -135,6 +120,7 @@ def test_manual_flow_reads_the_redirected_address(
         assert secret not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -147,6 +133,7 @@ def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(
     assert_valid_credentials_file(target, oauth, TASKQUEUE_CONSUMER_SCOPE)
 
 
+@pytest.mark.slow
 def test_installed_console_script_replaces_a_file_and_keeps_it_private(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -215,13 +202,14 @@ def test_missing_or_malformed_client_secrets(
 def test_web_client_is_refused(
     oauth: OAuthServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture
 ) -> None:
-    secrets_path = write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web"))
+    secrets_path = str(write_json(tmp_path / "client_secrets.json", oauth.client_secrets("web")))
     status = authenticate.main([secrets_path, str(tmp_path / "credentials"), "--no-browser"])
     assert_one_line_error(status, capsys.readouterr().err, "'web' client", "Desktop app")
     assert oauth.authorization_requests == []
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_consent_denied_in_the_loopback_flow(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -238,6 +226,7 @@ def test_consent_denied_in_the_loopback_flow(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_consent_denied_in_the_manual_flow(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -248,6 +237,7 @@ def test_consent_denied_in_the_manual_flow(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_state_mismatch_in_the_loopback_flow(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -261,6 +251,7 @@ def test_state_mismatch_in_the_loopback_flow(
     assert not (tmp_path / "credentials").exists()
 
 
+@pytest.mark.slow
 def test_state_missing_in_a_pasted_address(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -271,6 +262,7 @@ def test_state_missing_in_a_pasted_address(
     assert oauth.grants == []
 
 
+@pytest.mark.slow
 def test_token_endpoint_refuses_the_code(
     oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
 ) -> None:
@@ -282,6 +274,7 @@ def test_token_endpoint_refuses_the_code(
     assert oauth.client_secret not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_no_answer_pasted(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
     run.authorization_url()

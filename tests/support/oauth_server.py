@@ -112,7 +112,14 @@ class OAuthServer:
     # -- lifecycle ------------------------------------------------------------
 
     def __enter__(self) -> OAuthServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-server", daemon=True)
+        # shutdown() waits up to one poll interval: keep it short, as most
+        # credential tests start and stop a server of their own.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name="oauth-server",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -1,6 +1,6 @@
 """Celery on pull queues, end to end: real ``celery worker`` processes (prefork
-pool) run :mod:`celery_app` against an in-process emulator, and this process
-sends tasks and reads results as a client.
+pool) run :mod:`tests.support.celery_app` against an in-process emulator, and
+this process sends tasks and reads results as a client.
 
 Every worker runs in its own process group and is killed at teardown; every
 wait is a poll with a deadline.
@@ -8,37 +8,24 @@ wait is a poll with a deadline.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import os
-import pathlib
 import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
 
-import celery
-import celery_app
 import pytest
-from conftest import wait_for
 
-from kombu_appengine.emulator import Emulator
+from tests.support import celery_app
+from tests.support.celery_worker import Worker, assert_clean, executions, keys, queue_tasks
+from tests.support.helpers import CELERY_EXAMPLE, ROOT, wait_for
 
-#: Where celery_app.py is: the workers' working directory.
-TESTS_DIR = pathlib.Path(__file__).resolve().parent
-#: The emulator's project when TASKQUEUE_EMULATOR_HOST is used.
-PROJECT = "emulator"
-#: Pull queues of the test project: Celery's default queue, a routed one, and
-#: the shared queue that holds reply queues and ``reports``.
-PULL_QUEUES = ("celery", "images", celery_app.SHARED_QUEUE)
-#: Queues every worker consumes, unless a test says otherwise.
-WORKER_QUEUES = "celery,images,reports"
+#: Every test runs Celery worker processes.
+pytestmark = pytest.mark.slow
+
 #: The README's queue.yaml for its example.
 README_QUEUE_YAML = """\
 queue:
@@ -49,185 +36,11 @@ queue:
 - name: shared
   mode: pull
 """
-#: Lines of a clean worker log never contain these.
-LOG_ERRORS = ("ERROR", "CRITICAL", "Traceback", "WARNING")
-
-
-class Worker:
-    """A ``celery -A celery_app worker`` process group, with its log in a file."""
-
-    def __init__(
-        self,
-        name: str,
-        env: dict[str, str],
-        log_path: pathlib.Path,
-        queues: str,
-        app: str = "celery_app",
-        cwd: pathlib.Path = TESTS_DIR,
-    ) -> None:
-        self.name = name
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    app,
-                    "worker",
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    "2",
-                    "--hostname",
-                    f"{name}@%h",
-                    "--queues",
-                    queues,
-                    "--loglevel",
-                    "INFO",
-                ],
-                cwd=cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        """The worker's main process (the pool processes are its children)."""
-        return self.process.pid
-
-    def log(self) -> str:
-        """Everything the worker wrote so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_ready(self, timeout: float = 30) -> Worker:
-        """Wait for Celery's ``ready.`` line."""
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"worker {self.name} exited with {self.process.returncode}:\n{self.log()}")
-            return " ready." in self.log()
-
-        wait_for(ready, timeout, f"worker {self.name} to be ready")
-        return self
-
-    def received(self, task_id: str) -> int:
-        """How many times this worker logged receiving the task ``task_id``."""
-        return self.log().count(f"[{task_id}] received")
-
-    def wait_exit(self, timeout: float) -> int:
-        """Wait for the main process to exit; its exit code."""
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.name} still running after {timeout}s:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: the main process and its pool."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-
-def assert_clean(log: str) -> None:
-    """No error, warning or traceback in a worker's log (the root-user SecurityWarning aside)."""
-    noisy = [
-        line
-        for line in log.splitlines()
-        if any(word in line for word in LOG_ERRORS) and "SecurityWarning" not in line
-    ]
-    assert not noisy, "\n".join(noisy)
-
-
-def executions(log_path: pathlib.Path) -> list[tuple[str, str, int]]:
-    """``(what, key, pid)`` for every line the tasks wrote to ``CELERY_TEST_LOG``."""
-    if not log_path.exists():
-        return []
-    lines = log_path.read_text(encoding="utf-8").splitlines()
-    return [(what, key, int(pid)) for what, key, pid in (line.split(" ") for line in lines)]
-
-
-def keys(log_path: pathlib.Path, what: str) -> list[str]:
-    """The keys of the executions logged as ``what``, in order, repeats included."""
-    return [key for event, key, _ in executions(log_path) if event == what]
-
-
-def queue_tasks(emulator: Emulator, queue: str) -> list[dict[str, Any]]:
-    """The tasks of a pull queue: Celery task id, tag, and whether leased now."""
-    found = []
-    for item in emulator.service.list_tasks(PROJECT, queue).get("items", []):
-        task = emulator.service.get_task(PROJECT, queue, item["id"])
-        envelope = json.loads(base64.b64decode(task["payloadBase64"]))
-        found.append(
-            {
-                "celery_id": envelope["headers"].get("id"),
-                "tag": task.get("tag"),
-                "leased": task["leaseTimestamp"] != "0",
-            }
-        )
-    return found
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """An emulator with the test project's pull queues."""
-    with Emulator(queues=PULL_QUEUES) as running:
-        yield running
-
-
-@pytest.fixture
-def exec_log(tmp_path: pathlib.Path) -> pathlib.Path:
-    """The file the tasks log their executions to."""
-    return tmp_path / "executions.log"
-
-
-@pytest.fixture
-def settings(emulator: Emulator, exec_log: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment of workers and client: edit it before starting them."""
-    monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
-    env = dict(os.environ)
-    env.update(
-        {
-            "TASKQUEUE_EMULATOR_HOST": emulator.host,
-            "CELERY_TEST_LOG": str(exec_log),
-            "CELERY_TEST_LEASE_SECS": "3",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")])),
-            "C_FORCE_ROOT": "1",
-        }
-    )
-    return env
-
-
-@pytest.fixture
-def start_worker(settings: dict[str, str], tmp_path: pathlib.Path) -> Iterator[Callable[..., Worker]]:
-    """Start a worker (``start_worker("a", queues=..., **env)``); all are killed at teardown."""
-    started: list[Worker] = []
-
-    def start(name: str, queues: str = WORKER_QUEUES, ready: bool = True, **env: str) -> Worker:
-        worker = Worker(name, {**settings, **env}, tmp_path / f"worker-{name}.log", queues)
-        started.append(worker)
-        return worker.wait_ready() if ready else worker
-
-    yield start
-    for worker in started:
-        worker.kill()
-
-
-@pytest.fixture
-def client(settings: dict[str, str]) -> Iterator[celery.Celery]:
-    """A Celery app in this process, configured like the workers, that sends tasks and reads results."""
-    app = celery.Celery("client", set_as_current=False)
-    app.config_from_object(celery_app.config_from_env(settings))
-    yield app
-    app.close()
 
 
 def test_a_few_hundred_tasks_with_results_through_rpc(emulator, start_worker, client, exec_log):
     worker = start_worker("a")
-    add = client.signature("celery_app.add")
+    add = client.signature(celery_app.add.name)
 
     results = [add.delay(i, i) if i % 2 else add.apply_async((i, i)) for i in range(300)]
 
@@ -242,7 +55,7 @@ def test_a_few_hundred_tasks_with_results_through_rpc(emulator, start_worker, cl
 def test_the_readme_example(tmp_path):
     # The README's files, and its commands: an emulator reading queue.yaml,
     # a worker, and a producer in another process.
-    shutil.copy(TESTS_DIR / "celery_example.py", tmp_path / "tasks.py")
+    shutil.copy(CELERY_EXAMPLE, tmp_path / "tasks.py")
     (tmp_path / "queue.yaml").write_text(README_QUEUE_YAML, encoding="utf-8")
     emulator = subprocess.Popen(
         [sys.executable, "-m", "kombu_appengine.emulator", "--port", "0", "--queue-yaml", "queue.yaml"],
@@ -292,7 +105,7 @@ def test_a_separate_result_backend(settings, start_worker, client, tmp_path):
     client.conf.result_backend = backend
     worker = start_worker("a")
 
-    results = [client.signature("celery_app.add").delay(i, 1) for i in range(20)]
+    results = [client.signature(celery_app.add.name).delay(i, 1) for i in range(20)]
 
     assert [result.get(timeout=30) for result in results] == [i + 1 for i in range(20)]
     assert len(list(results_dir.iterdir())) == 20
@@ -300,9 +113,9 @@ def test_a_separate_result_backend(settings, start_worker, client, tmp_path):
 
 
 def test_routing_to_a_pull_queue_and_to_a_tag_on_the_shared_queue(emulator, start_worker, client, exec_log):
-    resized = client.signature("celery_app.resize").delay("photo")
-    reported = client.signature("celery_app.report").delay("monthly")
-    added = client.signature("celery_app.add").delay(1, 2)
+    resized = client.signature(celery_app.resize.name).delay("photo")
+    reported = client.signature(celery_app.report.name).delay("monthly")
+    added = client.signature(celery_app.add.name).delay(1, 2)
 
     # Before any worker runs, each task waits in its own place.
     assert [t["celery_id"] for t in queue_tasks(emulator, "images")] == [resized.id]
@@ -334,7 +147,7 @@ def test_countdown_and_eta_longer_than_the_lease_run_once_on_one_of_two_workers(
     first = start_worker("a", ready=False)
     second = start_worker("b")
     first.wait_ready()
-    record = client.signature("celery_app.record")
+    record = client.signature(celery_app.record.name)
     sent = time.time()
     later = record.apply_async(("countdown",), countdown=5)
     eta = record.apply_async(("eta",), eta=datetime.now(timezone.utc) + timedelta(seconds=6))
@@ -362,13 +175,15 @@ def test_countdown_and_eta_longer_than_the_lease_run_once_on_one_of_two_workers(
 def test_retry_and_reject_on_worker_lost(start_worker, client, exec_log, tmp_path):
     worker = start_worker("a")
 
-    assert client.signature("celery_app.flaky").delay("flaky", 2).get(timeout=30) == 2
+    assert client.signature(celery_app.flaky.name).delay("flaky", 2).get(timeout=30) == 2
     assert keys(exec_log, "try") == ["flaky"] * 3
 
     # The first run kills its pool process: the task is rejected with
     # requeue, its lease released, and it runs again.
     marker = tmp_path / "died"
-    assert client.signature("celery_app.die_once").delay("phoenix", str(marker)).get(timeout=30) == "phoenix"
+    assert (
+        client.signature(celery_app.die_once.name).delay("phoenix", str(marker)).get(timeout=30) == "phoenix"
+    )
     assert marker.exists()
     assert keys(exec_log, "survived") == ["phoenix"]
     assert "exited with 'signal 9 (SIGKILL)'" in worker.log()
@@ -376,7 +191,7 @@ def test_retry_and_reject_on_worker_lost(start_worker, client, exec_log, tmp_pat
 
 def test_prefetch_limit_leases_no_more_than_the_worker_may_hold(emulator, start_worker, client, exec_log):
     start_worker("a", CELERY_TEST_PREFETCH="1")
-    slow = client.signature("celery_app.slow")
+    slow = client.signature(celery_app.slow.name)
     results = [slow.delay(f"job{i}", 0.4) for i in range(12)]
 
     # Prefetch 1 x concurrency 2: one worker holds at most two leases, so the
@@ -398,7 +213,7 @@ def test_sigkill_with_acks_late_runs_unfinished_tasks_again_after_their_leases(
     start_worker, client, exec_log
 ):
     doomed = start_worker("doomed")
-    slow = client.signature("celery_app.slow")
+    slow = client.signature(celery_app.slow.name)
     results = [slow.delay(f"job{i}", 1.5) for i in range(4)]
     started = wait_for(
         lambda: set(keys(exec_log, "start")) if len(keys(exec_log, "start")) >= 2 else None,
@@ -422,8 +237,8 @@ def test_sigkill_with_acks_late_runs_unfinished_tasks_again_after_their_leases(
 def test_warm_shutdown_gives_prefetched_and_eta_tasks_back_at_once(emulator, start_worker, client, exec_log):
     lease_secs = 30
     leaving = start_worker("leaving", CELERY_TEST_LEASE_SECS=str(lease_secs))
-    slow = client.signature("celery_app.slow")
-    record = client.signature("celery_app.record")
+    slow = client.signature(celery_app.slow.name)
+    record = client.signature(celery_app.record.name)
     for i in range(2):
         slow.delay(f"run{i}", 1.5)
     wait_for(lambda: len(keys(exec_log, "start")) == 2, 15, "two tasks to run")
@@ -455,8 +270,8 @@ def test_warm_shutdown_gives_prefetched_and_eta_tasks_back_at_once(emulator, sta
 def test_remote_control_is_off_and_inspect_finds_no_workers(settings, start_worker):
     worker = start_worker("a")
     inspect = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "celery_app", "inspect", "ping", "--timeout", "0.5"],
-        cwd=TESTS_DIR,
+        [sys.executable, "-m", "celery", "-A", celery_app.__name__, "inspect", "ping", "--timeout", "0.5"],
+        cwd=ROOT,
         env=settings,
         capture_output=True,
         text=True,

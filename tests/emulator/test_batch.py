@@ -6,10 +6,9 @@ import email.policy
 import json
 
 import pytest
-from conftest import b64
-from test_emulator_api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, raw, stats
 
-from kombu_appengine.emulator import Emulator
+from tests.support.api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, raw, stats
+from tests.support.helpers import b64
 
 #: Separator of the hand-made batch bodies.
 BOUNDARY = "test_boundary_42"
@@ -337,12 +336,12 @@ def test_a_body_that_is_not_multipart_is_400(emulator):
     assert_google_error(response.json(), 400)
 
 
-def test_the_token_of_the_batch_serves_its_parts():
-    with Emulator(queues=[QUEUE], require_auth=True) as running:
-        parts = [("<q>", http_request("GET", api_path()))]
-        refused = post_batch(running, parts)
-        assert refused.status == 401
-        assert_google_error(refused.json(), 401, "required")
-        [answer] = answers(post_batch(running, parts, headers={"Authorization": "Bearer outer"}))
-        assert answer.status == 200
-        assert "outer" in running.tokens
+def test_the_token_of_the_batch_serves_its_parts(make_emulator):
+    running = make_emulator(queues=[QUEUE], require_auth=True)
+    parts = [("<q>", http_request("GET", api_path()))]
+    refused = post_batch(running, parts)
+    assert refused.status == 401
+    assert_google_error(refused.json(), 401, "required")
+    [answer] = answers(post_batch(running, parts, headers={"Authorization": "Bearer outer"}))
+    assert answer.status == 200
+    assert "outer" in running.tokens

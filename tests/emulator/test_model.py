@@ -17,7 +17,6 @@ import itertools
 import json
 import re
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from kombu_appengine.emulator import Emulator, QueueConfig, TaskQueueService
+from kombu_appengine.emulator import QueueConfig, TaskQueueService
+from tests.support.helpers import MakeEmulator
 
 #: Where the fake clock starts, in seconds since the epoch.
 START_SECONDS = 1_700_000_000
@@ -197,14 +197,6 @@ class Client:
         return response.status, document
 
 
-@pytest.fixture(scope="module")
-def model_emulator() -> Iterator[tuple[Emulator, FakeClock]]:
-    clock = FakeClock()
-    queues = [QueueConfig(PLAIN_QUEUE), QueueConfig(LIMITED_QUEUE, max_leases=LIMITED_MAX_LEASES)]
-    with Emulator(queues=queues, clock=clock) as running:
-        yield running, clock
-
-
 class QueueMachine(RuleBasedStateMachine):
     """Each run gets a project of its own, so it starts from empty queues."""
 
@@ -351,8 +343,10 @@ class QueueMachine(RuleBasedStateMachine):
         assert document["stats"] == self.model.stats(self.clock.micros)
 
 
-def test_queue_semantics_match_the_model(model_emulator: tuple[Emulator, FakeClock]) -> None:
-    running, clock = model_emulator
+def test_queue_semantics_match_the_model(make_emulator: MakeEmulator) -> None:
+    clock = FakeClock()
+    queues = [QueueConfig(PLAIN_QUEUE), QueueConfig(LIMITED_QUEUE, max_leases=LIMITED_MAX_LEASES)]
+    running = make_emulator(queues=queues, clock=clock)
     machine = type("BoundQueueMachine", (QueueMachine,), {"clock": clock, "client": Client(running.url)})
     run_state_machine_as_test(machine, settings=SETTINGS)
 

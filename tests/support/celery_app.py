@@ -1,4 +1,4 @@
-"""The Celery app the end-to-end tests run workers of (``celery -A celery_app worker``).
+"""The Celery app the end-to-end tests run workers of (``celery -A tests.support.celery_app worker``).
 
 Configured with ``broker_transport`` and ``broker_transport_options`` (the
 README's example, ``celery_example.py``, uses a broker URL instead), from
@@ -25,9 +25,10 @@ from celery import Celery
 #: The pull queue holding every queue that has none of its own (reply queues).
 SHARED_QUEUE = "shared"
 #: Task name -> queue: ``images`` is a pull queue of its own, ``reports`` is a tag on ``shared``.
+#: Task names are this module's name and the function's.
 ROUTES = {
-    "celery_app.resize": {"queue": "images"},
-    "celery_app.report": {"queue": "reports"},
+    f"{__name__}.resize": {"queue": "images"},
+    f"{__name__}.report": {"queue": "reports"},
 }
 
 

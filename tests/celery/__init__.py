@@ -1,0 +1,1 @@
+"""Celery on pull queues, end to end."""

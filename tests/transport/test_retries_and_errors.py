@@ -1,0 +1,145 @@
+"""Server failures are retried without copies; what cannot be retried becomes
+kombu's connection or channel error, naming the queue."""
+
+from __future__ import annotations
+
+import socket
+from queue import Empty
+from typing import Any
+
+import google.oauth2.credentials
+import pytest
+from kombu import Connection
+
+from kombu_appengine.emulator import QueueConfig
+from kombu_appengine.errors import AuthenticationFailed, TaskQueueChannelError, TaskQueueConnectionError
+from tests.support.transport import connect, total_tasks
+
+
+def test_lease_and_insert_succeed_through_two_server_failures_each(emulator):
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        emulator.inject_failures(2, status=503, method="POST", path_contains="/tasks?")
+        before = emulator.requests
+        queue.put({"n": 1})
+        assert emulator.requests - before == 3
+        assert total_tasks(emulator) == 1
+
+        emulator.inject_failures(2, status=503, path_contains="/tasks/lease")
+        before = emulator.requests
+        message = queue.get(timeout=5)
+        assert emulator.requests - before == 3
+        assert message.payload == {"n": 1}
+
+        emulator.inject_failures(2, status=429, reason="rateLimitExceeded", method="DELETE")
+        before = emulator.requests
+        message.ack()
+        assert emulator.requests - before == 3
+        assert total_tasks(emulator) == 0
+        queue.close()
+
+
+def test_rate_limit_403_is_retried(emulator):
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        emulator.inject_failures(1, status=403, reason="userRateLimitExceeded", method="POST")
+        before = emulator.requests
+        queue.put({"n": 1})
+        assert emulator.requests - before == 2
+        assert total_tasks(emulator) == 1
+        queue.close()
+
+
+def test_insert_retried_after_a_dropped_connection_makes_no_copy(emulator):
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        emulator.inject_failures(1, method="POST", path_contains="/tasks?", reset=True)
+        before = emulator.requests
+        queue.put({"n": 1})
+        assert emulator.requests - before == 2
+        assert total_tasks(emulator) == 1
+        queue.close()
+
+
+def test_insert_whose_answer_was_lost_after_it_took_effect_makes_no_copy(emulator):
+    # The emulator's faults strike before a request is carried out; here the
+    # insert must take effect and its answer be lost, as when a connection
+    # drops on the way back. Wrap the emulator's dispatcher so that the first
+    # insert is carried out and then fails the connection.
+    real_dispatch = emulator.api.dispatch
+    lost = []
+
+    def dispatch_then_drop(method: str, target: str, *args: Any) -> Any:
+        response = real_dispatch(method, target, *args)
+        if method == "POST" and target.split("?")[0].endswith("/tasks") and not lost:
+            lost.append(target)
+            raise ConnectionResetError("answer lost on the way back")
+        return response
+
+    emulator.api.dispatch = dispatch_then_drop
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        queue.put({"n": 1})
+        assert lost
+        assert total_tasks(emulator) == 1
+        message = queue.get(timeout=5)
+        assert message.payload == {"n": 1}
+        message.ack()
+        queue.close()
+
+
+def test_more_failures_than_max_retries_is_a_connection_error(emulator):
+    with connect(emulator, max_retries=2) as connection:
+        queue = connection.SimpleQueue("default")
+        emulator.inject_failures(3, status=503, method="POST", path_contains="/tasks?")
+        with pytest.raises(TaskQueueConnectionError) as failure:
+            queue.put({"n": 1})
+        assert isinstance(failure.value, tuple(connection.connection_errors))
+        assert not isinstance(failure.value, tuple(connection.channel_errors))
+        assert "'default'" in str(failure.value)
+        assert total_tasks(emulator) == 0
+        queue.put({"n": 2})  # the faults are used up: the next call works
+        assert total_tasks(emulator) == 1
+        queue.close()
+
+
+def test_unreachable_server_is_a_connection_error(emulator):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    connection = Connection(
+        transport="kombu_appengine:Transport",
+        transport_options={"api_endpoint": f"http://127.0.0.1:{dead_port}", "max_retries": 1},
+    )
+    with pytest.raises(tuple(connection.connection_errors)):
+        connection.default_channel.queue_declare("default")
+    connection.release()
+
+
+def test_client_errors_are_not_retried(emulator):
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        emulator.inject_failures(1, status=400, reason="invalid", method="POST", path_contains="/tasks?")
+        before = emulator.requests
+        with pytest.raises(TaskQueueChannelError):
+            queue.put({"n": 1})
+        assert emulator.requests - before == 1
+        queue.close()
+
+
+def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_emulator):
+    guarded = QueueConfig("guarded", consumer_emails=["worker@example.com"])
+    server = make_emulator(queues=[guarded], identities={"worker-token": "worker@example.com"})
+    token = google.oauth2.credentials.Credentials(token="worker-token")
+    with connect(server, credentials=token) as connection:
+        queue = connection.SimpleQueue("guarded")
+        with pytest.raises(AuthenticationFailed) as refused:
+            queue.put({"n": 1})
+        text = str(refused.value)
+        assert "'guarded'" in text
+        assert "writer_email" in text
+        assert "queue.yaml" in text
+        assert refused.value.status == 403
+        assert isinstance(refused.value, tuple(connection.channel_errors))
+        with pytest.raises(Empty):  # consuming is allowed: the queue is just empty
+            queue.get(block=False)

@@ -1,0 +1,47 @@
+"""Fixtures of the worker tests: the worker's queues, and worker processes."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from kombu_appengine.emulator import Emulator, QueueConfig
+from tests.support.helpers import MakeEmulator
+from tests.support.worker_run import Run
+
+
+@pytest.fixture
+def emulator(make_emulator: MakeEmulator) -> Emulator:
+    """The worker's queues: one to work on, one for dead letters, and one that allows three leases."""
+    return make_emulator(queues=["jobs", "dead", QueueConfig("limited", max_leases=3)])
+
+
+@pytest.fixture
+def run_worker(emulator: Emulator, tmp_path: pathlib.Path) -> Iterator[Callable[..., Run]]:
+    """Start pullqueue_worker (``run_worker(FUNCTION, *options, queue=...)``); all are killed at teardown."""
+    runs = []
+
+    def start(function, *options, queue="jobs"):
+        run = Run(emulator, tmp_path, function, *options, queue=queue)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.communicate()
+
+
+@pytest.fixture
+def channel(emulator: Emulator) -> Iterator[Any]:
+    """A kombu channel on the emulator, with one task on the queue ``jobs``."""
+    with Connection(
+        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
+    ) as conn:
+        conn.SimpleQueue("jobs").put({"image": "cat.png"})
+        yield conn.default_channel
