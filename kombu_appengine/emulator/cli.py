@@ -11,7 +11,7 @@ import sys
 from .model import QueueConfig
 from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import Emulator
-from .storage import CorruptJournal
+from .storage import StorageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             require_auth=args.require_auth,
         )
-    except (OSError, CorruptJournal) as exc:
+    except (OSError, StorageError) as exc:
         sys.exit(f"pullqueue_emulator: cannot start: {exc}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening on {server.url}", flush=True)

@@ -243,6 +243,11 @@ class Emulator:
         identities: the account (email) of each bearer token; when given,
             requests are held to the queues' ACLs from ``queue.yaml`` (403).
         clock: seconds since the epoch, as :func:`time.time`.
+
+    Raises:
+        DataDirInUse: another emulator runs on ``data_dir``.
+        CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
+        OSError: the address cannot be bound, or ``data_dir`` cannot be used.
     """
 
     def __init__(
@@ -268,7 +273,13 @@ class Emulator:
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
             identities=identities,
         )
-        self._server = _Server((host, port), self.api)
+        try:
+            self._server = _Server((host, port), self.api)
+        except BaseException:
+            # Give the data directory back: this emulator never ran.
+            if self._journal is not None:
+                self._journal.close()
+            raise
         self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
             self.api, headers, body, self._server.address, token
         )

@@ -13,10 +13,18 @@ compacted: the present state is written to a new file that atomically
 replaces the old one. A last line without its newline, torn by a crash in
 the middle of a write, is dropped: its request was never answered. Any
 other line that is not an entry stops the start with :class:`CorruptJournal`.
+
+One emulator at a time owns a data directory: it holds an exclusive
+``flock(2)`` on ``emulator.lock`` there (which names its pid) for as long as
+it runs, and the kernel releases it when the process ends, however it ends.
+A second emulator on the same directory refuses to start with
+:class:`DataDirInUse`, instead of journaling over the first one's changes.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -30,25 +38,46 @@ logger = logging.getLogger(__name__)
 
 #: The journal's file name inside the data directory.
 JOURNAL_NAME = "journal.jsonl"
+#: The file whose lock says which emulator owns the data directory.
+LOCK_NAME = "emulator.lock"
 
 
-class CorruptJournal(Exception):
+class StorageError(Exception):
+    """The data directory cannot be used; the message names it or its file."""
+
+
+class CorruptJournal(StorageError):
     """The journal holds a line that is not an entry, before its last line."""
 
 
+class DataDirInUse(StorageError):
+    """Another emulator (another process, or this one) owns the data directory."""
+
+
 class FileJournal:
-    """Restore ``service`` from ``data_dir`` and record its changes there."""
+    """Restore ``service`` from ``data_dir`` and record its changes there.
+
+    Raises:
+        DataDirInUse: another emulator runs on ``data_dir``.
+        CorruptJournal: the journal holds a line that is not an entry.
+        OSError: the directory or its files cannot be made or written.
+    """
 
     def __init__(self, data_dir: str, service: TaskQueueService) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.path = os.path.join(data_dir, JOURNAL_NAME)
         self._service = service
         self._kept: list[dict[str, Any]] = []
-        with service.lock:
-            self._restore(service)
-            self._compact(service)
-            service.journal = self
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._lock_fd = _lock(data_dir)
+        try:
+            with service.lock:
+                self._restore(service)
+                self._compact(service)
+                service.journal = self
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         #: Bytes of whole entries in the journal: where a failed write is cut back to.
         self._size = os.fstat(self._fd).st_size
         #: Why the journal takes no more writes, once a failed one could not be undone.
@@ -140,12 +169,38 @@ class FileJournal:
         raise errors.backend_error(message) from failure
 
     def close(self) -> None:
-        """Close the journal file; later changes are refused (503)."""
+        """Close the journal file and give up the data directory; later changes are refused (503)."""
         with self._service.lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
                 self._broken = f"The journal {self.path} is closed: the emulator is stopping"
+                os.close(self._lock_fd)
+
+
+def _lock(data_dir: str) -> int:
+    """Take ``data_dir`` for this process: the open lock file, locked, holding our pid.
+
+    Raises:
+        DataDirInUse: another open file description holds the lock (it is
+            per open file, so a second emulator in this process is refused too).
+    """
+    path = os.path.join(data_dir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DataDirInUse(f"data dir {data_dir} is in use by another emulator (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,4 +1,5 @@
-"""Durable storage (``--data-dir``) under attack: a full disk, torn writes.
+"""Durable storage (``--data-dir``) under attack: a full disk, torn writes, two
+emulators on one directory.
 
 The emulators here are real processes (``python -m kombu_appengine.emulator``)
 or in-process :class:`Emulator` objects, always spoken to over HTTP.
@@ -15,6 +16,7 @@ import pathlib
 import re
 import resource
 import selectors
+import socket
 import subprocess
 import sys
 import time
@@ -386,3 +388,55 @@ def test_only_a_torn_last_line_is_dropped(tmp_path: pathlib.Path) -> None:
     write_journal(data_dir, journal_line(entry()), journal_line(entry(name="b", seq=2))[:-9])
     with Emulator(queues=["default"], data_dir=str(data_dir)) as started:
         assert list(started.service.queue(PROJECT, "default").tasks) == ["a"]
+
+
+# -- two emulators, one data directory ---------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_emulator_on_the_same_data_dir_refuses_to_start(
+    spawn: Spawn, tmp_path: pathlib.Path
+) -> None:
+    data_dir = tmp_path / "data"
+    first = spawn("--queue", "default", "--data-dir", str(data_dir))
+    assert first.insert("before")[0] == 200
+
+    second = spawn("--queue", "default", "--data-dir", str(data_dir), wait=False)
+    assert second.wait_refused() == 1
+    assert second.stderr() == (
+        f"pullqueue_emulator: cannot start: data dir {data_dir} is in use by another emulator"
+        f" (pid {first.pid})\n"
+    )
+    with pytest.raises(storage.DataDirInUse) as raised:
+        Emulator(queues=["default"], data_dir=str(data_dir))
+    assert str(raised.value) == f"data dir {data_dir} is in use by another emulator (pid {first.pid})"
+
+    assert first.insert("after")[0] == 200
+    first.kill()  # SIGKILL: the lock goes with the process
+    third = spawn("--queue", "default", "--data-dir", str(data_dir))
+    assert third.listed() == {"before", "after"}
+
+
+def test_in_process_emulators_do_not_share_a_data_dir(tmp_path: pathlib.Path) -> None:
+    data_dir = str(tmp_path / "data")
+    with Emulator(queues=["default"], data_dir=data_dir) as first:
+        with pytest.raises(storage.DataDirInUse) as raised:
+            Emulator(queues=["default"], data_dir=data_dir)
+        assert str(raised.value) == f"data dir {data_dir} is in use by another emulator (pid {os.getpid()})"
+        port = int(first.host.rsplit(":", 1)[1])
+        assert call(port, "POST", tasks_path(), {"id": "kept", "payloadBase64": ""})[0] == 200
+    # Stopping releases the directory.
+    with Emulator(queues=["default"], data_dir=data_dir) as again:
+        port = int(again.host.rsplit(":", 1)[1])
+        assert call(port, "GET", f"{tasks_path()}/kept")[0] == 200
+
+
+def test_an_emulator_that_cannot_bind_gives_the_data_dir_back(tmp_path: pathlib.Path) -> None:
+    data_dir = str(tmp_path / "data")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="in use"):
+            Emulator(queues=["default"], data_dir=data_dir, port=taken.getsockname()[1])
+    with Emulator(queues=["default"], data_dir=data_dir):
+        pass
