@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import collections
 import heapq
+import json
 import threading
 import time
 import uuid
@@ -371,6 +372,82 @@ class Queue:
         }
 
 
+class MalformedEntry(ValueError):
+    """A journal line that is JSON but not an entry the emulator writes."""
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # JSON true and false are not numbers here
+
+
+def _is_project(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_queue_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(QUEUE_NAME_RE.match(value))
+
+
+def _is_task_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(TASK_NAME_RE.match(value))
+
+
+def _is_leases(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(lease, list)
+        and len(lease) == 4
+        and _is_task_name(lease[0])
+        and all(_is_int(number) for number in lease[1:])
+        for lease in value
+    )
+
+
+_Check = tuple[Callable[[Any], bool], str]
+_WHERE: dict[str, _Check] = {
+    "project": (_is_project, "a project id"),
+    "queue": (_is_queue_name, "a queue name"),
+}
+#: Each kind of journal entry: its keys, how to check each, and what it must be.
+ENTRY_KEYS: dict[str, dict[str, _Check]] = {
+    "insert": {
+        **_WHERE,
+        "name": (_is_task_name, "a task name"),
+        "payload": (lambda value: isinstance(value, str), "base64 text"),
+        "tag": (lambda value: value is None or isinstance(value, str), "a string or null"),
+        "enqueued": (_is_int, "an integer"),
+        "seq": (_is_int, "an integer"),
+    },
+    "lease": {**_WHERE, "tasks": (_is_leases, "a list of [name, eta, lease expiry, retry count]")},
+    "delete": {**_WHERE, "name": (_is_task_name, "a task name"), "when": (_is_int, "an integer")},
+}
+
+
+def check_entry(entry: Any) -> str:
+    """The ``op`` of a journal entry whose keys all hold what they must.
+
+    Raises:
+        MalformedEntry: saying what is wrong with it.
+    """
+    if not isinstance(entry, dict):
+        raise MalformedEntry(f"not a JSON object but {_shown(entry)}")
+    op = entry.get("op")
+    if not isinstance(op, str) or op not in ENTRY_KEYS:
+        raise MalformedEntry(f"unknown op {_shown(op)}")
+    keys = ENTRY_KEYS[op]
+    for key, (valid, what) in keys.items():
+        if key not in entry:
+            raise MalformedEntry(f"{op} entry without {key!r}")
+        if not valid(entry[key]):
+            raise MalformedEntry(f"{op} entry: {key} must be {what}, not {_shown(entry[key])}")
+    return op
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON, cut short: enough to find it in the file."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Journal(Protocol):
     """Where a durable service records each change before it applies it.
 
@@ -668,18 +745,26 @@ class TaskQueueService:
 
     # -- restore from a journal -------------------------------------------
 
-    def replay(self, entry: dict[str, Any]) -> None:
-        """Apply one journal entry written by an earlier run."""
+    def replay(self, entry: Any) -> None:
+        """Apply one journal entry written by an earlier run.
+
+        Raises:
+            MalformedEntry: ``entry`` is not an entry the emulator writes.
+            ApiError: its queue is not declared now, or its project not served.
+        """
+        op = check_entry(entry)
         queue = self.queue(entry["project"], entry["queue"])
-        op = entry["op"]
         if op == "insert":
-            restored = Task(
-                entry["name"],
-                base64.b64decode(entry["payload"]),
-                entry["tag"],
-                entry["enqueued"],
-                entry["seq"],
-            )
+            try:
+                payload = base64.b64decode(entry["payload"], validate=True)
+            except ValueError:
+                raise MalformedEntry("insert entry: payload must be standard base64") from None
+            earlier = queue.tasks.get(entry["name"])
+            if earlier is not None:
+                # Kept while its queue was not declared, then inserted anew
+                # once it was: the later entry is the truth.
+                queue.forget(earlier)
+            restored = Task(entry["name"], payload, entry["tag"], entry["enqueued"], entry["seq"])
             self._seq = max(self._seq, restored.seq)
             queue.add(restored)
         elif op == "lease":
@@ -688,14 +773,12 @@ class TaskQueueService:
                 if task is not None:
                     task.retry_count = retry_count
                     queue.set_lease(task, eta, lease_expires)
-        elif op == "delete":
+        else:
             task = queue.tasks.get(entry["name"])
             if task is not None:
                 queue.remove(task, entry["when"])
             else:
                 queue.tombstone(entry["name"], entry["when"])
-        else:
-            raise ValueError(f"unknown journal entry {op!r}")
 
     def snapshot(self) -> Iterable[dict[str, Any]]:
         """Journal entries that rebuild the present state, for compaction."""

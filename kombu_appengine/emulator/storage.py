@@ -32,7 +32,7 @@ from typing import Any
 
 from . import errors
 from .errors import ApiError
-from .model import TaskQueueService
+from .model import MalformedEntry, TaskQueueService
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,12 @@ class FileJournal:
                 continue
             try:
                 entry = json.loads(line)
-            except ValueError:
-                raise CorruptJournal(f"{self.path}, line {number}: not a journal entry") from None
+            except (ValueError, RecursionError):
+                raise CorruptJournal(f"{self.path}, line {number}: not a journal entry (not JSON)") from None
             try:
                 service.replay(entry)
+            except MalformedEntry as exc:
+                raise CorruptJournal(f"{self.path}, line {number}: {exc}") from None
             except ApiError:
                 # A queue that is no longer declared: keep its tasks for the
                 # day it is declared again.

@@ -1,5 +1,5 @@
 """Durable storage (``--data-dir``) under attack: a full disk, torn writes, two
-emulators on one directory.
+emulators on one directory, corrupt journal entries.
 
 The emulators here are real processes (``python -m kombu_appengine.emulator``)
 or in-process :class:`Emulator` objects, always spoken to over HTTP.
@@ -440,3 +440,79 @@ def test_an_emulator_that_cannot_bind_gives_the_data_dir_back(tmp_path: pathlib.
             Emulator(queues=["default"], data_dir=data_dir, port=taken.getsockname()[1])
     with Emulator(queues=["default"], data_dir=data_dir):
         pass
+
+
+# -- corrupt journal entries -------------------------------------------------
+
+
+#: A second line that is not a journal entry, though the first and the third are.
+CORRUPT_SECOND_LINES = {
+    "not an object": journal_line([1, 2, 3]),
+    "unknown op": journal_line({"op": "frobnicate", "project": PROJECT, "queue": "default"}),
+    "no op": journal_line({"project": PROJECT, "queue": "default", "name": "b"}),
+    "name not a string": journal_line(entry(name=0, seq=2)),
+    "missing key": journal_line({k: v for k, v in entry(name="b", seq=2).items() if k != "enqueued"}),
+    "wrong type": journal_line(entry(name="b", seq=2, enqueued="yesterday")),
+    "boolean as number": journal_line(entry(name="b", seq=True)),
+    "payload not base64": journal_line(entry(name="b", seq=2, payload="not base64!")),
+    "project not a string": journal_line(entry(name="b", seq=2, project=7)),
+    "malformed lease": journal_line(
+        {"op": "lease", "project": PROJECT, "queue": "default", "tasks": [["a", 1, 2]]}
+    ),
+    "lease of a string": journal_line({"op": "lease", "project": PROJECT, "queue": "default", "tasks": "a"}),
+    "delete without when": journal_line(
+        {"op": "delete", "project": PROJECT, "queue": "default", "name": "a"}
+    ),
+    "not JSON": b"{not json\n",
+}
+
+
+@pytest.mark.parametrize("second_line", CORRUPT_SECOND_LINES.values(), ids=list(CORRUPT_SECOND_LINES))
+def test_a_corrupt_entry_is_one_error_naming_the_file_and_line(
+    second_line: bytes, tmp_path: pathlib.Path
+) -> None:
+    data_dir = tmp_path / "data"
+    journal = write_journal(
+        data_dir, journal_line(entry()), second_line, journal_line(entry(name="c", seq=3))
+    )
+    with pytest.raises(storage.CorruptJournal) as raised:
+        Emulator(queues=["default"], data_dir=str(data_dir))
+    assert str(raised.value).startswith(f"{journal}, line 2: ")
+    # A failed start holds nothing: once the file is mended, it starts.
+    journal.write_bytes(journal_line(entry()))
+    with Emulator(queues=["default"], data_dir=str(data_dir)) as started:
+        assert list(started.service.queue(PROJECT, "default").tasks) == ["a"]
+
+
+def test_a_task_inserted_again_in_a_later_entry_is_the_later_one(tmp_path: pathlib.Path) -> None:
+    # What a journal holds when a queue's tasks were kept while it was not
+    # declared, and a task of the same name was inserted once it was again.
+    data_dir = tmp_path / "data"
+    write_journal(
+        data_dir,
+        journal_line(entry(tag="old", payload=b64(b"old"))),
+        journal_line(entry(tag="new", payload=b64(b"new"), seq=2)),
+    )
+    with Emulator(queues=["default"], data_dir=str(data_dir)) as started:
+        port = int(started.host.rsplit(":", 1)[1])
+        status, task = call(port, "GET", f"{tasks_path()}/a")
+        assert (status, task["tag"], task["payloadBase64"]) == (200, "new", b64(b"new"))
+        status, queue = call(
+            port, "GET", f"/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/default?getStats=true"
+        )
+        assert queue["stats"]["totalTasks"] == 1
+        status, leased = call(port, "POST", f"{tasks_path()}/lease?numTasks=5&leaseSecs=60")
+        assert [(task["id"], task["payloadBase64"]) for task in leased["items"]] == [("a", b64(b"new"))]
+
+
+@pytest.mark.slow
+def test_the_command_line_reports_a_corrupt_entry_in_one_line(spawn: Spawn, tmp_path: pathlib.Path) -> None:
+    data_dir = tmp_path / "data"
+    journal = write_journal(
+        data_dir, journal_line(entry()), CORRUPT_SECOND_LINES["wrong type"], journal_line(entry(name="c"))
+    )
+    refused = spawn("--queue", "default", "--data-dir", str(data_dir), wait=False)
+    assert refused.wait_refused() == 1
+    message = refused.stderr()
+    assert message.startswith(f"pullqueue_emulator: cannot start: {journal}, line 2: "), message
+    assert message.count("\n") == 1, message
