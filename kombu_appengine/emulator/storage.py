@@ -19,6 +19,11 @@ One emulator at a time owns a data directory: it holds an exclusive
 it runs, and the kernel releases it when the process ends, however it ends.
 A second emulator on the same directory refuses to start with
 :class:`DataDirInUse`, instead of journaling over the first one's changes.
+
+Tasks are the users' data: a data directory the emulator creates is
+``0700`` and its files are always ``0600``, whatever the umask, existing
+files included. A directory that already exists is left as it is (it may
+be shared on purpose), with a warning when other users can read or write it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 from typing import Any
 
 from . import errors
@@ -40,6 +46,10 @@ logger = logging.getLogger(__name__)
 JOURNAL_NAME = "journal.jsonl"
 #: The file whose lock says which emulator owns the data directory.
 LOCK_NAME = "emulator.lock"
+#: Mode of a data directory the emulator creates: its owner's alone.
+DIR_MODE = 0o700
+#: Mode of every file in the data directory.
+FILE_MODE = 0o600
 
 
 class StorageError(Exception):
@@ -64,7 +74,7 @@ class FileJournal:
     """
 
     def __init__(self, data_dir: str, service: TaskQueueService) -> None:
-        os.makedirs(data_dir, exist_ok=True)
+        _prepare_directory(data_dir)
         self.path = os.path.join(data_dir, JOURNAL_NAME)
         self._service = service
         self._kept: list[dict[str, Any]] = []
@@ -74,7 +84,7 @@ class FileJournal:
                 self._restore(service)
                 self._compact(service)
                 service.journal = self
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._fd = _open_private(self.path, os.O_WRONLY | os.O_APPEND)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -120,7 +130,7 @@ class FileJournal:
 
     def _compact(self, service: TaskQueueService) -> None:
         temporary = self.path + ".tmp"
-        with open(temporary, "wb") as out:
+        with open(_open_private(temporary, os.O_WRONLY | os.O_TRUNC), "wb") as out:
             for entry in self._kept:
                 out.write(_line(entry))
             for entry in service.snapshot():
@@ -180,6 +190,40 @@ class FileJournal:
                 os.close(self._lock_fd)
 
 
+def _prepare_directory(path: str) -> None:
+    """Create ``path`` private to its owner, or warn when an existing one is open to others."""
+    try:
+        os.makedirs(path, mode=DIR_MODE)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o066:
+            logger.warning(
+                "data dir %s can be read or changed by other users (mode %04o); its files are"
+                " private (0600), but 'chmod 700 %s' keeps others from listing or replacing them",
+                path,
+                mode,
+                path,
+            )
+    else:
+        # makedirs' mode went through the umask.
+        os.chmod(path, DIR_MODE)
+
+
+def _open_private(path: str, flags: int) -> int:
+    """Open ``path``, creating it, as a file only its owner may read, whatever it was before.
+
+    Raises:
+        OSError: naming ``path``.
+    """
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError as exc:
+        os.close(fd)
+        raise OSError(exc.errno, exc.strerror, path) from None
+    return fd
+
+
 def _lock(data_dir: str) -> int:
     """Take ``data_dir`` for this process: the open lock file, locked, holding our pid.
 
@@ -188,7 +232,7 @@ def _lock(data_dir: str) -> int:
             per open file, so a second emulator in this process is refused too).
     """
     path = os.path.join(data_dir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_private(path, os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,5 +1,5 @@
 """Durable storage (``--data-dir``) under attack: a full disk, torn writes, two
-emulators on one directory, corrupt journal entries.
+emulators on one directory, corrupt journal entries, file permissions.
 
 The emulators here are real processes (``python -m kombu_appengine.emulator``)
 or in-process :class:`Emulator` objects, always spoken to over HTTP.
@@ -11,12 +11,14 @@ import base64
 import errno
 import http.client
 import json
+import logging
 import os
 import pathlib
 import re
 import resource
 import selectors
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -74,6 +76,10 @@ def assert_backend_error(answer: tuple[int, Any]) -> None:
     assert error["code"] == 503
     assert error["message"]
     assert [(e["domain"], e["reason"]) for e in error["errors"]] == [("global", "backendError")]
+
+
+def mode_of(path: pathlib.Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def entry(**fields: Any) -> dict[str, Any]:
@@ -516,3 +522,50 @@ def test_the_command_line_reports_a_corrupt_entry_in_one_line(spawn: Spawn, tmp_
     message = refused.stderr()
     assert message.startswith(f"pullqueue_emulator: cannot start: {journal}, line 2: "), message
     assert message.count("\n") == 1, message
+
+
+# -- permissions -------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The common umask, under which files come out readable by everyone."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_a_new_data_dir_and_its_files_are_private(tmp_path: pathlib.Path) -> None:
+    data_dir = tmp_path / "parent" / "data"
+    with Emulator(queues=["default"], data_dir=str(data_dir)) as running:
+        port = int(running.host.rsplit(":", 1)[1])
+        assert call(port, "POST", tasks_path(), {"id": "secret", "payloadBase64": b64(b"s")})[0] == 200
+        assert mode_of(data_dir) == 0o700
+        files = {path.name: mode_of(path) for path in data_dir.iterdir()}
+    assert files == {storage.JOURNAL_NAME: 0o600, storage.LOCK_NAME: 0o600}
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_existing_files_are_made_private_and_an_open_data_dir_is_warned_about(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)
+    journal = data_dir / storage.JOURNAL_NAME
+    journal.write_bytes(journal_line(entry()))
+    journal.chmod(0o644)
+    lock = data_dir / storage.LOCK_NAME
+    lock.write_bytes(b"")
+    lock.chmod(0o666)
+    caplog.set_level(logging.WARNING, logger=storage.__name__)
+    with Emulator(queues=["default"], data_dir=str(data_dir)):
+        assert mode_of(journal) == 0o600
+        assert mode_of(lock) == 0o600
+    # The directory is the user's: left as it is, but they are told.
+    assert mode_of(data_dir) == 0o755
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any(str(data_dir) in message and "0755" in message for message in warnings), warnings
