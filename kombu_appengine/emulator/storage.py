@@ -8,11 +8,16 @@ delete never comes back and a lease keeps its expiry.
 When a write fails (a full disk, say), the journal is truncated back to its
 last good offset, nothing changes in memory and the request is answered 503
 ``backendError``: the journal always holds whole entries, and only the
-changes that were acknowledged. At start the journal is replayed and
-compacted: the present state is written to a new file that atomically
-replaces the old one. A last line without its newline, torn by a crash in
-the middle of a write, is dropped: its request was never answered. Any
-other line that is not an entry stops the start with :class:`CorruptJournal`.
+changes that were acknowledged.
+
+At start the journal is replayed and compacted: the present state is written
+to a new file that atomically replaces the old one. The same happens while
+the emulator runs, whenever the journal has grown past twice its compacted
+size (and :data:`COMPACTION_FLOOR`), so it stays within a small multiple of
+the live data however many tasks pass through. A last line without its
+newline, torn by a crash in the middle of a write, is dropped: its request
+was never answered. Any other line that is not an entry stops the start
+with :class:`CorruptJournal`.
 
 One emulator at a time owns a data directory: it holds an exclusive
 ``flock(2)`` on ``emulator.lock`` there (which names its pid) for as long as
@@ -28,8 +33,10 @@ be shared on purpose), with a warning when other users can read or write it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -50,6 +57,15 @@ LOCK_NAME = "emulator.lock"
 DIR_MODE = 0o700
 #: Mode of every file in the data directory.
 FILE_MODE = 0o600
+#: The journal is compacted while running once it is larger than this many
+#: bytes and than :data:`COMPACTION_GROWTH` times its size after the last
+#: compaction: its size stays within twice the live data, plus this floor.
+COMPACTION_FLOOR = 1024 * 1024
+#: How many times its compacted size the journal may grow to before the next compaction.
+COMPACTION_GROWTH = 2
+#: Bytes written at a time when compacting, so that a large state is never
+#: held in memory twice.
+WRITE_CHUNK = 1024 * 1024
 
 
 class StorageError(Exception):
@@ -77,23 +93,30 @@ class FileJournal:
         _prepare_directory(data_dir)
         self.path = os.path.join(data_dir, JOURNAL_NAME)
         self._service = service
+        #: Entries of queues that are not declared now, carried into every compaction.
         self._kept: list[dict[str, Any]] = []
+        #: The journal, open for appending; -1 once closed.
+        self._fd = -1
+        #: Bytes of whole entries in the journal: where a failed write is cut back to.
+        self._size = 0
+        #: The size past which the next change first compacts the journal.
+        self._compact_at = COMPACTION_FLOOR
+        #: Why the journal takes no more writes, once it is closed or a failed
+        #: write could not be undone.
+        self._broken: str | None = None
         self._lock_fd = _lock(data_dir)
         try:
             with service.lock:
-                self._restore(service)
-                self._compact(service)
+                self._restore()
+                self._compact()
                 service.journal = self
-            self._fd = _open_private(self.path, os.O_WRONLY | os.O_APPEND)
         except BaseException:
+            if self._fd >= 0:
+                os.close(self._fd)
             os.close(self._lock_fd)
             raise
-        #: Bytes of whole entries in the journal: where a failed write is cut back to.
-        self._size = os.fstat(self._fd).st_size
-        #: Why the journal takes no more writes, once a failed one could not be undone.
-        self._broken: str | None = None
 
-    def _restore(self, service: TaskQueueService) -> None:
+    def _restore(self) -> None:
         try:
             with open(self.path, "rb") as journal:
                 data = journal.read()
@@ -113,7 +136,7 @@ class FileJournal:
             except (ValueError, RecursionError):
                 raise CorruptJournal(f"{self.path}, line {number}: not a journal entry (not JSON)") from None
             try:
-                service.replay(entry)
+                self._service.replay(entry)
             except MalformedEntry as exc:
                 raise CorruptJournal(f"{self.path}, line {number}: {exc}") from None
             except ApiError:
@@ -128,26 +151,57 @@ class FileJournal:
                 ", ".join(sorted(undeclared)),
             )
 
-    def _compact(self, service: TaskQueueService) -> None:
+    def _compact(self) -> None:
+        """Replace the journal by the present state, and append to that from now on.
+
+        The state is written to a temporary file, which is synced and renamed
+        over the journal: at every instant the journal's name holds either
+        the old whole journal or the new whole one, even across power loss.
+        Called with the service's lock held, between changes, when memory
+        holds exactly what the journal does.
+
+        Raises:
+            OSError: naming the file that could not be written; the journal
+                is then as it was.
+        """
         temporary = self.path + ".tmp"
-        with open(_open_private(temporary, os.O_WRONLY | os.O_TRUNC), "wb") as out:
-            for entry in self._kept:
-                out.write(_line(entry))
-            for entry in service.snapshot():
-                out.write(_line(entry))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        fd = _open_private(temporary, os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            size = self._write_snapshot(fd)
+            os.fsync(fd)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise OSError(exc.errno, exc.strerror, temporary) from None
+        # The name is the new file's now: append to it whatever comes next.
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._size = fd, size
+        self._compact_at = max(COMPACTION_FLOOR, COMPACTION_GROWTH * size)
+        _sync_directory(os.path.dirname(self.path))
+
+    def _write_snapshot(self, fd: int) -> int:
+        """Write the entries that rebuild the present state to ``fd``; their size."""
+        size = 0
+        chunk: list[bytes] = []
+        pending = 0
+        for entry in itertools.chain(self._kept, self._service.snapshot()):
+            line = _line(entry)
+            chunk.append(line)
+            pending += len(line)
+            if pending >= WRITE_CHUNK:
+                _write_all(fd, b"".join(chunk))
+                size, chunk, pending = size + pending, [], 0
+        _write_all(fd, b"".join(chunk))
+        return size + pending
 
     def record(self, *entries: dict[str, Any]) -> None:
         """Append the entries of one change with one write, all or none.
 
         Returns once they are in the kernel, so they survive the process.
+        When the journal has outgrown the live data, it is compacted first.
 
         Raises:
             ApiError: 503 ``backendError`` when they could not be written
@@ -156,12 +210,25 @@ class FileJournal:
         with self._service.lock:
             if self._broken is not None:
                 raise errors.backend_error(self._broken)
+            if self._size > self._compact_at:
+                self._compact_while_running()
             data = b"".join(_line(entry) for entry in entries)
             try:
                 _write_all(self._fd, data)
             except OSError as exc:
                 self._undo(exc)
             self._size += len(data)
+
+    def _compact_while_running(self) -> None:
+        try:
+            self._compact()
+        except OSError as exc:
+            # Not the change's fault: it goes to the journal as it is, and
+            # compaction is tried again once the journal grew some more.
+            self._compact_at = self._size + COMPACTION_FLOOR
+            logger.warning("cannot compact the journal: %s; it keeps growing for now", exc)
+        else:
+            logger.info("compacted the journal %s to %d bytes", self.path, self._size)
 
     def _undo(self, failure: OSError) -> None:
         """Cut off what a failed write left, then raise the 503 that says so."""
@@ -247,6 +314,23 @@ def _lock(data_dir: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _sync_directory(path: str) -> None:
+    """fsync a directory, so that a rename in it survives power loss.
+
+    Raises:
+        OSError: naming the directory.
+    """
+    path = path or "."
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def _write_all(fd: int, data: bytes) -> None:
