@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", metavar="PATH", help="keep tasks on disk here; default: memory only")
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="sync every change to the disk before answering: it survives power loss, not only a crash"
+        " of the emulator (slower; needs --data-dir)",
+    )
+    parser.add_argument(
         "--require-auth", action="store_true", help="answer 401 to requests without an OAuth bearer token"
     )
     parser.add_argument("--log-level", default="WARNING", help="logging level (default: %(default)s)")
@@ -49,7 +55,10 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGINT or SIGTERM."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.fsync and not args.data_dir:
+        parser.error("--fsync needs --data-dir")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -82,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             configs,
             project=args.project,
             data_dir=args.data_dir,
+            fsync=args.fsync,
             host=args.host,
             port=args.port,
             require_auth=args.require_auth,

@@ -5,7 +5,12 @@ and answered, all its entries with one ``write(2)``, so a task whose insert
 was acknowledged survives the emulator being killed (SIGKILL included), a
 delete never comes back and a lease keeps its expiry.
 
-When a write fails (a full disk, say), the journal is truncated back to its
+With ``fsync`` (``--fsync``) each write is also synced to the disk before
+the answer, so acknowledged changes survive power loss too; compaction
+always syncs the new file and the directory, so that a rename never leaves
+less on disk than the journal it replaced.
+
+When a write (or its sync) fails (a full disk, say), the journal is truncated back to its
 last good offset, nothing changes in memory and the request is answered 503
 ``backendError``: the journal always holds whole entries, and only the
 changes that were acknowledged.
@@ -83,15 +88,23 @@ class DataDirInUse(StorageError):
 class FileJournal:
     """Restore ``service`` from ``data_dir`` and record its changes there.
 
+    Parameters:
+        data_dir: the directory, created when missing.
+        service: the queues, restored from the journal and then recording to it.
+        fsync: make every change durable across power loss, not only across
+            the death of the process, before it is answered: each write is
+            followed by ``fdatasync(2)``.
+
     Raises:
         DataDirInUse: another emulator runs on ``data_dir``.
         CorruptJournal: the journal holds a line that is not an entry.
         OSError: the directory or its files cannot be made or written.
     """
 
-    def __init__(self, data_dir: str, service: TaskQueueService) -> None:
+    def __init__(self, data_dir: str, service: TaskQueueService, fsync: bool = False) -> None:
         _prepare_directory(data_dir)
         self.path = os.path.join(data_dir, JOURNAL_NAME)
+        self.fsync = fsync
         self._service = service
         #: Entries of queues that are not declared now, carried into every compaction.
         self._kept: list[dict[str, Any]] = []
@@ -200,8 +213,10 @@ class FileJournal:
     def record(self, *entries: dict[str, Any]) -> None:
         """Append the entries of one change with one write, all or none.
 
-        Returns once they are in the kernel, so they survive the process.
-        When the journal has outgrown the live data, it is compacted first.
+        Returns once they are in the kernel, so they survive the process,
+        or with ``fsync`` once they are on the disk, so they survive power
+        loss. When the journal has outgrown the live data, it is compacted
+        first.
 
         Raises:
             ApiError: 503 ``backendError`` when they could not be written
@@ -215,6 +230,8 @@ class FileJournal:
             data = b"".join(_line(entry) for entry in entries)
             try:
                 _write_all(self._fd, data)
+                if self.fsync:
+                    _sync_data(self._fd)
             except OSError as exc:
                 self._undo(exc)
             self._size += len(data)
@@ -314,6 +331,11 @@ def _lock(data_dir: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+#: fdatasync(2) where there is one: an append needs the data and the size on
+#: disk, not the other metadata.
+_sync_data = getattr(os, "fdatasync", os.fsync)
 
 
 def _sync_directory(path: str) -> None:

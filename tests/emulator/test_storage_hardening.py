@@ -1,5 +1,5 @@
-"""Durable storage (``--data-dir``) under attack: a full disk, torn writes, two
-emulators on one directory, corrupt journal entries, file permissions.
+"""Durable storage (``--data-dir``) under attack: a full disk, two emulators on
+one directory, corrupt journal entries, file permissions, and ``--fsync``.
 
 The emulators here are real processes (``python -m kombu_appengine.emulator``)
 or in-process :class:`Emulator` objects, always spoken to over HTTP.
@@ -569,3 +569,42 @@ def test_existing_files_are_made_private_and_an_open_data_dir_is_warned_about(
     assert mode_of(data_dir) == 0o755
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any(str(data_dir) in message and "0755" in message for message in warnings), warnings
+
+
+# -- --fsync -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fsync_keeps_every_acknowledged_change(spawn: Spawn, tmp_path: pathlib.Path) -> None:
+    args = ("--queue", "default", "--data-dir", str(tmp_path / "data"), "--fsync")
+    emulator = spawn(*args)
+    for name in ("a", "b", "c"):
+        assert emulator.insert(name, payload=name.encode())[0] == 200
+    status, leased = emulator.lease(lease_secs=3600)
+    assert status == 200
+    assert emulator.call("DELETE", f"{tasks_path()}/b")[0] == 204
+    expected = {name: emulator.get(name)[1] for name in ("a", "c")}
+    emulator.kill()
+    restarted = spawn(*args)
+    assert {name: restarted.get(name)[1] for name in ("a", "c")} == expected
+    assert expected["a"]["leaseTimestamp"] == leased["items"][0]["leaseTimestamp"]
+    assert restarted.get("b")[0] == 404
+
+
+@pytest.mark.slow
+def test_fsync_needs_a_data_dir(spawn: Spawn) -> None:
+    refused = spawn("--queue", "default", "--fsync", wait=False)
+    assert refused.wait_refused() == 2
+    assert "--fsync needs --data-dir" in refused.stderr()
+
+
+def test_fsync_from_python(tmp_path: pathlib.Path) -> None:
+    data_dir = str(tmp_path / "data")
+    with Emulator(queues=["default"], data_dir=data_dir, fsync=True) as running:
+        port = int(running.host.rsplit(":", 1)[1])
+        assert call(port, "POST", tasks_path(), {"id": "a", "payloadBase64": ""})[0] == 200
+    with Emulator(queues=["default"], data_dir=data_dir) as running:
+        port = int(running.host.rsplit(":", 1)[1])
+        assert call(port, "GET", f"{tasks_path()}/a")[0] == 200
+    with pytest.raises(ValueError, match="data_dir"):
+        Emulator(queues=["default"], fsync=True)
