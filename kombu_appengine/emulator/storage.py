@@ -78,7 +78,7 @@ class StorageError(Exception):
 
 
 class CorruptJournal(StorageError):
-    """The journal holds a line that is not an entry, before its last line."""
+    """The journal holds a line that is not an entry (other than a torn last one)."""
 
 
 class DataDirInUse(StorageError):
@@ -183,11 +183,13 @@ class FileJournal:
             size = self._write_snapshot(fd)
             os.fsync(fd)
             os.replace(temporary, self.path)
-        except OSError as exc:
+        except BaseException as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
-            raise OSError(exc.errno, exc.strerror, temporary) from None
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, exc.strerror, temporary) from None
+            raise
         # The name is the new file's now: append to it whatever comes next.
         if self._fd >= 0:
             os.close(self._fd)
