@@ -3,11 +3,12 @@
 
 Run from a checkout with the project installed::
 
-    python scripts/bench_emulator.py            # depths 1,000 / 100,000 / 1,000,000
-    python scripts/bench_emulator.py --quick    # depths 1,000 / 10,000 / 100,000
+    python scripts/bench_emulator.py               # depths 1,000 / 100,000 / 1,000,000
+    python scripts/bench_emulator.py --quick       # depths 1,000 / 10,000 / 100,000
+    python scripts/bench_emulator.py --fsync-only  # table 4 alone
 
-Everything runs in this process, on 127.0.0.1, with memory storage. It prints
-three tables:
+Everything runs in this process, on 127.0.0.1, with memory storage for
+tables 1 to 3 and a data directory for table 4. It prints four tables:
 
 1. **Lease latency by depth**: the median round trip of ``tasks.lease``
    (``numTasks`` 1 and 10), one emulator and one keep-alive HTTP connection
@@ -27,6 +28,12 @@ three tables:
    delayed ACK), and how many of those overlapped one of Python's full
    garbage collections (which take a large fraction of a second with a
    million tasks in memory). On an idle machine p99 is under a millisecond.
+4. **The cost of --fsync**: inserts per second from one keep-alive client
+   to two emulators with a data directory (under ``--tmp-dir``, the
+   system's temporary directory by default: put it on the disk you mean to
+   measure), one with ``fsync=True``, taking turns likewise, and their
+   ratio. The figure belongs to the disk: a tmpfs makes fsync free, a
+   laptop's SSD costs a fraction of a millisecond, a network disk more.
 
 The exit status is 1 when the lease ratio is above 1.5 or a round trip took
 40 ms or more outside a full garbage collection.
@@ -44,6 +51,7 @@ import json
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -262,6 +270,43 @@ def throughput(
     return rates
 
 
+def fsync_cost(count: int, plain: Connection, synced: Connection) -> tuple[float, float]:
+    """Inserts per second to an emulator with a data dir, without and with fsync.
+
+    The two take turns, :data:`TURN` requests each, for the same reason as in
+    :func:`lease_round_trips`.
+    """
+    inserts = operation_requests(count)["insert"]
+    elapsed = {plain: 0.0, synced: 0.0}
+    for first in range(0, count, TURN):
+        for connection in elapsed:
+            start = time.perf_counter()
+            for method, path, body in inserts[first : first + TURN]:
+                checked(connection, method, path, body)
+            elapsed[connection] += time.perf_counter() - start
+    return count / elapsed[plain], count / elapsed[synced]
+
+
+def print_fsync_cost(count: int, tmp_dir: str | None) -> None:
+    """Table 4: the cost of ``--fsync``, in emulators with data dirs under ``tmp_dir``."""
+    with contextlib.ExitStack() as stack:
+        parent = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fsync-", dir=tmp_dir))
+        print(f"\n4. The cost of --fsync: {count:,} inserts each, one keep-alive client, data dirs in")
+        print(f"   {parent}")
+        connections = []
+        for fsync in (False, True):
+            emulator = stack.enter_context(
+                Emulator(queues=[QUEUE], data_dir=f"{parent}/fsync-{fsync}", fsync=fsync)
+            )
+            connections.append(Connection(address_of(emulator)))
+            stack.callback(connections[-1].close)
+        plain, synced = fsync_cost(count, *connections)
+    print(f"   {'requests':<32}{'req/s':>10}")
+    print(f"   {'insert, data dir':<32}{plain:>10,.0f}")
+    print(f"   {'insert, data dir with --fsync':<32}{synced:>10,.0f}")
+    print(f"   --fsync costs: {plain / synced:.2f}x fewer inserts per second")
+
+
 def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:9.3f}"
 
@@ -285,7 +330,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="requests per operation for throughput (default 5000, quick 2000)",
     )
+    parser.add_argument(
+        "--fsync-requests",
+        type=int,
+        default=None,
+        help="inserts to each emulator for the cost of --fsync (default 2000, quick 500)",
+    )
+    parser.add_argument(
+        "--fsync-only", action="store_true", help="measure only the cost of --fsync (table 4)"
+    )
+    parser.add_argument(
+        "--tmp-dir", default=None, help="where table 4 makes its data dirs (default: the system's temp dir)"
+    )
     options = parser.parse_args(argv)
+    fsync_count = options.fsync_requests or (500 if options.quick else 2000)
+    if options.fsync_only:
+        print_fsync_cost(fsync_count, options.tmp_dir)
+        return 0
     depths = (1_000, 10_000, 100_000) if options.quick else (1_000, 100_000, 1_000_000)
     samples = options.samples or 500
     count = options.requests or (2000 if options.quick else 5000)
@@ -355,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pauses = [end - start for start, end in watch.pauses]
         if pauses:
             print(f"   full garbage collections: {len(pauses)}, longest {max(pauses) * 1000:.0f} ms")
+
+    print_fsync_cost(fsync_count, options.tmp_dir)
 
     failed = max(ratios.values()) > TARGET_RATIO or stalls > 0
     print(

@@ -16,12 +16,16 @@ from .errors import ApiError
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import Emulator, emulator
+from .storage import CorruptJournal, DataDirInUse, StorageError
 
 __all__ = [
     "ApiError",
+    "CorruptJournal",
+    "DataDirInUse",
     "Emulator",
     "QueueConfig",
     "QueueYamlError",
+    "StorageError",
     "TaskQueueService",
     "emulator",
     "load_queue_yaml",

@@ -12,7 +12,7 @@ from ..cli_common import add_log_level_option, add_version_option
 from .model import QueueConfig
 from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import Emulator
-from .storage import CorruptJournal
+from .storage import StorageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", metavar="PATH", help="keep tasks on disk here; default: memory only")
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="sync every change to the disk before answering: it survives power loss, not only a crash"
+        " of the emulator (slower; needs --data-dir)",
+    )
+    parser.add_argument(
         "--require-auth", action="store_true", help="answer 401 to requests without an OAuth bearer token"
     )
     add_log_level_option(parser, default="WARNING")
@@ -51,7 +57,10 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until SIGINT or SIGTERM."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.fsync and not args.data_dir:
+        parser.error("--fsync needs --data-dir")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         configs = load_queue_yaml(args.queue_yaml) if args.queue_yaml else []
@@ -82,11 +91,12 @@ def main(argv: list[str] | None = None) -> None:
             configs,
             project=args.project,
             data_dir=args.data_dir,
+            fsync=args.fsync,
             host=args.host,
             port=args.port,
             require_auth=args.require_auth,
         )
-    except (OSError, CorruptJournal) as exc:
+    except (OSError, StorageError) as exc:
         sys.exit(f"pullqueue_emulator: cannot start: {exc}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening on {server.url}", flush=True)

@@ -56,6 +56,11 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, "alreadyExists", message)
 
 
+def backend_error(message: str) -> ApiError:
+    """503: the server could not do it now (its storage failed); clients retry."""
+    return ApiError(503, "backendError", message)
+
+
 def login_required() -> ApiError:
     """401: the request carries no bearer token."""
     return ApiError(401, "required", "Login Required.")

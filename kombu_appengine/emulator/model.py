@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import collections
 import heapq
+import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -143,6 +144,8 @@ class Task:
 
 
 _HeapEntry = tuple[int, int, int, Task]
+#: One task's lease in a journal entry: name, ETA, lease expiry, retry count.
+_Lease = tuple[str, int, int, int]
 
 
 class LeaseWindow:
@@ -235,6 +238,11 @@ class Queue:
 
     def remove(self, task: Task, now: int) -> None:
         """Delete a task and reserve its name."""
+        self.forget(task)
+        self.tombstone(task.name, now)
+
+    def forget(self, task: Task) -> None:
+        """Drop a task from the queue and its indexes, reserving nothing."""
         del self.tasks[task.name]
         task.version += 1
         self._tag_counts[task.tag] -= 1
@@ -244,7 +252,6 @@ class Queue:
                 # Only stale entries are left; the (empty) heap stays for
                 # the consumers that lease by this tag.
                 self._tag_heaps[task.tag] = []
-        self.tombstone(task.name, now)
 
     def tombstone(self, name: str, when: int) -> None:
         """Reserve a deleted name until ``when`` + the tombstone period."""
@@ -272,13 +279,14 @@ class Queue:
 
     # -- operations -------------------------------------------------------
 
-    def lease(
-        self, num_tasks: int, lease_micros: int, tag: str | None, by_tag: bool, now: int
+    def plan_lease(
+        self, num_tasks: int, tag: str | None, by_tag: bool, now: int
     ) -> tuple[list[Task], list[Task]]:
-        """Lease up to ``num_tasks`` due tasks, oldest first.
+        """What a lease of up to ``num_tasks`` due tasks, oldest first, would do.
 
-        Returns the leased tasks and the tasks deleted because they reached
-        ``maxLeases``.
+        Changes nothing, so that the lease can be journaled before it is
+        applied (:meth:`apply_lease`). Returns the tasks to lease and the
+        tasks to delete instead, because they reached ``maxLeases``.
         """
         heap = self._heap
         if by_tag:
@@ -292,28 +300,48 @@ class Queue:
         expired: list[Task] = []
         batch_bytes = 0
         max_leases = self.config.max_leases
-        while len(leased) < num_tasks:
-            task = self._first_available(heap, now)
-            if task is None:
-                break
+        for task in self._due(heap, now):
             if leased and batch_bytes + len(task.payload) > MAX_LEASE_BATCH_BYTES:
                 break
             if max_leases is not None and task.retry_count >= max_leases:
-                self.remove(task, now)
                 expired.append(task)
                 continue
             batch_bytes += len(task.payload)
-            task.retry_count += 1
-            # Out of the heaps until the batch is complete: with leaseSecs=0
-            # the task is due again at once and must not be leased twice.
-            task.version += 1
             leased.append(task)
+            if len(leased) == num_tasks:
+                break
+        return leased, expired
+
+    def _due(self, heap: list[_HeapEntry], now: int) -> Iterator[Task]:
+        """The tasks of ``heap`` due at ``now``, in lease order, leaving the heap as it is.
+
+        Stale entries at the top are dropped first (that changes no task);
+        below it the heap is walked as the tree it is, as :meth:`ordered`
+        does, pruning subtrees that are not due yet.
+        """
+        if self._first_available(heap, now) is None:
+            return
+        frontier: list[tuple[_HeapEntry, int]] = [(heap[0], 0)]
+        while frontier:
+            (eta, _, version, task), index = heapq.heappop(frontier)
+            if eta > now:
+                return
+            if version == task.version:
+                yield task
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+
+    def apply_lease(self, leased: list[Task], expired: list[Task], lease_micros: int, now: int) -> None:
+        """Carry out a lease that :meth:`plan_lease` planned."""
+        for task in expired:
+            self.remove(task, now)
         for task in leased:
+            task.retry_count += 1
             self.set_lease(task, now + lease_micros, now + lease_micros)
         if leased:
             self._leased_last_minute.add(now, len(leased))
             self._leased_last_hour.add(now, len(leased))
-        return leased, expired
 
     def ordered(self, limit: int) -> list[Task]:
         """The first ``limit`` tasks in lease order (ETA, then insertion).
@@ -344,15 +372,98 @@ class Queue:
         }
 
 
+class MalformedEntry(ValueError):
+    """A journal line that is JSON but not an entry the emulator writes."""
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # JSON true and false are not numbers here
+
+
+def _is_project(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_queue_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(QUEUE_NAME_RE.match(value))
+
+
+def _is_task_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(TASK_NAME_RE.match(value))
+
+
+def _is_leases(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(lease, list)
+        and len(lease) == 4
+        and _is_task_name(lease[0])
+        and all(_is_int(number) for number in lease[1:])
+        for lease in value
+    )
+
+
+_Check = tuple[Callable[[Any], bool], str]
+_WHERE: dict[str, _Check] = {
+    "project": (_is_project, "a project id"),
+    "queue": (_is_queue_name, "a queue name"),
+}
+#: Each kind of journal entry: its keys, how to check each, and what it must be.
+ENTRY_KEYS: dict[str, dict[str, _Check]] = {
+    "insert": {
+        **_WHERE,
+        "name": (_is_task_name, "a task name"),
+        "payload": (lambda value: isinstance(value, str), "base64 text"),
+        "tag": (lambda value: value is None or isinstance(value, str), "a string or null"),
+        "enqueued": (_is_int, "an integer"),
+        "seq": (_is_int, "an integer"),
+    },
+    "lease": {**_WHERE, "tasks": (_is_leases, "a list of [name, eta, lease expiry, retry count]")},
+    "delete": {**_WHERE, "name": (_is_task_name, "a task name"), "when": (_is_int, "an integer")},
+}
+
+
+def check_entry(entry: Any) -> str:
+    """The ``op`` of a journal entry whose keys all hold what they must.
+
+    Raises:
+        MalformedEntry: saying what is wrong with it.
+    """
+    if not isinstance(entry, dict):
+        raise MalformedEntry(f"not a JSON object but {_shown(entry)}")
+    op = entry.get("op")
+    if not isinstance(op, str) or op not in ENTRY_KEYS:
+        raise MalformedEntry(f"unknown op {_shown(op)}")
+    keys = ENTRY_KEYS[op]
+    for key, (valid, what) in keys.items():
+        if key not in entry:
+            raise MalformedEntry(f"{op} entry without {key!r}")
+        if not valid(entry[key]):
+            raise MalformedEntry(f"{op} entry: {key} must be {what}, not {_shown(entry[key])}")
+    return op
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON, cut short: enough to find it in the file."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Journal(Protocol):
-    """Where a durable service records each change before it answers.
+    """Where a durable service records each change before it applies it.
 
     The in-memory service has none; :class:`~kombu_appengine.emulator.storage.FileJournal`
-    is the durable one.
+    is the durable one. It is called with the service's lock held, and
+    the service changes nothing when it raises.
     """
 
-    def record(self, entry: dict[str, Any]) -> None:
-        """Persist one change; return only once it survives the process."""
+    def record(self, *entries: dict[str, Any]) -> None:
+        """Persist the entries of one change, all or none.
+
+        Returns only once they survive the process.
+
+        Raises:
+            ApiError: 503 when they could not be persisted; then none was.
+        """
 
 
 class TaskQueueService:
@@ -429,17 +540,24 @@ class TaskQueueService:
             raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
         return task
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        if self.journal is not None:
-            self.journal.record(entry)
+    def _record(self, *entries: dict[str, Any]) -> None:
+        """Journal a change before it is applied: when this raises, nothing changed."""
+        if self.journal is not None and entries:
+            self.journal.record(*entries)
 
-    def _lease_record(self, project: str, queue: str, tasks: Iterable[Task]) -> dict[str, Any]:
+    @staticmethod
+    def _lease_record(project: str, queue: str, leases: Iterable[_Lease]) -> dict[str, Any]:
+        """A lease entry: ``(name, eta, lease_expires, retry_count)`` of each task."""
         return {
             "op": "lease",
             "project": bare_project(project),
             "queue": queue,
-            "tasks": [[t.name, t.eta, t.lease_expires, t.retry_count] for t in tasks],
+            "tasks": [list(lease) for lease in leases],
         }
+
+    @staticmethod
+    def _delete_record(project: str, queue: str, name: str, when: int) -> dict[str, Any]:
+        return {"op": "delete", "project": bare_project(project), "queue": queue, "name": name, "when": when}
 
     # -- the API ----------------------------------------------------------
 
@@ -490,8 +608,7 @@ class TaskQueueService:
                 raise errors.conflict(
                     f"Task {task_name!r} already exists or was deleted recently in queue {name!r}"
                 )
-            self._seq += 1
-            task = Task(task_name, payload, tag, now, self._seq)
+            task = Task(task_name, payload, tag, now, self._seq + 1)
             self._record(
                 {
                     "op": "insert",
@@ -504,6 +621,7 @@ class TaskQueueService:
                     "seq": task.seq,
                 }
             )
+            self._seq = task.seq
             queue.add(task)
             return task.resource(api.long_queue_name(project, name), now)
 
@@ -542,19 +660,14 @@ class TaskQueueService:
         with self.lock:
             queue = self.queue(project, name)
             now = self.now()
-            leased, expired = queue.lease(num_tasks, lease_secs * _MICROS, tag, group_by_tag, now)
-            for task in expired:
-                self._record(
-                    {
-                        "op": "delete",
-                        "project": bare_project(project),
-                        "queue": name,
-                        "name": task.name,
-                        "when": now,
-                    }
-                )
+            leased, expired = queue.plan_lease(num_tasks, tag, group_by_tag, now)
+            expires = now + lease_secs * _MICROS
+            entries = [self._delete_record(project, name, task.name, now) for task in expired]
             if leased:
-                self._record(self._lease_record(project, name, leased))
+                leases = [(task.name, expires, expires, task.retry_count + 1) for task in leased]
+                entries.append(self._lease_record(project, name, leases))
+            self._record(*entries)
+            queue.apply_lease(leased, expired, lease_secs * _MICROS, now)
             long_name = api.long_queue_name(project, name)
             response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if leased:
@@ -587,15 +700,7 @@ class TaskQueueService:
             queue = self.queue(project, name)
             task = self._task(queue, task_name)
             now = self.now()
-            self._record(
-                {
-                    "op": "delete",
-                    "project": bare_project(project),
-                    "queue": name,
-                    "name": task_name,
-                    "when": now,
-                }
-            )
+            self._record(self._delete_record(project, name, task_name, now))
             queue.remove(task, now)
 
     def update_task(
@@ -631,27 +736,35 @@ class TaskQueueService:
                         reason="badRequest",
                     )
             if new_lease_seconds == 0:
-                queue.set_lease(task, now, 0)
+                eta, expires = now, 0
             else:
-                expires = now + new_lease_seconds * _MICROS
-                queue.set_lease(task, expires, expires)
-            self._record(self._lease_record(project, name, [task]))
+                eta = expires = now + new_lease_seconds * _MICROS
+            self._record(self._lease_record(project, name, [(task.name, eta, expires, task.retry_count)]))
+            queue.set_lease(task, eta, expires)
             return task.resource(api.long_queue_name(project, name), now)
 
     # -- restore from a journal -------------------------------------------
 
-    def replay(self, entry: dict[str, Any]) -> None:
-        """Apply one journal entry written by an earlier run."""
+    def replay(self, entry: Any) -> None:
+        """Apply one journal entry written by an earlier run.
+
+        Raises:
+            MalformedEntry: ``entry`` is not an entry the emulator writes.
+            ApiError: its queue is not declared now, or its project not served.
+        """
+        op = check_entry(entry)
         queue = self.queue(entry["project"], entry["queue"])
-        op = entry["op"]
         if op == "insert":
-            restored = Task(
-                entry["name"],
-                base64.b64decode(entry["payload"]),
-                entry["tag"],
-                entry["enqueued"],
-                entry["seq"],
-            )
+            try:
+                payload = base64.b64decode(entry["payload"], validate=True)
+            except ValueError:
+                raise MalformedEntry("insert entry: payload must be standard base64") from None
+            earlier = queue.tasks.get(entry["name"])
+            if earlier is not None:
+                # Kept while its queue was not declared, then inserted anew
+                # once it was: the later entry is the truth.
+                queue.forget(earlier)
+            restored = Task(entry["name"], payload, entry["tag"], entry["enqueued"], entry["seq"])
             self._seq = max(self._seq, restored.seq)
             queue.add(restored)
         elif op == "lease":
@@ -660,14 +773,12 @@ class TaskQueueService:
                 if task is not None:
                     task.retry_count = retry_count
                     queue.set_lease(task, eta, lease_expires)
-        elif op == "delete":
+        else:
             task = queue.tasks.get(entry["name"])
             if task is not None:
                 queue.remove(task, entry["when"])
             else:
                 queue.tombstone(entry["name"], entry["when"])
-        else:
-            raise ValueError(f"unknown journal entry {op!r}")
 
     def snapshot(self) -> Iterable[dict[str, Any]]:
         """Journal entries that rebuild the present state, for compaction."""
@@ -687,4 +798,5 @@ class TaskQueueService:
                         "seq": task.seq,
                     }
                     if task.retry_count or task.eta != task.enqueued:
-                        yield self._lease_record(project, name, [task])
+                        lease = (task.name, task.eta, task.lease_expires, task.retry_count)
+                        yield self._lease_record(project, name, [lease])

@@ -236,6 +236,8 @@ class Emulator:
         queue_yaml: path of an App Engine ``queue.yaml`` to read queues from.
         project: serve only this project (with or without ``s~``/``e~``).
         data_dir: durable storage; without it, memory only.
+        fsync: with ``data_dir``, sync each change to the disk before answering,
+            so it survives power loss, not only the death of the process.
         host: address to bind; loopback by default.
         port: port to bind; 0 picks a free one.
         require_auth: answer 401 to requests without a bearer token.
@@ -243,6 +245,11 @@ class Emulator:
         identities: the account (email) of each bearer token; when given,
             requests are held to the queues' ACLs from ``queue.yaml`` (403).
         clock: seconds since the epoch, as :func:`time.time`.
+
+    Raises:
+        DataDirInUse: another emulator runs on ``data_dir``.
+        CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
+        OSError: the address cannot be bound, or ``data_dir`` cannot be used.
     """
 
     def __init__(
@@ -257,18 +264,27 @@ class Emulator:
         accepted_tokens: Iterable[str] | None = None,
         identities: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        fsync: bool = False,
     ) -> None:
+        if fsync and not data_dir:
+            raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
         configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
         self.service = TaskQueueService(configs, project=project, clock=clock)
-        self._journal = FileJournal(data_dir, self.service) if data_dir else None
+        self._journal = FileJournal(data_dir, self.service, fsync=fsync) if data_dir else None
         self.api = RestApi(
             self.service,
             require_auth=require_auth,
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
             identities=identities,
         )
-        self._server = _Server((host, port), self.api)
+        try:
+            self._server = _Server((host, port), self.api)
+        except BaseException:
+            # Give the data directory back: this emulator never ran.
+            if self._journal is not None:
+                self._journal.close()
+            raise
         self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
             self.api, headers, body, self._server.address, token
         )

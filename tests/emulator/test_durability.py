@@ -122,7 +122,7 @@ def test_torn_last_journal_line_is_dropped(
     assert client.call("POST", tasks_path(), {"id": "kept", "payloadBase64": b64(b"k")})[0] == 200
     client.close()
     emulator.kill()
-    (journal,) = data_dir.iterdir()
+    journal = data_dir / "journal.jsonl"
     with open(journal, "ab") as stream:
         stream.write(b'{"op":"insert","project":"demo","queue":"def')
     emulator = spawn("--queue", "default", "--data-dir", str(data_dir))
