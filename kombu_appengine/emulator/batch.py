@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from ..api import BATCH_PATHS, MAX_BATCH_PARTS
 from . import errors
+from .faults import RETRY_TEST_HEADER
 from .rest import Response, RestApi, parse_headers
 
 _REQUEST_LINE = re.compile(rb"([A-Za-z]+) (\S+)(?: HTTP/\d\.\d)?\Z")
@@ -54,9 +55,12 @@ def answer_batch(
 ) -> Response:
     """Answer a batch request: each part on its own, in one multipart answer.
 
+    The batch's ``x-retry-test-id`` applies to each of its parts.
+
     Raises:
         ApiError: 400 for a body that is not a well-formed ``multipart/mixed``
             of at most :data:`MAX_BATCH_PARTS` parts.
+        ResetConnection: a retry test says to drop the connection.
     """
     content_type = headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/mixed") or "boundary=" not in content_type:
@@ -77,6 +81,7 @@ def answer_batch(
         raise errors.bad_request("The batch holds no requests")
     if len(parts) > MAX_BATCH_PARTS:
         raise errors.bad_request(f"A batch may hold at most {MAX_BATCH_PARTS} requests, not {len(parts)}")
+    retry_test = headers.get(RETRY_TEST_HEADER)
     boundary = "batch_" + uuid.uuid4().hex
     chunks: list[bytes] = []
     for part in parts:
@@ -89,7 +94,7 @@ def answer_batch(
         except errors.ApiError as error:
             answer = Response(error.code, error.body())
         else:
-            answer = api.dispatch(method, target, part_headers, part_body, host, token)
+            answer = api.dispatch(method, target, part_headers, part_body, host, token, retry_test)
         content_id = part.get("Content-ID")
         chunks.append(_render_part(boundary, content_id, answer))
     chunks.append(f"--{boundary}--\r\n".encode("ascii"))

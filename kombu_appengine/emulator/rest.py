@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 from .. import api, discovery
 from . import errors
 from .errors import ApiError
+from .faults import RETRY_TEST_HEADER, RETRY_TEST_PATH, FaultInjector
 from .model import TaskQueueService
 
 #: Content type of every JSON answer.
@@ -75,14 +76,14 @@ def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
         raise errors.bad_request(f"Invalid value {value!r} for {name}: expected true or false") from None
 
 
-def json_body(body: bytes) -> Any:
-    """The request body as JSON.
+def json_body(body: bytes, what: str = "a Task") -> Any:
+    """The request body as JSON; ``what`` it must hold names it in messages.
 
     Raises:
         ApiError: 400 when the body is missing or not JSON.
     """
     if not body.strip():
-        raise errors.bad_request("This method needs a Task in the request body", reason="required")
+        raise errors.bad_request(f"This method needs {what} in the request body", reason="required")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -103,6 +104,7 @@ class RestApi:
         identities: when not ``None``, the account (email) of each bearer
             token; requests are then held to the queues' ACLs (403): a
             ``user_email`` may consume, a ``writer_email`` may insert.
+        injector: the failures to inject (retry tests); a new, empty one by default.
     """
 
     def __init__(
@@ -111,11 +113,14 @@ class RestApi:
         require_auth: bool = False,
         accepted_tokens: set[str] | None = None,
         identities: Mapping[str, str] | None = None,
+        injector: FaultInjector | None = None,
     ) -> None:
         self.service = service
         self.require_auth = require_auth
         self.accepted_tokens = accepted_tokens
         self.identities = identities
+        #: The failures to inject: retry tests, and Python-level faults.
+        self.faults = injector or FaultInjector()
         #: Every bearer token received, in order, for tests of credentials.
         self.tokens: list[str] = []
         self._tokens_lock = threading.Lock()
@@ -141,15 +146,20 @@ class RestApi:
         body: bytes,
         host: str,
         outer_token: str | None = None,
+        outer_retry_test: str | None = None,
     ) -> Response:
         """Answer one request; never raises for a bad request.
 
         ``headers`` has lower-case names; ``host`` is the server's address as
         the client named it (for the discovery document's ``rootUrl``);
-        ``outer_token`` is the bearer token of the batch a part came in.
+        ``outer_token`` and ``outer_retry_test`` are the bearer token and the
+        ``x-retry-test-id`` of the batch a part came in.
+
+        Raises:
+            ResetConnection: a retry test says to drop the connection.
         """
         try:
-            return self._dispatch(method.upper(), target, headers, body, host, outer_token)
+            return self._dispatch(method.upper(), target, headers, body, host, outer_token, outer_retry_test)
         except ApiError as error:
             return error_response(error)
 
@@ -180,6 +190,7 @@ class RestApi:
         body: bytes,
         host: str,
         outer_token: str | None,
+        outer_retry_test: str | None,
     ) -> Response:
         path, _, query_string = target.partition("?")
         query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
@@ -201,9 +212,28 @@ class RestApi:
             token = self._authenticate(headers, query, None)
             assert self.batch_handler is not None
             return self.batch_handler(headers, body, token)
+        if path == RETRY_TEST_PATH or path.startswith(RETRY_TEST_PATH + "/"):
+            return self._retry_test(method, path, body)
         called, params = resolve(method, path)
+        retry_test = headers.get(RETRY_TEST_HEADER) or outer_retry_test
+        if retry_test:
+            instruction = self.faults.next_instruction(retry_test, called.id)
+            if instruction is not None:
+                instruction.carry_out()
         self._authorize(headers, query, outer_token, params["taskqueue"], _ROLES[called.id])
         return self._handlers[called.id](Call(params, query, body))
+
+    def _retry_test(self, method: str, path: str, body: bytes) -> Response:
+        """``POST /retry_test``, ``GET`` and ``DELETE /retry_test/ID`` (see :mod:`.faults`)."""
+        if path == RETRY_TEST_PATH:
+            self._allow(method, path, "POST")
+            return json_response(200, self.faults.create(json_body(body, "a retry test")))
+        self._allow(method, path, "GET", "DELETE")
+        test_id = urllib.parse.unquote(path[len(RETRY_TEST_PATH) + 1 :])
+        if method == "GET":
+            return json_response(200, self.faults.show(test_id))
+        self.faults.delete(test_id)
+        return Response(204, b"", None)
 
     def _get_queue(self, call: Call) -> Response:
         return json_response(

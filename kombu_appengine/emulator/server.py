@@ -7,7 +7,6 @@ answers never wait for a delayed ACK); every request goes through
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import http.server
 import logging
@@ -15,11 +14,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import batch
 from .errors import ApiError
+from .faults import Fault, ResetConnection
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import load_queue_yaml
 from .rest import RestApi, error_response
@@ -31,27 +30,6 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Seconds a connection may sit idle or half-sent before it is closed.
 CONNECTION_TIMEOUT = 60.0
-
-
-@dataclass
-class Fault:
-    """A failure to inject into the next matching requests.
-
-    ``status`` answers with that HTTP status and Google's error body;
-    ``reset`` drops the connection without answering.
-    """
-
-    count: int
-    status: int = 503
-    reason: str = "backendError"
-    path_contains: str | None = None
-    method: str | None = None
-    reset: bool = False
-
-    def matches(self, method: str, target: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_contains is None or self.path_contains in target
-        )
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -142,18 +120,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             return
         self.server.count_request()
-        fault = self.server.take_fault(self.command, self.path)
-        if fault is not None:
-            if fault.reset:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            self._send(error_response(ApiError(fault.status, fault.reason, "Injected failure")))
-            return
         headers = {name.lower(): value for name, value in self.headers.items()}
         host = self.headers.get("Host") or self.server.address
-        self._send(self.server.api.dispatch(self.command, self.path, headers, body, host))
+        try:
+            fault = self.server.api.faults.take_fault(self.command, self.path)
+            if fault is not None:
+                fault.carry_out()
+            response = self.server.api.dispatch(self.command, self.path, headers, body, host)
+        except ResetConnection:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        except ApiError as error:
+            response = error_response(error)
+        self._send(response)
 
     def _send(self, response: Any) -> None:
         head = [f"{self.protocol_version} {response.status} {self.responses.get(response.status, ('',))[0]}"]
@@ -181,7 +162,6 @@ class _Server(http.server.ThreadingHTTPServer):
         host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
         self._connections: set[socket.socket] = set()
-        self._faults: collections.deque[Fault] = collections.deque()
         self._lock = threading.Lock()
         #: HTTP requests answered (a batch counts once).
         self.requests = 0
@@ -204,20 +184,6 @@ class _Server(http.server.ThreadingHTTPServer):
     def count_request(self) -> None:
         with self._lock:
             self.requests += 1
-
-    def add_fault(self, fault: Fault) -> None:
-        with self._lock:
-            self._faults.append(fault)
-
-    def take_fault(self, method: str, target: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(method, target):
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("connection from %s ended with an error", client_address)
@@ -307,12 +273,14 @@ class Emulator:
         method: str | None = None,
         reset: bool = False,
     ) -> None:
-        """Fail the next ``count`` matching requests.
+        """Fail the next ``count`` requests whose verb is ``method`` and whose URL holds ``path_contains``.
 
         With ``reset`` the connection is dropped without an answer; otherwise
         the answer is ``status`` with Google's error body and ``reason``.
+        Retry tests (``POST /retry_test``, see :mod:`.faults`) do the same
+        over HTTP, by API method id.
         """
-        self._server.add_fault(Fault(count, status, reason, path_contains, method, reset))
+        self.api.faults.add_fault(Fault(count, status, reason, path_contains, method, reset))
 
     def start(self) -> Emulator:
         """Serve in a background thread; returns at once, ready for requests."""
