@@ -8,6 +8,7 @@ of its parts through the same :meth:`RestApi.dispatch`.
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import urllib.parse
@@ -22,6 +23,8 @@ from .model import TaskQueueService
 
 #: Content type of every JSON answer.
 JSON_TYPE = "application/json; charset=UTF-8"
+#: How many bearer tokens :attr:`RestApi.tokens` keeps (the latest).
+TOKENS_KEPT = 1000
 #: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
 CONSUMER, PRODUCER = "consumer", "producer"
 _ROLE_VERBS = {CONSUMER: "consume from", PRODUCER: "insert into", "any": "use"}
@@ -121,8 +124,10 @@ class RestApi:
         self.identities = identities
         #: The failures to inject: retry tests, and Python-level faults.
         self.faults = injector or FaultInjector()
-        #: Every bearer token received, in order, for tests of credentials.
-        self.tokens: list[str] = []
+        #: The latest :data:`TOKENS_KEPT` bearer tokens received, oldest
+        #: first, for tests of credentials; older ones are forgotten, so a
+        #: long-running emulator does not grow with every token it is sent.
+        self.tokens: collections.deque[str] = collections.deque(maxlen=TOKENS_KEPT)
         self._tokens_lock = threading.Lock()
         #: Set by the server: answers the batch endpoint.
         self.batch_handler: Callable[[Mapping[str, str], bytes, str | None], Response] | None = None

@@ -252,8 +252,9 @@ class Emulator:
 
     @property
     def tokens(self) -> list[str]:
-        """Every bearer token received so far, in order."""
-        return self.api.tokens
+        """The bearer tokens received, oldest first: the latest
+        :data:`~kombu_appengine.emulator.rest.TOKENS_KEPT` only, so memory stays bounded."""
+        return list(self.api.tokens)
 
     @property
     def requests(self) -> int:
