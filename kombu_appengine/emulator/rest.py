@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ from .model import TaskQueueService
 JSON_TYPE = "application/json; charset=UTF-8"
 #: How many bearer tokens :attr:`RestApi.tokens` keeps (the latest).
 TOKENS_KEPT = 1000
+#: An integer query parameter: an optional minus sign, then ASCII digits only.
+_INTEGER = re.compile(r"-?[0-9]+\Z")
 #: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
 CONSUMER, PRODUCER = "consumer", "producer"
 _ROLE_VERBS = {CONSUMER: "consume from", PRODUCER: "insert into", "any": "use"}
@@ -62,10 +65,13 @@ def int_param(query: Mapping[str, list[str]], name: str) -> int:
     value = _one(query, name)
     if value is None:
         raise errors.bad_request(f"Required parameter {name} is missing", reason="required")
+    # int() also takes " +1 ", "1_0" and digits of every script: the API does not.
+    if not _INTEGER.match(value):
+        raise errors.bad_request(f"Invalid value {value!r} for {name}: expected an integer")
     try:
         return int(value)
-    except ValueError:
-        raise errors.bad_request(f"Invalid value {value!r} for {name}: expected an integer") from None
+    except ValueError:  # more digits than int() converts
+        raise errors.bad_request(f"Invalid value for {name}: an integer of {len(value)} digits") from None
 
 
 def bool_param(query: Mapping[str, list[str]], name: str) -> bool:

@@ -3,20 +3,36 @@
 One thread a connection (HTTP/1.1 keep-alive, ``TCP_NODELAY`` so small
 answers never wait for a delayed ACK); every request goes through
 :class:`~kombu_appengine.emulator.rest.RestApi`.
+
+It holds up against clients that misbehave, on purpose or not:
+
+* At most ``max_connections`` connections at once
+  (:data:`DEFAULT_MAX_CONNECTIONS`). At the cap, the connection idle longest
+  is closed to make room, as any server may close an idle keep-alive
+  connection; with none idle, new connections wait in the listen backlog
+  until one closes. When the process runs out of file descriptors, the same
+  happens instead of a busy loop on ``accept``.
+* Each request must arrive in full, from its first byte to the end of its
+  body, within ``request_timeout`` (:data:`REQUEST_TIMEOUT`): a client that
+  trickles it is answered 408 and cut off. A keep-alive connection idle for
+  ``idle_timeout`` (:data:`IDLE_TIMEOUT`) is closed.
+* Framing is strict (:mod:`.wire`) and bodies are at most :data:`MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.server
 import logging
+import select
 import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
-from . import batch
+from . import batch, wire
 from .errors import ApiError
 from .faults import Fault, ResetConnection
 from .model import QueueConfig, TaskQueueService
@@ -28,30 +44,76 @@ logger = logging.getLogger(__name__)
 
 #: Largest request body accepted, in bytes (a batch of big inserts).
 MAX_BODY_BYTES = 64 * 1024 * 1024
-#: Seconds a connection may sit idle or half-sent before it is closed.
-CONNECTION_TIMEOUT = 60.0
+#: Most connections served at once, unless ``max_connections`` says otherwise.
+DEFAULT_MAX_CONNECTIONS = 256
+#: Seconds a request may take to arrive, from its first byte to the end of its body.
+REQUEST_TIMEOUT = 30.0
+#: Seconds a keep-alive connection may wait for its next request (or a write may block).
+IDLE_TIMEOUT = 60.0
+#: Longest wait, in seconds, before trying to accept again when there is no room.
+ACCEPT_RETRY_SECONDS = 0.25
+#: Seconds spent reading and dropping a refused request's body, so its
+#: client reads the answer instead of a reset.
+LINGER_SECONDS = 2.0
+#: ``accept`` errors that mean the process or system is out of descriptors or memory.
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _input_waiting(connection: socket.socket) -> bool:
+    """Whether bytes wait on ``connection``, without blocking (and for any descriptor number)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(connection, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([connection], [], [], 0)[0])
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TaskQueueEmulator"
-    timeout = CONNECTION_TIMEOUT
+    disable_nagle_algorithm = True
     server: _Server
+    rfile: wire.RequestReader
 
     def setup(self) -> None:
         super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, add=False)
+        # Every read goes through the reader that holds requests to their deadline.
+        self.rfile.close()
+        self.rfile = wire.RequestReader(self.connection, self.server.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s", self.address_string(), format % args)
+
+    def handle_one_request(self) -> None:
+        if not self._await_request():
+            self.close_connection = True
+            return
+        self.rfile.start_deadline(self.server.request_timeout)
+        super().handle_one_request()
+        if self.rfile.expired:
+            # The stdlib gave up on the request quietly: say why, then close.
+            self.close_connection = True
+            error = ApiError(
+                408,
+                "requestTimeout",
+                f"The request did not arrive within {self.server.request_timeout} seconds of its first byte",
+            )
+            with contextlib.suppress(OSError):
+                self._send(error_response(error))
+
+    def _await_request(self) -> bool:
+        """Wait for the next request's first byte; ``False`` when the connection is done."""
+        waiting = not self.rfile.buffered
+        if waiting:
+            self.server.set_idle(self.connection, True)
+        try:
+            return self.rfile.wait_for_input()
+        except OSError:  # the idle timeout, a reset, or closed to make room
+            return False
+        finally:
+            if waiting:
+                self.server.set_idle(self.connection, False)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
@@ -65,62 +127,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         message = message or explain or self.responses.get(code, ("Bad request",))[0]
         self._send(error_response(ApiError(code, reason, message)))
 
-    def _read_body(self) -> bytes | None:
-        """The request body; ``None`` when the client went away mid-body."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.send_error(400, f"Invalid Content-Length {length_header!r}")
-            return None
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._send(
-                error_response(ApiError(413, "uploadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes"))
-            )
-            return None
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            return None
-        return body
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size_line = self.rfile.readline(1024)
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self.send_error(400, "Malformed chunked body")
-                return None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY_BYTES:
-                self.send_error(413, f"Request body over {MAX_BODY_BYTES} bytes")
-                return None
-            chunk = self.rfile.read(size + 2)
-            if len(chunk) < size + 2:
-                self.close_connection = True
-                return None
-            chunks.append(chunk[:size])
-
     def _handle(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
-        self.server.count_request()
         headers = {name.lower(): value for name, value in self.headers.items()}
+        body = None
+        try:
+            framing = wire.body_framing(self.headers)
+            body = wire.read_body(self.rfile, framing, MAX_BODY_BYTES)
+        except wire.ClientGone:
+            self.close_connection = True
+            return
+        except ApiError as error:
+            self.close_connection = True
+            self._send(error_response(error))
+            if body is None:
+                # What is left of the request cannot be told from a next one.
+                self._linger()
+            return
+        self.rfile.end_deadline()
+        self.server.count_request()
         host = self.headers.get("Host") or self.server.address
         try:
             fault = self.server.api.faults.take_fault(self.command, self.path)
@@ -136,7 +160,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             response = error_response(error)
         self._send(response)
 
+    def _linger(self) -> None:
+        """Read and drop what the client still sends, for a moment, then close.
+
+        Closing with unread bytes would reset the connection, and the client
+        would lose the answer it was sent.
+        """
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.connection.settimeout(remaining)
+                if not self.connection.recv(wire.RECV_SIZE):
+                    return
+
     def _send(self, response: Any) -> None:
+        self.rfile.end_deadline()
         head = [f"{self.protocol_version} {response.status} {self.responses.get(response.status, ('',))[0]}"]
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}")
@@ -156,33 +198,111 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: Any, api: RestApi) -> None:
+    def __init__(
+        self,
+        address: Any,
+        api: RestApi,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         super().__init__(address, _Handler)
         self.api = api
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
         host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        #: Open connections, each with the time it began waiting for a
+        #: request (``None`` while one is under way).
+        self._connections: dict[socket.socket, float | None] = {}
+        #: Notified when a connection closes or falls idle, and on shutdown.
+        self._room = threading.Condition()
+        self._stopping = False
+        self._out_of_descriptors = False
         #: HTTP requests answered (a batch counts once).
         self.requests = 0
 
-    def track(self, connection: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection once there is room for it.
+
+        Raises:
+            OSError: no room yet (the cap, or no file descriptor left):
+                ``serve_forever`` tries again, after a wait rather than at once.
+        """
+        self._make_room()
+        try:
+            connection, client = self.socket.accept()
+        except OSError as error:
+            if error.errno in _NO_DESCRIPTORS:
+                if not self._out_of_descriptors:
+                    logger.warning(
+                        "cannot accept connections: %s; waiting for connections to close", error.strerror
+                    )
+                    self._out_of_descriptors = True
+                self._make_room(full=True)
+            raise
+        self._out_of_descriptors = False
+        with self._room:
+            self._connections[connection] = None
+        return connection, client
+
+    def _make_room(self, full: bool = False) -> None:
+        """Return when a connection may be accepted; with ``full``, make room even below the cap.
+
+        Closes the connection idle longest, if any; else waits (at most
+        :data:`ACCEPT_RETRY_SECONDS`) for one to close or fall idle.
+
+        Raises:
+            OSError: still at the cap.
+        """
+        with self._room:
+            if not full and len(self._connections) < self.max_connections:
+                return
+            idle = [(since, c) for c, since in self._connections.items() if since is not None]
+            victim = min(idle, key=lambda item: item[0])[1] if idle else None
+            if victim is not None and not _input_waiting(victim):
+                # No longer counted: its handler sees the end of the stream and closes it.
+                del self._connections[victim]
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)
+                if not full:
+                    return
+            if not self._stopping:
+                self._room.wait(ACCEPT_RETRY_SECONDS)
+            if not full and len(self._connections) >= self.max_connections:
+                raise OSError(errno.EAGAIN, f"at the cap of {self.max_connections} connections")
+
+    def set_idle(self, connection: socket.socket, idle: bool) -> None:
+        """Record whether a connection waits for its next request (so it may be closed to make room)."""
+        with self._room:
+            if connection in self._connections:
+                self._connections[connection] = time.monotonic() if idle else None
+                if idle:
+                    self._room.notify_all()
+
+    def close_request(self, request: Any) -> None:
+        with self._room:
+            self._connections.pop(request, None)
+            self._room.notify_all()
+        super().close_request(request)
+
+    def shutdown(self) -> None:
+        with self._room:
+            self._stopping = True
+            self._room.notify_all()
+        super().shutdown()
 
     def drop_connections(self) -> None:
         """Close every open connection, as a stopped server's would be."""
-        with self._lock:
+        with self._room:
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
     def count_request(self) -> None:
-        with self._lock:
+        with self._room:
             self.requests += 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -209,6 +329,17 @@ class Emulator:
         identities: the account (email) of each bearer token; when given,
             requests are held to the queues' ACLs from ``queue.yaml`` (403).
         clock: seconds since the epoch, as :func:`time.time`.
+        max_connections: most connections served at once
+            (:data:`DEFAULT_MAX_CONNECTIONS`); at the cap the connection idle
+            longest is closed, or new ones wait until one closes.
+        request_timeout: seconds a request may take to arrive, from its
+            first byte to the end of its body (:data:`REQUEST_TIMEOUT`);
+            slower ones are answered 408 and cut off.
+        idle_timeout: seconds a keep-alive connection may wait for its next
+            request (:data:`IDLE_TIMEOUT`).
+
+    Raises:
+        ValueError: a connection option that is not positive.
     """
 
     def __init__(
@@ -223,7 +354,17 @@ class Emulator:
         accepted_tokens: Iterable[str] | None = None,
         identities: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        for option, value in (
+            ("max_connections", max_connections),
+            ("request_timeout", request_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{option} must be positive, not {value!r}")
         configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
         self.service = TaskQueueService(configs, project=project, clock=clock)
@@ -234,7 +375,7 @@ class Emulator:
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
             identities=identities,
         )
-        self._server = _Server((host, port), self.api)
+        self._server = _Server((host, port), self.api, max_connections, request_timeout, idle_timeout)
         self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
             self.api, headers, body, self._server.address, token
         )

@@ -12,6 +12,7 @@ import json
 import select
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -148,6 +149,103 @@ def assert_google_error(answer: Answer | None, code: int | Sequence[int], *words
     return error
 
 
+# -- 1. chunked bodies ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size_line", [b"-3", b"-5", b"+19", b" 19", b"0x19", b"1_9", b""])
+def test_chunk_size_that_is_not_plain_hex_is_400(em: Emulator, size_line: bytes) -> None:
+    data = head(
+        em,
+        f"POST {QUEUE_PATH}/tasks HTTP/1.1",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+    )
+    # The connection stays open: a size read "without limit" would wait for
+    # more bytes forever instead of answering.
+    data += size_line + b"\r\n" + TASK + b"\r\n0\r\n\r\n" + b"x" * 2048
+    answer = exchange(em, data, wait=2.0)
+    assert_google_error(answer, 400, "chunk")
+    assert answer is not None
+    assert answer.headers.get("connection") == "close"
+    assert task_count(em) == 0
+
+
+def test_chunked_body_with_a_chunk_extension_is_accepted(em: Emulator) -> None:
+    data = head(
+        em,
+        f"POST {QUEUE_PATH}/tasks HTTP/1.1",
+        "Content-Type: application/json",
+        "Transfer-Encoding: Chunked",
+    )
+    data += b"1A;name=value\r\n" + TASK + b" \r\n0\r\n\r\n"
+    answer = exchange(em, data)
+    assert answer is not None
+    assert answer.status == 200, answer.body
+    assert task_count(em) == 1
+
+
+# -- 12. lenient parsing ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        ["Content-Length: 25", "Content-Length: 30"],
+        ["Content-Length: 25, 30"],
+        ["Transfer-Encoding: chunked", "Content-Length: 30"],
+    ],
+)
+def test_conflicting_framing_is_400(em: Emulator, framing: list[str]) -> None:
+    body = b"19\r\n" + TASK + b"\r\n0\r\n\r\n" if "chunked" in framing[0] else TASK
+    data = head(em, f"POST {QUEUE_PATH}/tasks HTTP/1.1", "Content-Type: application/json", *framing)
+    answer = exchange(em, data + body + b"x" * 64, wait=2.0)
+    assert_google_error(answer, 400)
+    assert task_count(em) == 0
+
+
+def test_repeated_equal_content_length_is_accepted(em: Emulator) -> None:
+    data = head(
+        em,
+        f"POST {QUEUE_PATH}/tasks HTTP/1.1",
+        "Content-Type: application/json",
+        "Content-Length: 25",
+        "Content-Length: 25",
+    )
+    answer = exchange(em, data + TASK)
+    assert answer is not None
+    assert answer.status == 200, answer.body
+
+
+@pytest.mark.parametrize(
+    "coding", ["notchunked", "gzip, chunked", "chunked, chunked", "identity", "xchunked"]
+)
+def test_transfer_encoding_other_than_chunked_is_refused(em: Emulator, coding: str) -> None:
+    data = head(
+        em,
+        f"POST {QUEUE_PATH}/tasks HTTP/1.1",
+        "Content-Type: application/json",
+        f"Transfer-Encoding: {coding}",
+    )
+    answer = exchange(em, data + b"19\r\n" + TASK + b"\r\n0\r\n\r\n", wait=2.0)
+    assert_google_error(answer, (400, 501), "Transfer-Encoding")
+    assert task_count(em) == 0
+
+
+@pytest.mark.parametrize("value", ["\uff11", "1_0", " +1 ", "+1", "1.0", "0x1", "1 ", "\u0661"])
+@pytest.mark.parametrize("name", ["numTasks", "leaseSecs"])
+def test_integer_query_parameter_must_be_ascii_digits(em: Emulator, name: str, value: str) -> None:
+    query = {"numTasks": "1", "leaseSecs": "10", name: value}
+    answer = request(em, "POST", f"{QUEUE_PATH}/tasks/lease?{urllib.parse.urlencode(query)}")
+    assert_google_error(answer, 400, name)
+
+
+def test_negative_and_zero_padded_integers_parse(em: Emulator) -> None:
+    answer = request(em, "POST", f"{QUEUE_PATH}/tasks/lease?numTasks=007&leaseSecs=010")
+    assert answer.status == 200, answer.body
+    answer = request(em, "POST", f"{QUEUE_PATH}/tasks/lease?numTasks=1&leaseSecs=-1")
+    assert_google_error(answer, 400, "leaseSecs", "between")
+
+
 # -- 7. unbounded growth -----------------------------------------------------------
 
 
@@ -193,3 +291,130 @@ def test_inserting_into_a_new_project_still_works(em: Emulator) -> None:
     assert answer.status == 200, answer.body
     stats = request(em, "GET", path + "?getStats=true").json()["stats"]
     assert stats["totalTasks"] == 1
+
+
+# -- 4. connection floods -------------------------------------------------------------
+
+
+def open_connection(emulator: Emulator, data: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(address(emulator), timeout=DEADLINE)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` (EOF, reset, or an answer then EOF) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        readable, _, _ = select.select([sock], [], [], remaining)
+        if readable:
+            try:
+                if not sock.recv(65536):
+                    return True
+            except ConnectionResetError:
+                return True
+
+
+@pytest.mark.parametrize("stage", ["head", "body"])
+def test_a_request_trickled_slower_than_its_deadline_is_cut_off(stage: str) -> None:
+    with Emulator(queues=["default"], request_timeout=0.5) as em:
+        sock = open_connection(em)
+        try:
+            if stage == "head":
+                sock.sendall(f"GET {QUEUE_PATH} HTTP/1.1\r\nHost: {em.host}\r\n".encode())
+                trickle = b"X-Slow: yes\r\n"
+            else:
+                sock.sendall(
+                    head(
+                        em,
+                        f"POST {QUEUE_PATH}/tasks HTTP/1.1",
+                        "Content-Type: application/json",
+                        "Content-Length: 1000",
+                    )
+                )
+                trickle = b" "
+            started = time.monotonic()
+            answer_data = b""
+            # One piece every 0.1 s: each keeps a per-read timeout happy, so
+            # only a deadline for the whole request ends it.
+            while time.monotonic() - started < DEADLINE:
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                if readable:
+                    try:
+                        chunk = sock.recv(65536)
+                    except ConnectionResetError:
+                        chunk = b""
+                    if not chunk:
+                        break
+                    answer_data += chunk
+                    continue
+                try:
+                    sock.sendall(trickle)
+                except OSError:
+                    break
+            else:
+                pytest.fail("the server kept the trickling request open")
+            elapsed = time.monotonic() - started
+            assert elapsed >= 0.3, elapsed
+            if answer_data:
+                assert answer_data.startswith(b"HTTP/1.1 408 "), answer_data[:200]
+        finally:
+            sock.close()
+        # The server still serves.
+        assert request(em, "GET", QUEUE_PATH).status == 200
+
+
+def test_an_idle_keep_alive_connection_outlives_the_request_deadline() -> None:
+    with Emulator(queues=["default"], request_timeout=0.3) as em:
+        connection = http.client.HTTPConnection(*address(em), timeout=DEADLINE)
+        try:
+            connection.request("GET", QUEUE_PATH)
+            assert connection.getresponse().read()
+            assert connection.sock is not None
+            assert not closed_by_server(connection.sock, within=0.6)
+            connection.request("GET", QUEUE_PATH)
+            response = connection.getresponse()
+            assert response.status == 200
+            response.read()
+        finally:
+            connection.close()
+
+
+def test_connections_beyond_the_cap_wait_until_one_frees() -> None:
+    with Emulator(queues=["default"], max_connections=2) as em:
+        partial = f"GET {QUEUE_PATH} HTTP/1.1\r\nHost: {em.host}\r\n".encode()
+        busy = [open_connection(em, partial) for _ in range(2)]
+        waiting = open_connection(em, head(em, f"GET {QUEUE_PATH} HTTP/1.1"))
+        try:
+            with pytest.raises(AssertionError, match="no complete answer"):
+                read_answer(waiting, time.monotonic() + 0.5)
+            busy.pop().close()
+            answer = read_answer(waiting, time.monotonic() + DEADLINE)
+            assert answer is not None
+            assert answer.status == 200
+        finally:
+            for sock in [*busy, waiting]:
+                sock.close()
+
+
+def test_at_the_cap_an_idle_connection_makes_room() -> None:
+    with Emulator(queues=["default"], max_connections=2) as em:
+        idle = [open_connection(em) for _ in range(2)]
+        try:
+            answer = exchange(em, head(em, f"GET {QUEUE_PATH} HTTP/1.1"))
+            assert answer is not None
+            assert answer.status == 200
+            assert any(closed_by_server(sock, within=DEADLINE) for sock in idle)
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_connection_options_are_checked() -> None:
+    for options in ({"max_connections": 0}, {"request_timeout": 0}, {"idle_timeout": -1}):
+        with pytest.raises(ValueError, match=next(iter(options))):
+            Emulator(queues=["default"], **options)
