@@ -4,6 +4,13 @@
 one :class:`Response`, calling :class:`~kombu_appengine.emulator.model.TaskQueueService`
 for the work. It knows nothing of sockets, so the batch endpoint runs each
 of its parts through the same :meth:`RestApi.dispatch`.
+
+Body limits, per endpoint, derived from the API's own limits
+(:meth:`RestApi.body_limit`): insert, update and patch take
+:data:`MAX_TASK_BODY_BYTES` (a Task whose payload is the largest the API
+allows, as base64 JSON, plus slack), the batch endpoint
+:data:`MAX_BATCH_BODY_BYTES` (as many such requests as a batch may hold),
+everything else :data:`MAX_SMALL_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -24,8 +31,30 @@ from .model import TaskQueueService
 
 #: Content type of every JSON answer.
 JSON_TYPE = "application/json; charset=UTF-8"
+#: Room in a Task's JSON body beside its base64 payload: the other fields
+#: (a tag of up to 500 bytes, escaped up to six times over, the name, the
+#: queue name) and whitespace.
+TASK_BODY_SLACK = 64 * 1024
+#: Largest body of insert, update and patch: a Task with the largest payload
+#: the API allows, in base64, plus :data:`TASK_BODY_SLACK`.
+MAX_TASK_BODY_BYTES = 4 * -(-api.MAX_PAYLOAD_BYTES // 3) + TASK_BODY_SLACK
+#: Largest body of every other request (the form of a long GET sent as a
+#: POST, a retry test's document).
+MAX_SMALL_BODY_BYTES = 64 * 1024
+#: Room per part of a batch for its MIME headers and its request's head.
+BATCH_PART_SLACK = 8 * 1024
+#: Largest body of the batch endpoint: as many of the largest requests as a batch may hold.
+MAX_BATCH_BODY_BYTES = api.MAX_BATCH_PARTS * (MAX_TASK_BODY_BYTES + BATCH_PART_SLACK)
+#: Most of ``{``, ``[``, ``,`` and ``:`` (outside strings) a JSON body may hold: a
+#: Task has a handful of fields, and parsing a body of ``[{},{},...]`` costs
+#: some 25 times its size in memory before any check could refuse it.
+MAX_JSON_STRUCTURE = 256
 #: How many bearer tokens :attr:`RestApi.tokens` keeps (the latest).
 TOKENS_KEPT = 1000
+#: Methods whose body is a Task.
+_TASK_BODY_METHODS = frozenset({api.TASKS_INSERT.id, api.TASKS_UPDATE.id, api.TASKS_PATCH.id})
+#: A JSON string, escapes included (unrolled, so long strings cost no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 #: An integer query parameter: an optional minus sign, then ASCII digits only.
 _INTEGER = re.compile(r"-?[0-9]+\Z")
 #: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
@@ -86,13 +115,34 @@ def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
 
 
 def json_body(body: bytes, what: str = "a Task") -> Any:
-    """The request body as JSON; ``what`` it must hold names it in messages.
+    """The request body as JSON.
+
+    Arrays, strings, and bodies with more structure than
+    :data:`MAX_JSON_STRUCTURE`, are refused before they are parsed: parsing
+    would build their arrays and objects, far bigger than their text. (The
+    callers refuse the scalars that are left.)
+
+    Parameters:
+        body: the request body.
+        what: what the body must hold, for messages.
 
     Raises:
-        ApiError: 400 when the body is missing or not JSON.
+        ApiError: 400 when the body is missing, not JSON, an array or a
+            string, or too complex.
     """
     if not body.strip():
         raise errors.bad_request(f"This method needs {what} in the request body", reason="required")
+    skeleton = _JSON_STRING.sub(b'""', body).lstrip()
+    kind = {b"[": "a JSON array", b'"': "a JSON string"}.get(skeleton[:1])
+    if kind is not None:
+        raise errors.bad_request(f"The request body must be {what}, a JSON object, not {kind}")
+    structure = sum(skeleton.count(mark) for mark in (b"{", b"[", b",", b":"))
+    if structure > MAX_JSON_STRUCTURE:
+        raise errors.bad_request(
+            f"The request body holds more JSON structure ({structure} of {{ [ , :) than {what} "
+            f"has fields: at most {MAX_JSON_STRUCTURE}",
+            reason="parseError",
+        )
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -174,6 +224,21 @@ class RestApi:
         except ApiError as error:
             return error_response(error)
 
+    def body_limit(self, method: str, target: str, headers: Mapping[str, str]) -> int:
+        """Most body bytes the request may carry, known from its head alone.
+
+        ``headers`` has lower-case names. A request that routes nowhere gets
+        the small limit; routing answers it once its body is read.
+        """
+        path = target.partition("?")[0]
+        if path in api.BATCH_PATHS:
+            return MAX_BATCH_BODY_BYTES
+        try:
+            called, _ = resolve(_verb(method.upper(), headers), path)
+        except ApiError:
+            return MAX_SMALL_BODY_BYTES
+        return MAX_TASK_BODY_BYTES if called.id in _TASK_BODY_METHODS else MAX_SMALL_BODY_BYTES
+
     def _authenticate(
         self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
     ) -> str | None:
@@ -205,9 +270,9 @@ class RestApi:
     ) -> Response:
         path, _, query_string = target.partition("?")
         query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
-        override = headers.get("x-http-method-override")
-        if override and method == "POST":
-            method = override.upper()
+        verb = _verb(method, headers)
+        if verb != method:
+            method = verb
             if method == "GET" and headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"
             ):
@@ -334,6 +399,12 @@ class Call(NamedTuple):
     @property
     def task(self) -> str:
         return self.params["task"]
+
+
+def _verb(method: str, headers: Mapping[str, str]) -> str:
+    """The HTTP method a request means: a POST may name another in ``X-HTTP-Method-Override``."""
+    override = headers.get("x-http-method-override")
+    return override.upper() if override and method == "POST" else method
 
 
 #: Each method's path as segments, parameters as ``{name}``.

@@ -16,7 +16,8 @@ It holds up against clients that misbehave, on purpose or not:
   body, within ``request_timeout`` (:data:`REQUEST_TIMEOUT`): a client that
   trickles it is answered 408 and cut off. A keep-alive connection idle for
   ``idle_timeout`` (:data:`IDLE_TIMEOUT`) is closed.
-* Framing is strict (:mod:`.wire`) and bodies are at most :data:`MAX_BODY_BYTES`.
+* Framing is strict (:mod:`.wire`) and bodies are bounded per endpoint
+  (:meth:`RestApi.body_limit <kombu_appengine.emulator.rest.RestApi.body_limit>`).
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ from .storage import FileJournal
 
 logger = logging.getLogger(__name__)
 
-#: Largest request body accepted, in bytes (a batch of big inserts).
-MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Most connections served at once, unless ``max_connections`` says otherwise.
 DEFAULT_MAX_CONNECTIONS = 256
 #: Seconds a request may take to arrive, from its first byte to the end of its body.
@@ -132,7 +131,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = None
         try:
             framing = wire.body_framing(self.headers)
-            body = wire.read_body(self.rfile, framing, MAX_BODY_BYTES)
+            limit = self.server.api.body_limit(self.command, self.path, headers)
+            body = wire.read_body(self.rfile, framing, limit)
         except wire.ClientGone:
             self.close_connection = True
             return

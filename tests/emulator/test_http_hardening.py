@@ -246,6 +246,73 @@ def test_negative_and_zero_padded_integers_parse(em: Emulator) -> None:
     assert_google_error(answer, 400, "leaseSecs", "between")
 
 
+# -- 5. batch Content-ID -----------------------------------------------------------------
+
+
+def batch_part(content_id: bytes, body: bytes = TASK, content_type: bytes = b"application/json") -> bytes:
+    return (
+        b"--b\r\nContent-Type: application/http\r\nContent-ID: " + content_id + b"\r\n\r\n"
+        b"POST "
+        + QUEUE_PATH.encode()
+        + b"/tasks HTTP/1.1\r\nContent-Type: "
+        + content_type
+        + b"\r\n\r\n"
+        + body
+        + b"\r\n"
+    )
+
+
+def post_batch(emulator: Emulator, *parts: bytes) -> Answer | None:
+    body = b"".join(parts) + b"--b--\r\n"
+    data = head(
+        emulator,
+        "POST /batch HTTP/1.1",
+        "Content-Type: multipart/mixed; boundary=b",
+        f"Content-Length: {len(body)}",
+    )
+    return exchange(emulator, data + body)
+
+
+def sub_answers(answer: Answer) -> dict[str, Answer]:
+    """The batch answer's parts by Content-ID."""
+    boundary = answer.headers["content-type"].split("boundary=", 1)[1].strip('"').encode()
+    found = {}
+    for part in answer.body.split(b"--" + boundary)[1:-1]:
+        outer, _, inner = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        ids = [
+            line.split(b":", 1)[1].strip().decode("latin-1")
+            for line in outer.split(b"\r\n")
+            if line.lower().startswith(b"content-id:")
+        ]
+        status_line, _, rest = inner.partition(b"\r\n")
+        inner_head, _, body = rest.partition(b"\r\n\r\n")
+        headers = {}
+        for line in inner_head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        found[ids[0] if ids else ""] = Answer(int(status_line.split()[1]), headers, body.rstrip(b"\r\n"))
+    return found
+
+
+@pytest.mark.parametrize("content_id", [b"<caf\xc3\xa9>", b"<\xe2\x82\xac>", b"<a\x01b>", b"<\xff>"])
+def test_batch_with_a_content_id_that_cannot_be_echoed_is_400_before_any_part_runs(
+    em: Emulator, content_id: bytes
+) -> None:
+    answer = post_batch(em, batch_part(b"<first>"), batch_part(content_id))
+    assert_google_error(answer, 400, "Content-ID")
+    assert task_count(em) == 0
+
+
+def test_batch_content_id_that_is_an_encoded_word_is_echoed_as_sent(em: Emulator) -> None:
+    answer = post_batch(em, batch_part(b"<=?utf-8?b?4oKs?=>"), batch_part(b"<plain>"))
+    assert answer is not None
+    assert answer.status == 200, answer.body[:300]
+    parts = sub_answers(answer)
+    assert set(parts) == {"<response-=?utf-8?b?4oKs?=>", "<response-plain>"}
+    assert all(part.status == 200 for part in parts.values())
+    assert task_count(em) == 2
+
+
 # -- 7. unbounded growth -----------------------------------------------------------
 
 

@@ -177,6 +177,58 @@ def inner_insert(body: bytes) -> bytes:
     )
 
 
+# -- 6. amplification --------------------------------------------------------------
+
+
+def insert_of(body: bytes) -> tuple[str, str, bytes]:
+    return QUEUE_PATH + "/tasks", "application/json", body
+
+
+def batch_of(parts: list[bytes]) -> tuple[str, str, bytes]:
+    body = b"".join(b"--b\r\nContent-Type: application/http\r\n\r\n" + part + b"\r\n" for part in parts)
+    return "/batch", "multipart/mixed; boundary=b", body + b"--b--\r\n"
+
+
+ARRAY_8_MIB = b"[" + b"{}," * (8 * MIB // 3) + b"{}]"
+ARRAY_1300_KIB = b"[" + b"{}," * (1300 * 1024 // 3) + b"{}]"
+
+
+@pytest.mark.parametrize(
+    ("request_", "statuses"),
+    [
+        pytest.param(insert_of(ARRAY_8_MIB), (413, None), id="8 MiB of [{},{},...] as an insert"),
+        pytest.param(
+            insert_of(b'{"payloadBase64": "eA==", "x": [' + b"{}," * (MIB // 3) + b"{}]}"),
+            (400,),
+            id="[{},{},...] inside a Task",
+        ),
+        pytest.param(batch_of([inner_insert(b"{}")] * 60_000), (400,), id="a batch of 60,000 parts"),
+        pytest.param(
+            batch_of([inner_insert(ARRAY_1300_KIB)] * 6), (200,), id="a batch of six parts of [{},{},...]"
+        ),
+        pytest.param(batch_of([inner_insert(b"{}" + b"\n" * (6 * MIB))]), (200,), id="a batch of newlines"),
+    ],
+)
+def test_a_hostile_body_costs_a_small_multiple_of_its_size(
+    request: pytest.FixtureRequest, request_: tuple[str, str, bytes], statuses: tuple[int | None, ...]
+) -> None:
+    what = request.node.callspec.id
+    path, content_type, body = request_
+    with child() as emulator:
+        # Warm up every code path the hostile bodies take, so the baseline
+        # holds the imports and caches.
+        assert post(emulator, *insert_of(b'{"payloadBase64": "eA=="}'))
+        assert post(emulator, *batch_of([inner_insert(b'{"payloadBase64": "eA=="}')]))
+        before = emulator.stats(reset_peak=True)
+        answer = post(emulator, path, content_type, body)
+        growth = emulator.stats().peak - before.peak
+        assert growth < 5 * len(body), (
+            f"{what}: peak memory grew {growth / MIB:.0f} MiB for {len(body) / MIB:.1f} MiB"
+        )
+        assert (answer and answer[0]) in statuses, answer and answer[1][:300]
+        assert get(emulator, QUEUE_PATH + "?getStats=true")[1]["stats"]["totalTasks"] == 2
+
+
 # -- 4. a flood of connections beyond the process's file descriptors -------------------
 
 
