@@ -114,7 +114,7 @@ def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
         raise errors.bad_request(f"Invalid value {value!r} for {name}: expected true or false") from None
 
 
-def json_body(body: bytes, what: str = "a Task") -> Any:
+def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> Any:
     """The request body as JSON.
 
     Arrays, strings, and bodies with more structure than
@@ -124,12 +124,20 @@ def json_body(body: bytes, what: str = "a Task") -> Any:
 
     Parameters:
         body: the request body.
+        headers: the request's headers, lower-case names.
         what: what the body must hold, for messages.
 
     Raises:
-        ApiError: 400 when the body is missing, not JSON, an array or a
-            string, or too complex.
+        ApiError: 400 when the content type is not ``application/json``
+            (what a page of another site cannot send without asking), or the
+            body is missing, not JSON, an array or a string, or too complex.
     """
+    content_type = headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        sent = repr(content_type) if content_type else "without a content type"
+        raise errors.bad_request(
+            f"The request body must be sent as application/json, not {sent}", reason="badContent"
+        )
     if not body.strip():
         raise errors.bad_request(f"This method needs {what} in the request body", reason="required")
     skeleton = _JSON_STRING.sub(b'""', body).lstrip()
@@ -289,7 +297,7 @@ class RestApi:
             assert self.batch_handler is not None
             return self.batch_handler(headers, body, token)
         if path == RETRY_TEST_PATH or path.startswith(RETRY_TEST_PATH + "/"):
-            return self._retry_test(method, path, body)
+            return self._retry_test(method, path, headers, body)
         called, params = resolve(method, path)
         retry_test = headers.get(RETRY_TEST_HEADER) or outer_retry_test
         if retry_test:
@@ -297,13 +305,13 @@ class RestApi:
             if instruction is not None:
                 instruction.carry_out()
         self._authorize(headers, query, outer_token, params["taskqueue"], _ROLES[called.id])
-        return self._handlers[called.id](Call(params, query, body))
+        return self._handlers[called.id](Call(params, query, body, headers))
 
-    def _retry_test(self, method: str, path: str, body: bytes) -> Response:
+    def _retry_test(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         """``POST /retry_test``, ``GET`` and ``DELETE /retry_test/ID`` (see :mod:`.faults`)."""
         if path == RETRY_TEST_PATH:
             self._allow(method, path, "POST")
-            return json_response(200, self.faults.create(json_body(body, "a retry test")))
+            return json_response(200, self.faults.create(json_body(body, headers, "a retry test")))
         self._allow(method, path, "GET", "DELETE")
         test_id = urllib.parse.unquote(path[len(RETRY_TEST_PATH) + 1 :])
         if method == "GET":
@@ -317,7 +325,9 @@ class RestApi:
         )
 
     def _insert(self, call: Call) -> Response:
-        return json_response(200, self.service.insert(call.project, call.queue, json_body(call.body)))
+        return json_response(
+            200, self.service.insert(call.project, call.queue, json_body(call.body, call.headers))
+        )
 
     def _list(self, call: Call) -> Response:
         return json_response(200, self.service.list_tasks(call.project, call.queue))
@@ -342,7 +352,9 @@ class RestApi:
 
     def _update(self, call: Call) -> Response:
         new_lease = int_param(call.query, "newLeaseSeconds")
-        task = self.service.update_task(call.project, call.queue, call.task, new_lease, json_body(call.body))
+        task = self.service.update_task(
+            call.project, call.queue, call.task, new_lease, json_body(call.body, call.headers)
+        )
         return json_response(200, task)
 
     def _authorize(
@@ -382,11 +394,12 @@ class RestApi:
 
 
 class Call(NamedTuple):
-    """One call of an API method: its path parameters, query and body."""
+    """One call of an API method: its path parameters, query, body and headers (lower-case names)."""
 
     params: Mapping[str, str]
     query: Mapping[str, list[str]]
     body: bytes
+    headers: Mapping[str, str]
 
     @property
     def project(self) -> str:

@@ -18,6 +18,13 @@ It holds up against clients that misbehave, on purpose or not:
   ``idle_timeout`` (:data:`IDLE_TIMEOUT`) is closed.
 * Framing is strict (:mod:`.wire`) and bodies are bounded per endpoint
   (:meth:`RestApi.body_limit <kombu_appengine.emulator.rest.RestApi.body_limit>`).
+* Only requests addressed to the server itself are served: a ``Host`` that
+  is not its own address, or an ``Origin`` that is not its own origin, is
+  refused with 403, so a page of another site (through DNS rebinding, too)
+  cannot drive it. Bound to loopback, its own names are its address,
+  ``localhost``, ``127.0.0.1`` and ``[::1]`` with its port; bound to a
+  wildcard address, ``localhost`` and any IP address with its port; bound
+  to another address, that address.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.server
+import ipaddress
 import logging
 import select
 import socket
@@ -56,6 +64,75 @@ ACCEPT_RETRY_SECONDS = 0.25
 LINGER_SECONDS = 2.0
 #: ``accept`` errors that mean the process or system is out of descriptors or memory.
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class OwnAddress:
+    """The names by which clients address this server: what ``Host`` and ``Origin`` must say.
+
+    Parameters:
+        host: the address the server is bound to.
+        port: the port it is bound to.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.port = port
+        ip = _ip(host)
+        self._names = {f"[{host.lower()}]" if ip is not None and ip.version == 6 else host.lower()}
+        #: Bound to a wildcard address: any IP address names it (a DNS
+        #: rebinding page always uses a domain name).
+        self.any_ip = ip is not None and ip.is_unspecified
+        if host.lower() == "localhost" or (ip is not None and (ip.is_loopback or ip.is_unspecified)):
+            self._names |= {"localhost", "127.0.0.1", "[::1]"}
+
+    def allows_host(self, authority: str) -> bool:
+        """Whether a ``Host`` header (``host[:port]``) names this server."""
+        authority = authority.strip().lower()
+        if authority.endswith("]") or ":" not in authority:
+            name, port = authority, "80"  # no port: HTTP's own
+        else:
+            name, _, port = authority.rpartition(":")
+        if not port.isdigit() or not port.isascii() or int(port) != self.port:
+            return False
+        return name in self._names or (self.any_ip and _ip(name.strip("[]")) is not None)
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether an ``Origin`` header is this server's own origin (``http://`` and a name of it)."""
+        scheme, separator, authority = origin.strip().lower().partition("://")
+        return scheme == "http" and bool(separator) and "/" not in authority and self.allows_host(authority)
+
+    def check(self, host: list[str], origin: list[str]) -> None:
+        """Refuse a request not addressed to this server.
+
+        Parameters:
+            host: the request's ``Host`` headers.
+            origin: its ``Origin`` headers.
+
+        Raises:
+            ApiError: 400 for several ``Host`` headers, 403 for a foreign ``Host`` or ``Origin``.
+        """
+        if len(host) > 1 or len(origin) > 1:
+            raise ApiError(400, "badRequest", "A request may carry one Host header and one Origin header")
+        if host and not self.allows_host(host[0]):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"Host {host[0][:100]!r} does not name this server: requests for another host are "
+                "refused (a page of another site could reach the server through DNS rebinding)",
+            )
+        if origin and not self.allows_origin(origin[0]):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"Origin {origin[0][:100]!r} is not this server's own: "
+                "requests from pages of other sites are refused",
+            )
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _input_waiting(connection: socket.socket) -> bool:
@@ -133,6 +210,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             framing = wire.body_framing(self.headers)
             limit = self.server.api.body_limit(self.command, self.path, headers)
             body = wire.read_body(self.rfile, framing, limit)
+            # After the body (bounded by the limit): a malformed request is
+            # told so whoever sent it.
+            self.server.own.check(self.headers.get_all("Host") or [], self.headers.get_all("Origin") or [])
         except wire.ClientGone:
             self.close_connection = True
             return
@@ -213,6 +293,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.idle_timeout = idle_timeout
         host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
+        self.own = OwnAddress(host, port)
         #: Open connections, each with the time it began waiting for a
         #: request (``None`` while one is under way).
         self._connections: dict[socket.socket, float | None] = {}

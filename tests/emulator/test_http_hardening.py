@@ -55,8 +55,18 @@ def request(
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Answer:
-    """One request on a fresh ``http.client`` connection (which sends the emulator's own Host)."""
-    connection = http.client.HTTPConnection(*address(emulator), timeout=DEADLINE)
+    """One request on a fresh connection, with the emulator's own Host unless ``headers`` name one."""
+    return request_to(address(emulator), method, path, body, headers)
+
+
+def request_to(
+    where: tuple[str, int],
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Answer:
+    connection = http.client.HTTPConnection(*where, timeout=DEADLINE)
     try:
         given = dict(headers or {})
         connection.putrequest(method, path, skip_host="Host" in given, skip_accept_encoding=True)
@@ -358,6 +368,123 @@ def test_inserting_into_a_new_project_still_works(em: Emulator) -> None:
     assert answer.status == 200, answer.body
     stats = request(em, "GET", path + "?getStats=true").json()["stats"]
     assert stats["totalTasks"] == 1
+
+
+# -- 8. browser pages -------------------------------------------------------------------
+
+
+def test_foreign_host_is_403_and_never_echoed(em: Emulator) -> None:
+    port = address(em)[1]
+    answer = request(
+        em, "GET", "/discovery/v1/apis/taskqueue/v1beta2/rest", headers={"Host": f"evil.example:{port}"}
+    )
+    error = assert_google_error(answer, 403, "Host")
+    assert error["errors"][0]["reason"] == "forbidden"
+    assert b"evil.example" not in answer.body or b"rootUrl" not in answer.body
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1", "https://localhost"])
+def test_foreign_origin_is_403_and_nothing_runs(em: Emulator, origin: str) -> None:
+    answer = insert_json(em, {"payloadBase64": "eA=="}, {"Origin": origin})
+    assert_google_error(answer, 403, "Origin")
+    lease = request(
+        em, "POST", f"{QUEUE_PATH}/tasks/lease?numTasks=1&leaseSecs=10", headers={"Origin": origin}
+    )
+    assert_google_error(lease, 403, "Origin")
+    assert task_count(em) == 0
+
+
+def test_cross_origin_text_plain_post_is_refused(em: Emulator) -> None:
+    """What a page on another site can send without a CORS preflight."""
+    port = address(em)[1]
+    answer = request(
+        em,
+        "POST",
+        QUEUE_PATH + "/tasks",
+        TASK,
+        {
+            "Host": f"rebound.example:{port}",
+            "Origin": f"http://rebound.example:{port}",
+            "Content-Type": "text/plain",
+        },
+    )
+    assert_google_error(answer, 403)
+    assert task_count(em) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonp"]
+)
+@pytest.mark.parametrize("method", ["insert", "update", "patch"])
+def test_json_bodies_need_application_json(em: Emulator, content_type: str | None, method: str) -> None:
+    assert insert_json(em, {"id": "t1", "payloadBase64": "eA=="}).status == 200
+    leased = request(em, "POST", f"{QUEUE_PATH}/tasks/lease?numTasks=1&leaseSecs=60")
+    assert leased.status == 200
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    if method == "insert":
+        answer = request(em, "POST", QUEUE_PATH + "/tasks", TASK, headers)
+    else:
+        verb = "POST" if method == "update" else "PATCH"
+        body = b'{"queueName": "default"}'
+        answer = request(em, verb, f"{QUEUE_PATH}/tasks/t1?newLeaseSeconds=0", body, headers)
+    assert_google_error(answer, 400, "application/json")
+    assert task_count(em) == 1
+    assert em.service.get_task("demo", "default", "t1")["leaseTimestamp"] != "0"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=UTF-8", "Application/JSON"]
+)
+def test_application_json_with_parameters_is_accepted(em: Emulator, content_type: str) -> None:
+    answer = request(em, "POST", QUEUE_PATH + "/tasks", TASK, {"Content-Type": content_type})
+    assert answer.status == 200, answer.body
+
+
+def test_own_host_names_and_origins_are_accepted(em: Emulator) -> None:
+    port = address(em)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        answer = request(em, "GET", "/discovery/v1/apis/taskqueue/v1beta2/rest", headers={"Host": host})
+        assert answer.status == 200, (host, answer.body[:200])
+        assert answer.json()["rootUrl"] == f"http://{host}/"
+        inserted = insert_json(em, {"payloadBase64": "eA=="}, {"Host": host, "Origin": f"http://{host}"})
+        assert inserted.status == 200, (host, inserted.body)
+    assert request(em, "GET", QUEUE_PATH, headers={"Host": f"LocalHost:{port}"}).status == 200
+
+
+def test_bound_to_every_address_any_ip_address_names_it_but_no_domain_name() -> None:
+    with Emulator(queues=["default"], host="0.0.0.0") as em:
+        port = address(em)[1]
+        connection = ("127.0.0.1", port)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"10.1.2.3:{port}", f"[fe80::1]:{port}"):
+            answer = request_to(connection, "GET", QUEUE_PATH, headers={"Host": host})
+            assert answer.status == 200, (host, answer.body[:200])
+        for host in (f"rebound.example:{port}", f"10.1.2.3:{port + 1}"):
+            assert_google_error(
+                request_to(connection, "GET", QUEUE_PATH, headers={"Host": host}), 403, "Host"
+            )
+
+
+def test_batch_parts_with_json_bodies_need_application_json(em: Emulator) -> None:
+    answer = post_batch(em, batch_part(b"<plain>", content_type=b"text/plain"), batch_part(b"<json>"))
+    assert answer is not None
+    assert answer.status == 200, answer.body[:300]
+    parts = sub_answers(answer)
+    assert_google_error(parts["<response-plain>"], 400, "application/json")
+    assert parts["<response-json>"].status == 200
+    assert task_count(em) == 1
+
+
+def test_batch_from_a_foreign_origin_is_403(em: Emulator) -> None:
+    body = batch_part(b"<1>") + b"--b--\r\n"
+    answer = request(
+        em,
+        "POST",
+        "/batch",
+        body,
+        {"Content-Type": "multipart/mixed; boundary=b", "Origin": "http://evil.example"},
+    )
+    assert_google_error(answer, 403, "Origin")
+    assert task_count(em) == 0
 
 
 # -- 4. connection floods -------------------------------------------------------------

@@ -260,6 +260,12 @@ def test_bad_retry_test_documents_are_400(em: Emulator, document: Any) -> None:
     assert_google_error(request(em, "POST", "/retry_test", document), 400)
 
 
+def test_a_retry_test_document_needs_application_json(em: Emulator) -> None:
+    body = json.dumps({"instructions": {api.TASKS_LEASE.id: ["return-503"]}}).encode()
+    answer = request(em, "POST", "/retry_test", headers={"Content-Type": "text/plain"}, body=body)
+    assert_google_error(answer, 400, "application/json")
+
+
 @pytest.mark.parametrize(
     ("method", "path"), [("PUT", "/retry_test"), ("GET", "/retry_test"), ("POST", "/retry_test/x")]
 )
