@@ -180,7 +180,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _await_request(self) -> bool:
         """Wait for the next request's first byte; ``False`` when the connection is done."""
-        waiting = not self.rfile.buffered
+        # Idle (so it may be closed to make room) only with nothing received
+        # yet: a request already on its way is never dropped for another.
+        waiting = not self.rfile.buffered and not _input_waiting(self.connection)
         if waiting:
             self.server.set_idle(self.connection, True)
         try:

@@ -243,7 +243,9 @@ def test_running_out_of_file_descriptors_does_not_spin_and_recovers() -> None:
                 sock.sendall(partial)
                 flood.append(sock)
             start = emulator.stats()
-            # While the flood holds, the server waits for a free descriptor.
+            # A window of time to measure the CPU the server uses while the
+            # flood holds (not a wait for some state): it should wait for a
+            # free descriptor, not retry accept in a busy loop.
             window = 1.5
             select.select([], [], [], window)
             used = emulator.stats().cpu - start.cpu

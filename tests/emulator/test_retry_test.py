@@ -270,7 +270,7 @@ def test_a_retry_test_document_needs_application_json(em: Emulator) -> None:
     ("method", "path"), [("PUT", "/retry_test"), ("GET", "/retry_test"), ("POST", "/retry_test/x")]
 )
 def test_other_verbs_on_retry_tests_are_405(em: Emulator, method: str, path: str) -> None:
-    assert request(em, method, path).status in (404, 405)
+    assert_google_error(request(em, method, path), 405, method)
 
 
 def test_python_level_failures_still_work_alongside(em: Emulator) -> None:
