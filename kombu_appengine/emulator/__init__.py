@@ -9,7 +9,8 @@ or in-process::
         ...  # url is "http://127.0.0.1:PORT"
 
 :class:`Emulator` gives the running server's state too (``service``,
-``tokens``, ``inject_failures``) for tests.
+``tokens``, ``inject_failures``) for tests, and the server injects failures
+on request over HTTP (``POST /retry_test``, see :mod:`.faults`).
 """
 
 from .errors import ApiError

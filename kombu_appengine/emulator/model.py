@@ -507,8 +507,13 @@ class TaskQueueService:
 
     # -- lookup -----------------------------------------------------------
 
-    def queue(self, project: str, name: str) -> Queue:
+    def queue(self, project: str, name: str, create: bool = False) -> Queue:
         """The pull queue ``name`` of ``project``.
+
+        A queue that holds nothing yet is kept only once ``create`` asks for
+        it (an insert): reading a project never seen before gives an empty
+        queue that is not kept, so requests for any number of unknown
+        projects leave no state behind.
 
         Raises:
             ApiError: 404 for an unknown project or queue, 400 for an illegal
@@ -526,10 +531,11 @@ class TaskQueueService:
             )
         if config.mode != "pull":
             raise errors.bad_request(f"Queue {name!r} is not a pull queue", reason="badRequest")
-        queues = self._projects.setdefault(bare, {})
-        queue = queues.get(name)
+        queue = self._projects.get(bare, {}).get(name)
         if queue is None:
-            queue = queues[name] = Queue(config)
+            queue = Queue(config)
+            if create:
+                self._projects.setdefault(bare, {})[name] = queue
         return queue
 
     def _task(self, queue: Queue, name: str) -> Task:
@@ -622,7 +628,8 @@ class TaskQueueService:
                 }
             )
             self._seq = task.seq
-            queue.add(task)
+            # Kept from now on: it holds a task.
+            self.queue(project, name, create=True).add(task)
             return task.resource(api.long_queue_name(project, name), now)
 
     def _check_queue_name(self, body: dict[str, Any], project: str, name: str) -> None:
@@ -753,7 +760,7 @@ class TaskQueueService:
             ApiError: its queue is not declared now, or its project not served.
         """
         op = check_entry(entry)
-        queue = self.queue(entry["project"], entry["queue"])
+        queue = self.queue(entry["project"], entry["queue"], create=True)
         if op == "insert":
             try:
                 payload = base64.b64decode(entry["payload"], validate=True)

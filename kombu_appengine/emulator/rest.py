@@ -4,11 +4,20 @@
 one :class:`Response`, calling :class:`~kombu_appengine.emulator.model.TaskQueueService`
 for the work. It knows nothing of sockets, so the batch endpoint runs each
 of its parts through the same :meth:`RestApi.dispatch`.
+
+Body limits, per endpoint, derived from the API's own limits
+(:meth:`RestApi.body_limit`): insert, update and patch take
+:data:`MAX_TASK_BODY_BYTES` (a Task whose payload is the largest the API
+allows, as base64 JSON, plus slack), the batch endpoint
+:data:`MAX_BATCH_BODY_BYTES` (as many such requests as a batch may hold),
+everything else :data:`MAX_SMALL_BODY_BYTES`.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -17,10 +26,37 @@ from typing import Any, Callable, NamedTuple
 from .. import api, discovery
 from . import errors
 from .errors import ApiError
+from .faults import RETRY_TEST_HEADER, RETRY_TEST_PATH, FaultInjector
 from .model import TaskQueueService
 
 #: Content type of every JSON answer.
 JSON_TYPE = "application/json; charset=UTF-8"
+#: Room in a Task's JSON body beside its base64 payload: the other fields
+#: (a tag of up to 500 bytes, escaped up to six times over, the name, the
+#: queue name) and whitespace.
+TASK_BODY_SLACK = 64 * 1024
+#: Largest body of insert, update and patch: a Task with the largest payload
+#: the API allows, in base64, plus :data:`TASK_BODY_SLACK`.
+MAX_TASK_BODY_BYTES = 4 * -(-api.MAX_PAYLOAD_BYTES // 3) + TASK_BODY_SLACK
+#: Largest body of every other request (the form of a long GET sent as a
+#: POST, a retry test's document).
+MAX_SMALL_BODY_BYTES = 64 * 1024
+#: Room per part of a batch for its MIME headers and its request's head.
+BATCH_PART_SLACK = 8 * 1024
+#: Largest body of the batch endpoint: as many of the largest requests as a batch may hold.
+MAX_BATCH_BODY_BYTES = api.MAX_BATCH_PARTS * (MAX_TASK_BODY_BYTES + BATCH_PART_SLACK)
+#: Most of ``{``, ``[``, ``,`` and ``:`` (outside strings) a JSON body may hold: a
+#: Task has a handful of fields, and parsing a body of ``[{},{},...]`` costs
+#: some 25 times its size in memory before any check could refuse it.
+MAX_JSON_STRUCTURE = 256
+#: How many bearer tokens :attr:`RestApi.tokens` keeps (the latest).
+TOKENS_KEPT = 1000
+#: Methods whose body is a Task.
+_TASK_BODY_METHODS = frozenset({api.TASKS_INSERT.id, api.TASKS_UPDATE.id, api.TASKS_PATCH.id})
+#: A JSON string, escapes included (unrolled, so long strings cost no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: An integer query parameter: an optional minus sign, then ASCII digits only.
+_INTEGER = re.compile(r"-?[0-9]+\Z")
 #: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
 CONSUMER, PRODUCER = "consumer", "producer"
 _ROLE_VERBS = {CONSUMER: "consume from", PRODUCER: "insert into", "any": "use"}
@@ -58,10 +94,13 @@ def int_param(query: Mapping[str, list[str]], name: str) -> int:
     value = _one(query, name)
     if value is None:
         raise errors.bad_request(f"Required parameter {name} is missing", reason="required")
+    # int() also takes " +1 ", "1_0" and digits of every script: the API does not.
+    if not _INTEGER.match(value):
+        raise errors.bad_request(f"Invalid value {value!r} for {name}: expected an integer")
     try:
         return int(value)
-    except ValueError:
-        raise errors.bad_request(f"Invalid value {value!r} for {name}: expected an integer") from None
+    except ValueError:  # more digits than int() converts
+        raise errors.bad_request(f"Invalid value for {name}: an integer of {len(value)} digits") from None
 
 
 def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
@@ -75,14 +114,43 @@ def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
         raise errors.bad_request(f"Invalid value {value!r} for {name}: expected true or false") from None
 
 
-def json_body(body: bytes) -> Any:
+def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> Any:
     """The request body as JSON.
 
+    Arrays, strings, and bodies with more structure than
+    :data:`MAX_JSON_STRUCTURE`, are refused before they are parsed: parsing
+    would build their arrays and objects, far bigger than their text. (The
+    callers refuse the scalars that are left.)
+
+    Parameters:
+        body: the request body.
+        headers: the request's headers, lower-case names.
+        what: what the body must hold, for messages.
+
     Raises:
-        ApiError: 400 when the body is missing or not JSON.
+        ApiError: 400 when the content type is not ``application/json``
+            (what a page of another site cannot send without asking), or the
+            body is missing, not JSON, an array or a string, or too complex.
     """
+    content_type = headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        sent = repr(content_type) if content_type else "without a content type"
+        raise errors.bad_request(
+            f"The request body must be sent as application/json, not {sent}", reason="badContent"
+        )
     if not body.strip():
-        raise errors.bad_request("This method needs a Task in the request body", reason="required")
+        raise errors.bad_request(f"This method needs {what} in the request body", reason="required")
+    skeleton = _JSON_STRING.sub(b'""', body).lstrip()
+    kind = {b"[": "a JSON array", b'"': "a JSON string"}.get(skeleton[:1])
+    if kind is not None:
+        raise errors.bad_request(f"The request body must be {what}, a JSON object, not {kind}")
+    structure = sum(skeleton.count(mark) for mark in (b"{", b"[", b",", b":"))
+    if structure > MAX_JSON_STRUCTURE:
+        raise errors.bad_request(
+            f"The request body holds more JSON structure ({structure} of {{ [ , :) than {what} "
+            f"has fields: at most {MAX_JSON_STRUCTURE}",
+            reason="parseError",
+        )
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -103,6 +171,7 @@ class RestApi:
         identities: when not ``None``, the account (email) of each bearer
             token; requests are then held to the queues' ACLs (403): a
             ``user_email`` may consume, a ``writer_email`` may insert.
+        injector: the failures to inject (retry tests); a new, empty one by default.
     """
 
     def __init__(
@@ -111,13 +180,18 @@ class RestApi:
         require_auth: bool = False,
         accepted_tokens: set[str] | None = None,
         identities: Mapping[str, str] | None = None,
+        injector: FaultInjector | None = None,
     ) -> None:
         self.service = service
         self.require_auth = require_auth
         self.accepted_tokens = accepted_tokens
         self.identities = identities
-        #: Every bearer token received, in order, for tests of credentials.
-        self.tokens: list[str] = []
+        #: The failures to inject: retry tests, and Python-level faults.
+        self.faults = injector or FaultInjector()
+        #: The latest :data:`TOKENS_KEPT` bearer tokens received, oldest
+        #: first, for tests of credentials; older ones are forgotten, so a
+        #: long-running emulator does not grow with every token it is sent.
+        self.tokens: collections.deque[str] = collections.deque(maxlen=TOKENS_KEPT)
         self._tokens_lock = threading.Lock()
         #: Set by the server: answers the batch endpoint.
         self.batch_handler: Callable[[Mapping[str, str], bytes, str | None], Response] | None = None
@@ -141,17 +215,37 @@ class RestApi:
         body: bytes,
         host: str,
         outer_token: str | None = None,
+        outer_retry_test: str | None = None,
     ) -> Response:
         """Answer one request; never raises for a bad request.
 
         ``headers`` has lower-case names; ``host`` is the server's address as
         the client named it (for the discovery document's ``rootUrl``);
-        ``outer_token`` is the bearer token of the batch a part came in.
+        ``outer_token`` and ``outer_retry_test`` are the bearer token and the
+        ``x-retry-test-id`` of the batch a part came in.
+
+        Raises:
+            ResetConnection: a retry test says to drop the connection.
         """
         try:
-            return self._dispatch(method.upper(), target, headers, body, host, outer_token)
+            return self._dispatch(method.upper(), target, headers, body, host, outer_token, outer_retry_test)
         except ApiError as error:
             return error_response(error)
+
+    def body_limit(self, method: str, target: str, headers: Mapping[str, str]) -> int:
+        """Most body bytes the request may carry, known from its head alone.
+
+        ``headers`` has lower-case names. A request that routes nowhere gets
+        the small limit; routing answers it once its body is read.
+        """
+        path = target.partition("?")[0]
+        if path in api.BATCH_PATHS:
+            return MAX_BATCH_BODY_BYTES
+        try:
+            called, _ = resolve(_verb(method.upper(), headers), path)
+        except ApiError:
+            return MAX_SMALL_BODY_BYTES
+        return MAX_TASK_BODY_BYTES if called.id in _TASK_BODY_METHODS else MAX_SMALL_BODY_BYTES
 
     def _authenticate(
         self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
@@ -180,12 +274,13 @@ class RestApi:
         body: bytes,
         host: str,
         outer_token: str | None,
+        outer_retry_test: str | None,
     ) -> Response:
         path, _, query_string = target.partition("?")
         query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
-        override = headers.get("x-http-method-override")
-        if override and method == "POST":
-            method = override.upper()
+        verb = _verb(method, headers)
+        if verb != method:
+            method = verb
             if method == "GET" and headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"
             ):
@@ -201,9 +296,28 @@ class RestApi:
             token = self._authenticate(headers, query, None)
             assert self.batch_handler is not None
             return self.batch_handler(headers, body, token)
+        if path == RETRY_TEST_PATH or path.startswith(RETRY_TEST_PATH + "/"):
+            return self._retry_test(method, path, headers, body)
         called, params = resolve(method, path)
+        retry_test = headers.get(RETRY_TEST_HEADER) or outer_retry_test
+        if retry_test:
+            instruction = self.faults.next_instruction(retry_test, called.id)
+            if instruction is not None:
+                instruction.carry_out()
         self._authorize(headers, query, outer_token, params["taskqueue"], _ROLES[called.id])
-        return self._handlers[called.id](Call(params, query, body))
+        return self._handlers[called.id](Call(params, query, body, headers))
+
+    def _retry_test(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """``POST /retry_test``, ``GET`` and ``DELETE /retry_test/ID`` (see :mod:`.faults`)."""
+        if path == RETRY_TEST_PATH:
+            self._allow(method, path, "POST")
+            return json_response(200, self.faults.create(json_body(body, headers, "a retry test")))
+        self._allow(method, path, "GET", "DELETE")
+        test_id = urllib.parse.unquote(path[len(RETRY_TEST_PATH) + 1 :])
+        if method == "GET":
+            return json_response(200, self.faults.show(test_id))
+        self.faults.delete(test_id)
+        return Response(204, b"", None)
 
     def _get_queue(self, call: Call) -> Response:
         return json_response(
@@ -211,7 +325,9 @@ class RestApi:
         )
 
     def _insert(self, call: Call) -> Response:
-        return json_response(200, self.service.insert(call.project, call.queue, json_body(call.body)))
+        return json_response(
+            200, self.service.insert(call.project, call.queue, json_body(call.body, call.headers))
+        )
 
     def _list(self, call: Call) -> Response:
         return json_response(200, self.service.list_tasks(call.project, call.queue))
@@ -236,7 +352,9 @@ class RestApi:
 
     def _update(self, call: Call) -> Response:
         new_lease = int_param(call.query, "newLeaseSeconds")
-        task = self.service.update_task(call.project, call.queue, call.task, new_lease, json_body(call.body))
+        task = self.service.update_task(
+            call.project, call.queue, call.task, new_lease, json_body(call.body, call.headers)
+        )
         return json_response(200, task)
 
     def _authorize(
@@ -276,11 +394,12 @@ class RestApi:
 
 
 class Call(NamedTuple):
-    """One call of an API method: its path parameters, query and body."""
+    """One call of an API method: its path parameters, query, body and headers (lower-case names)."""
 
     params: Mapping[str, str]
     query: Mapping[str, list[str]]
     body: bytes
+    headers: Mapping[str, str]
 
     @property
     def project(self) -> str:
@@ -293,6 +412,12 @@ class Call(NamedTuple):
     @property
     def task(self) -> str:
         return self.params["task"]
+
+
+def _verb(method: str, headers: Mapping[str, str]) -> str:
+    """The HTTP method a request means: a POST may name another in ``X-HTTP-Method-Override``."""
+    override = headers.get("x-http-method-override")
+    return override.upper() if override and method == "POST" else method
 
 
 #: Each method's path as segments, parameters as ``{name}``.

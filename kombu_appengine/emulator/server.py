@@ -3,23 +3,47 @@
 One thread a connection (HTTP/1.1 keep-alive, ``TCP_NODELAY`` so small
 answers never wait for a delayed ACK); every request goes through
 :class:`~kombu_appengine.emulator.rest.RestApi`.
+
+It holds up against clients that misbehave, on purpose or not:
+
+* At most ``max_connections`` connections at once
+  (:data:`DEFAULT_MAX_CONNECTIONS`). At the cap, the connection idle longest
+  is closed to make room, as any server may close an idle keep-alive
+  connection; with none idle, new connections wait in the listen backlog
+  until one closes. When the process runs out of file descriptors, the same
+  happens instead of a busy loop on ``accept``.
+* Each request must arrive in full, from its first byte to the end of its
+  body, within ``request_timeout`` (:data:`REQUEST_TIMEOUT`): a client that
+  trickles it is answered 408 and cut off. A keep-alive connection idle for
+  ``idle_timeout`` (:data:`IDLE_TIMEOUT`) is closed.
+* Framing is strict (:mod:`.wire`) and bodies are bounded per endpoint
+  (:meth:`RestApi.body_limit <kombu_appengine.emulator.rest.RestApi.body_limit>`).
+* Only requests addressed to the server itself are served: a ``Host`` that
+  is not its own address, or an ``Origin`` that is not its own origin, is
+  refused with 403, so a page of another site (through DNS rebinding, too)
+  cannot drive it. Bound to loopback, its own names are its address,
+  ``localhost``, ``127.0.0.1`` and ``[::1]`` with its port; bound to a
+  wildcard address, ``localhost`` and any IP address with its port; bound
+  to another address, that address.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import errno
 import http.server
+import ipaddress
 import logging
+import select
 import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import batch
+from . import batch, wire
 from .errors import ApiError
+from .faults import Fault, ResetConnection
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import load_queue_yaml
 from .rest import RestApi, error_response
@@ -27,53 +51,147 @@ from .storage import FileJournal
 
 logger = logging.getLogger(__name__)
 
-#: Largest request body accepted, in bytes (a batch of big inserts).
-MAX_BODY_BYTES = 64 * 1024 * 1024
-#: Seconds a connection may sit idle or half-sent before it is closed.
-CONNECTION_TIMEOUT = 60.0
+#: Most connections served at once, unless ``max_connections`` says otherwise.
+DEFAULT_MAX_CONNECTIONS = 256
+#: Seconds a request may take to arrive, from its first byte to the end of its body.
+REQUEST_TIMEOUT = 30.0
+#: Seconds a keep-alive connection may wait for its next request (or a write may block).
+IDLE_TIMEOUT = 60.0
+#: Longest wait, in seconds, before trying to accept again when there is no room.
+ACCEPT_RETRY_SECONDS = 0.25
+#: Seconds spent reading and dropping a refused request's body, so its
+#: client reads the answer instead of a reset.
+LINGER_SECONDS = 2.0
+#: ``accept`` errors that mean the process or system is out of descriptors or memory.
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-@dataclass
-class Fault:
-    """A failure to inject into the next matching requests.
+class OwnAddress:
+    """The names by which clients address this server: what ``Host`` and ``Origin`` must say.
 
-    ``status`` answers with that HTTP status and Google's error body;
-    ``reset`` drops the connection without answering.
+    Parameters:
+        host: the address the server is bound to.
+        port: the port it is bound to.
     """
 
-    count: int
-    status: int = 503
-    reason: str = "backendError"
-    path_contains: str | None = None
-    method: str | None = None
-    reset: bool = False
+    def __init__(self, host: str, port: int) -> None:
+        self.port = port
+        ip = _ip(host)
+        self._names = {f"[{host.lower()}]" if ip is not None and ip.version == 6 else host.lower()}
+        #: Bound to a wildcard address: any IP address names it (a DNS
+        #: rebinding page always uses a domain name).
+        self.any_ip = ip is not None and ip.is_unspecified
+        if host.lower() == "localhost" or (ip is not None and (ip.is_loopback or ip.is_unspecified)):
+            self._names |= {"localhost", "127.0.0.1", "[::1]"}
 
-    def matches(self, method: str, target: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_contains is None or self.path_contains in target
-        )
+    def allows_host(self, authority: str) -> bool:
+        """Whether a ``Host`` header (``host[:port]``) names this server."""
+        authority = authority.strip().lower()
+        if authority.endswith("]") or ":" not in authority:
+            name, port = authority, "80"  # no port: HTTP's own
+        else:
+            name, _, port = authority.rpartition(":")
+        if not port.isdigit() or not port.isascii() or int(port) != self.port:
+            return False
+        return name in self._names or (self.any_ip and _ip(name.strip("[]")) is not None)
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether an ``Origin`` header is this server's own origin (``http://`` and a name of it)."""
+        scheme, separator, authority = origin.strip().lower().partition("://")
+        return scheme == "http" and bool(separator) and "/" not in authority and self.allows_host(authority)
+
+    def check(self, host: list[str], origin: list[str]) -> None:
+        """Refuse a request not addressed to this server.
+
+        Parameters:
+            host: the request's ``Host`` headers.
+            origin: its ``Origin`` headers.
+
+        Raises:
+            ApiError: 400 for several ``Host`` headers, 403 for a foreign ``Host`` or ``Origin``.
+        """
+        if len(host) > 1 or len(origin) > 1:
+            raise ApiError(400, "badRequest", "A request may carry one Host header and one Origin header")
+        if host and not self.allows_host(host[0]):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"Host {host[0][:100]!r} does not name this server: requests for another host are "
+                "refused (a page of another site could reach the server through DNS rebinding)",
+            )
+        if origin and not self.allows_origin(origin[0]):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"Origin {origin[0][:100]!r} is not this server's own: "
+                "requests from pages of other sites are refused",
+            )
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _input_waiting(connection: socket.socket) -> bool:
+    """Whether bytes wait on ``connection``, without blocking (and for any descriptor number)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(connection, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([connection], [], [], 0)[0])
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TaskQueueEmulator"
-    timeout = CONNECTION_TIMEOUT
+    disable_nagle_algorithm = True
     server: _Server
+    rfile: wire.RequestReader
 
     def setup(self) -> None:
         super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, add=False)
+        # Every read goes through the reader that holds requests to their deadline.
+        self.rfile.close()
+        self.rfile = wire.RequestReader(self.connection, self.server.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s", self.address_string(), format % args)
+
+    def handle_one_request(self) -> None:
+        if not self._await_request():
+            self.close_connection = True
+            return
+        self.rfile.start_deadline(self.server.request_timeout)
+        super().handle_one_request()
+        if self.rfile.expired:
+            # The stdlib gave up on the request quietly: say why, then close.
+            self.close_connection = True
+            error = ApiError(
+                408,
+                "requestTimeout",
+                f"The request did not arrive within {self.server.request_timeout} seconds of its first byte",
+            )
+            with contextlib.suppress(OSError):
+                self._send(error_response(error))
+
+    def _await_request(self) -> bool:
+        """Wait for the next request's first byte; ``False`` when the connection is done."""
+        # Idle (so it may be closed to make room) only with nothing received
+        # yet: a request already on its way is never dropped for another.
+        waiting = not self.rfile.buffered and not _input_waiting(self.connection)
+        if waiting:
+            self.server.set_idle(self.connection, True)
+        try:
+            return self.rfile.wait_for_input()
+        except OSError:  # the idle timeout, a reset, or closed to make room
+            return False
+        finally:
+            if waiting:
+                self.server.set_idle(self.connection, False)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
@@ -87,75 +205,62 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         message = message or explain or self.responses.get(code, ("Bad request",))[0]
         self._send(error_response(ApiError(code, reason, message)))
 
-    def _read_body(self) -> bytes | None:
-        """The request body; ``None`` when the client went away mid-body."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.send_error(400, f"Invalid Content-Length {length_header!r}")
-            return None
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._send(
-                error_response(ApiError(413, "uploadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes"))
-            )
-            return None
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            return None
-        return body
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size_line = self.rfile.readline(1024)
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self.send_error(400, "Malformed chunked body")
-                return None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY_BYTES:
-                self.send_error(413, f"Request body over {MAX_BODY_BYTES} bytes")
-                return None
-            chunk = self.rfile.read(size + 2)
-            if len(chunk) < size + 2:
-                self.close_connection = True
-                return None
-            chunks.append(chunk[:size])
-
     def _handle(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
-        self.server.count_request()
-        fault = self.server.take_fault(self.command, self.path)
-        if fault is not None:
-            if fault.reset:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            self._send(error_response(ApiError(fault.status, fault.reason, "Injected failure")))
-            return
         headers = {name.lower(): value for name, value in self.headers.items()}
+        body = None
+        try:
+            framing = wire.body_framing(self.headers)
+            limit = self.server.api.body_limit(self.command, self.path, headers)
+            body = wire.read_body(self.rfile, framing, limit)
+            # After the body (bounded by the limit): a malformed request is
+            # told so whoever sent it.
+            self.server.own.check(self.headers.get_all("Host") or [], self.headers.get_all("Origin") or [])
+        except wire.ClientGone:
+            self.close_connection = True
+            return
+        except ApiError as error:
+            self.close_connection = True
+            self._send(error_response(error))
+            if body is None:
+                # What is left of the request cannot be told from a next one.
+                self._linger()
+            return
+        self.rfile.end_deadline()
+        self.server.count_request()
         host = self.headers.get("Host") or self.server.address
-        self._send(self.server.api.dispatch(self.command, self.path, headers, body, host))
+        try:
+            fault = self.server.api.faults.take_fault(self.command, self.path)
+            if fault is not None:
+                fault.carry_out()
+            response = self.server.api.dispatch(self.command, self.path, headers, body, host)
+        except ResetConnection:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        except ApiError as error:
+            response = error_response(error)
+        self._send(response)
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends, for a moment, then close.
+
+        Closing with unread bytes would reset the connection, and the client
+        would lose the answer it was sent.
+        """
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.connection.settimeout(remaining)
+                if not self.connection.recv(wire.RECV_SIZE):
+                    return
 
     def _send(self, response: Any) -> None:
+        self.rfile.end_deadline()
         head = [f"{self.protocol_version} {response.status} {self.responses.get(response.status, ('',))[0]}"]
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}")
@@ -175,49 +280,113 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: Any, api: RestApi) -> None:
+    def __init__(
+        self,
+        address: Any,
+        api: RestApi,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         super().__init__(address, _Handler)
         self.api = api
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
         host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
-        self._connections: set[socket.socket] = set()
-        self._faults: collections.deque[Fault] = collections.deque()
-        self._lock = threading.Lock()
+        self.own = OwnAddress(host, port)
+        #: Open connections, each with the time it began waiting for a
+        #: request (``None`` while one is under way).
+        self._connections: dict[socket.socket, float | None] = {}
+        #: Notified when a connection closes or falls idle, and on shutdown.
+        self._room = threading.Condition()
+        self._stopping = False
+        self._out_of_descriptors = False
         #: HTTP requests answered (a batch counts once).
         self.requests = 0
 
-    def track(self, connection: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection once there is room for it.
+
+        Raises:
+            OSError: no room yet (the cap, or no file descriptor left):
+                ``serve_forever`` tries again, after a wait rather than at once.
+        """
+        self._make_room()
+        try:
+            connection, client = self.socket.accept()
+        except OSError as error:
+            if error.errno in _NO_DESCRIPTORS:
+                if not self._out_of_descriptors:
+                    logger.warning(
+                        "cannot accept connections: %s; waiting for connections to close", error.strerror
+                    )
+                    self._out_of_descriptors = True
+                self._make_room(full=True)
+            raise
+        self._out_of_descriptors = False
+        with self._room:
+            self._connections[connection] = None
+        return connection, client
+
+    def _make_room(self, full: bool = False) -> None:
+        """Return when a connection may be accepted; with ``full``, make room even below the cap.
+
+        Closes the connection idle longest, if any; else waits (at most
+        :data:`ACCEPT_RETRY_SECONDS`) for one to close or fall idle.
+
+        Raises:
+            OSError: still at the cap.
+        """
+        with self._room:
+            if not full and len(self._connections) < self.max_connections:
+                return
+            idle = [(since, c) for c, since in self._connections.items() if since is not None]
+            victim = min(idle, key=lambda item: item[0])[1] if idle else None
+            if victim is not None and not _input_waiting(victim):
+                # No longer counted: its handler sees the end of the stream and closes it.
+                del self._connections[victim]
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)
+                if not full:
+                    return
+            if not self._stopping:
+                self._room.wait(ACCEPT_RETRY_SECONDS)
+            if not full and len(self._connections) >= self.max_connections:
+                raise OSError(errno.EAGAIN, f"at the cap of {self.max_connections} connections")
+
+    def set_idle(self, connection: socket.socket, idle: bool) -> None:
+        """Record whether a connection waits for its next request (so it may be closed to make room)."""
+        with self._room:
+            if connection in self._connections:
+                self._connections[connection] = time.monotonic() if idle else None
+                if idle:
+                    self._room.notify_all()
+
+    def close_request(self, request: Any) -> None:
+        with self._room:
+            self._connections.pop(request, None)
+            self._room.notify_all()
+        super().close_request(request)
+
+    def shutdown(self) -> None:
+        with self._room:
+            self._stopping = True
+            self._room.notify_all()
+        super().shutdown()
 
     def drop_connections(self) -> None:
         """Close every open connection, as a stopped server's would be."""
-        with self._lock:
+        with self._room:
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
     def count_request(self) -> None:
-        with self._lock:
+        with self._room:
             self.requests += 1
-
-    def add_fault(self, fault: Fault) -> None:
-        with self._lock:
-            self._faults.append(fault)
-
-    def take_fault(self, method: str, target: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(method, target):
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("connection from %s ended with an error", client_address)
@@ -245,8 +414,17 @@ class Emulator:
         identities: the account (email) of each bearer token; when given,
             requests are held to the queues' ACLs from ``queue.yaml`` (403).
         clock: seconds since the epoch, as :func:`time.time`.
+        max_connections: most connections served at once
+            (:data:`DEFAULT_MAX_CONNECTIONS`); at the cap the connection idle
+            longest is closed, or new ones wait until one closes.
+        request_timeout: seconds a request may take to arrive, from its
+            first byte to the end of its body (:data:`REQUEST_TIMEOUT`);
+            slower ones are answered 408 and cut off.
+        idle_timeout: seconds a keep-alive connection may wait for its next
+            request (:data:`IDLE_TIMEOUT`).
 
     Raises:
+        ValueError: a connection option that is not positive, or fsync without data_dir.
         DataDirInUse: another emulator runs on ``data_dir``.
         CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
         OSError: the address cannot be bound, or ``data_dir`` cannot be used.
@@ -264,10 +442,20 @@ class Emulator:
         accepted_tokens: Iterable[str] | None = None,
         identities: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
         fsync: bool = False,
     ) -> None:
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
+        for option, value in (
+            ("max_connections", max_connections),
+            ("request_timeout", request_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{option} must be positive, not {value!r}")
         configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
         self.service = TaskQueueService(configs, project=project, clock=clock)
@@ -279,7 +467,7 @@ class Emulator:
             identities=identities,
         )
         try:
-            self._server = _Server((host, port), self.api)
+            self._server = _Server((host, port), self.api, max_connections, request_timeout, idle_timeout)
         except BaseException:
             # Give the data directory back: this emulator never ran.
             if self._journal is not None:
@@ -302,8 +490,9 @@ class Emulator:
 
     @property
     def tokens(self) -> list[str]:
-        """Every bearer token received so far, in order."""
-        return self.api.tokens
+        """The bearer tokens received, oldest first: the latest
+        :data:`~kombu_appengine.emulator.rest.TOKENS_KEPT` only, so memory stays bounded."""
+        return list(self.api.tokens)
 
     @property
     def requests(self) -> int:
@@ -323,12 +512,14 @@ class Emulator:
         method: str | None = None,
         reset: bool = False,
     ) -> None:
-        """Fail the next ``count`` matching requests.
+        """Fail the next ``count`` requests whose verb is ``method`` and whose URL holds ``path_contains``.
 
         With ``reset`` the connection is dropped without an answer; otherwise
         the answer is ``status`` with Google's error body and ``reason``.
+        Retry tests (``POST /retry_test``, see :mod:`.faults`) do the same
+        over HTTP, by API method id.
         """
-        self._server.add_fault(Fault(count, status, reason, path_contains, method, reset))
+        self.api.faults.add_fault(Fault(count, status, reason, path_contains, method, reset))
 
     def start(self) -> Emulator:
         """Serve in a background thread; returns at once, ready for requests."""
