@@ -1,6 +1,6 @@
 """Helpers of the emulator's API conformance tests (tests/emulator/api/) and
 batch tests: requests through google-api-python-client, as users send them,
-and through plain HTTP, as the wire carries them; and the fake clock."""
+and through plain HTTP, as the wire carries them."""
 
 import http.client
 import json
@@ -22,19 +22,6 @@ START = 1_700_000_000.75
 SERVICE_PATH = "/taskqueue/v1beta2/projects/"
 #: Where the emulator serves its discovery document.
 DISCOVERY_PATH = "/discovery/v1/apis/taskqueue/v1beta2/rest"
-
-
-class FakeClock:
-    """Seconds since the epoch that move only when a test says so."""
-
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 def micros(seconds):
