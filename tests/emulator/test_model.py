@@ -12,7 +12,6 @@ its lazily cleaned heaps do not grow without bound.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import re
@@ -33,7 +32,7 @@ from hypothesis.stateful import (
 )
 
 from kombu_appengine.emulator import QueueConfig, TaskQueueService
-from tests.support.helpers import FakeClock, MakeEmulator
+from tests.support.helpers import FakeClock, MakeEmulator, b64
 
 #: Where the fake clock starts, in seconds since the epoch.
 START_SECONDS = 1_700_000_000
@@ -80,7 +79,7 @@ class ModelTask:
             "retry_count": self.retry_count,
         }
         if with_payload:
-            resource["payloadBase64"] = base64.b64encode(self.payload).decode("ascii")
+            resource["payloadBase64"] = b64(self.payload)
         if self.tag is not None:
             resource["tag"] = self.tag
         return resource
@@ -205,7 +204,7 @@ class QueueMachine(RuleBasedStateMachine):
         payload=st.binary(max_size=16),
     )
     def insert(self, name: str | None, tag: str | None, payload: bytes) -> None:
-        body: dict[str, Any] = {"payloadBase64": base64.b64encode(payload).decode("ascii")}
+        body: dict[str, Any] = {"payloadBase64": b64(payload)}
         if name is not None:
             body["id"] = name
         if tag is not None:
