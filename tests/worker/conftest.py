@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection
 
 from kombu_appengine.emulator import Emulator, QueueConfig
 from tests.support.helpers import MakeEmulator
+from tests.support.transport import connect
 from tests.support.worker_run import Run
 
 
@@ -40,8 +40,6 @@ def run_worker(emulator: Emulator, tmp_path: pathlib.Path) -> Iterator[Callable[
 @pytest.fixture
 def channel(emulator: Emulator) -> Iterator[Any]:
     """A kombu channel on the emulator, with one task on the queue ``jobs``."""
-    with Connection(
-        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
-    ) as conn:
+    with connect(emulator) as conn:
         conn.SimpleQueue("jobs").put({"image": "cat.png"})
         yield conn.default_channel

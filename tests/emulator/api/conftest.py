@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kombu_appengine.emulator import Emulator
-from tests.support.api import START, FakeClock
-from tests.support.helpers import TEST_QUEUES, MakeEmulator
+from tests.support.api import START
+from tests.support.helpers import TEST_QUEUES, FakeClock, MakeEmulator
 
 
 @pytest.fixture
