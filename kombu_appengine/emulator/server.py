@@ -18,6 +18,9 @@ It holds up against clients that misbehave, on purpose or not:
   ``idle_timeout`` (:data:`IDLE_TIMEOUT`) is closed.
 * Framing is strict (:mod:`.wire`) and bodies are bounded per endpoint
   (:meth:`RestApi.body_limit <kombu_appengine.emulator.rest.RestApi.body_limit>`).
+* ``latency`` delays every answer, for clients that test their timeouts. A
+  delayed answer waits in its own connection's thread and holds no lock, so
+  it delays no other connection's.
 * Only requests addressed to the server itself are served: a ``Host`` that
   is not its own address, or an ``Origin`` that is not its own origin, is
   refused with 403, so a page of another site (through DNS rebinding, too)
@@ -34,6 +37,7 @@ import errno
 import http.server
 import ipaddress
 import logging
+import math
 import select
 import socket
 import threading
@@ -150,6 +154,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
     rfile: wire.RequestReader
+    #: Seconds the answer to the current request waits before it is sent.
+    latency = 0.0
 
     def setup(self) -> None:
         super().setup()
@@ -165,6 +171,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not self._await_request():
             self.close_connection = True
             return
+        # Read once, as the request begins: a change of the latency applies
+        # to the requests that begin after it.
+        self.latency = self.server.latency
         self.rfile.start_deadline(self.server.request_timeout)
         super().handle_one_request()
         if self.rfile.expired:
@@ -261,6 +270,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, response: Any) -> None:
         self.rfile.end_deadline()
+        if self.latency:
+            self.server.delay(self.latency)
         head = [f"{self.protocol_version} {response.status} {self.responses.get(response.status, ('',))[0]}"]
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}")
@@ -287,12 +298,18 @@ class _Server(http.server.ThreadingHTTPServer):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        latency: float = 0.0,
     ) -> None:
         super().__init__(address, _Handler)
         self.api = api
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        #: Seconds every answer waits before it is sent.
+        self.latency = latency
+        #: Set when connections are dropped: answers still waiting out their
+        #: latency go at once (to closed connections) instead of lingering.
+        self._dropped = threading.Event()
         host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
         self.own = OwnAddress(host, port)
@@ -376,8 +393,13 @@ class _Server(http.server.ThreadingHTTPServer):
             self._room.notify_all()
         super().shutdown()
 
+    def delay(self, seconds: float) -> None:
+        """Wait ``seconds`` before an answer, holding no lock: other connections go on meanwhile."""
+        self._dropped.wait(seconds)
+
     def drop_connections(self) -> None:
         """Close every open connection, as a stopped server's would be."""
+        self._dropped.set()
         with self._room:
             connections = list(self._connections)
         for connection in connections:
@@ -422,9 +444,15 @@ class Emulator:
             slower ones are answered 408 and cut off.
         idle_timeout: seconds a keep-alive connection may wait for its next
             request (:data:`IDLE_TIMEOUT`).
+        latency: seconds every answer waits before it is sent (``0``, the
+            default: none), for clients that test their timeouts. The request
+            is carried out at once; only its answer waits, in its own
+            connection, so other connections are not held up. Settable
+            while running (:attr:`latency`).
 
     Raises:
-        ValueError: a connection option that is not positive, or fsync without data_dir.
+        ValueError: a connection option that is not positive and finite, a
+            latency that is negative or not finite, or fsync without data_dir.
         DataDirInUse: another emulator runs on ``data_dir``.
         CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
         OSError: the address cannot be bound, or ``data_dir`` cannot be used.
@@ -446,6 +474,7 @@ class Emulator:
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
         fsync: bool = False,
+        latency: float = 0.0,
     ) -> None:
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
@@ -454,8 +483,9 @@ class Emulator:
             ("request_timeout", request_timeout),
             ("idle_timeout", idle_timeout),
         ):
-            if not value > 0:
+            if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{option} must be positive, not {value!r}")
+        _check_latency(latency)
         configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
         self.service = TaskQueueService(configs, project=project, clock=clock)
@@ -467,7 +497,9 @@ class Emulator:
             identities=identities,
         )
         try:
-            self._server = _Server((host, port), self.api, max_connections, request_timeout, idle_timeout)
+            self._server = _Server(
+                (host, port), self.api, max_connections, request_timeout, idle_timeout, latency
+            )
         except BaseException:
             # Give the data directory back: this emulator never ran.
             if self._journal is not None:
@@ -493,6 +525,17 @@ class Emulator:
         """The bearer tokens received, oldest first: the latest
         :data:`~kombu_appengine.emulator.rest.TOKENS_KEPT` only, so memory stays bounded."""
         return list(self.api.tokens)
+
+    @property
+    def latency(self) -> float:
+        """Seconds every answer waits before it is sent; set it to change that
+        for the requests that begin afterwards."""
+        return self._server.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        _check_latency(seconds)
+        self._server.latency = seconds
 
     @property
     def requests(self) -> int:
@@ -556,6 +599,11 @@ class Emulator:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+def _check_latency(seconds: float) -> None:
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ValueError(f"latency must be zero or a positive number of seconds, not {seconds!r}")
 
 
 @contextlib.contextmanager

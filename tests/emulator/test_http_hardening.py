@@ -467,6 +467,11 @@ def test_at_the_cap_an_idle_connection_makes_room(make_emulator: MakeEmulator) -
 
 
 def test_connection_options_are_checked() -> None:
-    for options in ({"max_connections": 0}, {"request_timeout": 0}, {"idle_timeout": -1}):
+    for options in (
+        {"max_connections": 0},
+        {"request_timeout": 0},
+        {"idle_timeout": -1},
+        {"idle_timeout": float("inf")},
+    ):
         with pytest.raises(ValueError, match=next(iter(options))):
             Emulator(queues=["default"], **options)
