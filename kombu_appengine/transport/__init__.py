@@ -14,35 +14,58 @@ Features
 
 How kombu maps onto the API
 ===========================
+* connect: one ``taskqueues.get`` tells whether the service can be reached,
+  so ``Connection.connect()``, ``ensure_connection`` and Celery's "Cannot
+  connect to broker, retrying" hear of an unreachable endpoint at once.
 * publish (``_put``): ``tasks.insert`` of the message, as kombu's JSON
   envelope so headers and properties survive (or only the body, with
   ``message_format="raw"``). The task name is chosen by the client, so a
   retried insert never makes a copy.
-* get (``_get``): the next task of a local buffer, refilled by one
-  ``tasks.lease`` of up to ``num_tasks`` tasks. The buffer hands tasks out in
-  lease order and never hands out one whose lease has less than half of
-  ``lease_secs`` left: such a task is dropped and comes back through the
-  queue. Every delivery has a fresh delivery tag; ``redelivered`` is true
-  when the task had been leased before.
-* ack: ``tasks.delete``.
+* get (``_get``): the next task of a local buffer, refilled by
+  ``tasks.lease`` of up to ``num_tasks`` tasks. The next lease is asked for
+  in the background once half the buffer is left (not with ``num_tasks=1``,
+  nor after a lease that came back short), so a consumer seldom waits for
+  a round trip. A get never waits longer for a lease than the timeout of
+  ``drain_events``. With a prefetch limit, buffered tasks and leases on
+  their way count against it, whatever their queue. Every delivery has a
+  fresh delivery tag; ``redelivered`` is true when the task had been
+  leased before.
+* ack, and reject with ``requeue=False``: ``tasks.delete``, sent in batch
+  calls (``ack_batch_size`` of them, or every ``ack_flush_interval``
+  seconds, before ``_size`` and ``_purge``, and at close). The prefetch
+  slot is free at once. A process that dies between an ack and its batch
+  loses nothing: the task comes back when its lease ends, and runs again
+  (at least once, never lost).
 * reject with ``requeue=True``, and the restore of unacknowledged messages
-  when a channel closes: the lease is released (``newLeaseSeconds=0``; at
-  close, one batch call per queue) so the task can be leased again at once.
-  A copy is never inserted. A release that fails loses nothing: the task
-  comes back when its lease ends.
-* reject with ``requeue=False``: ``tasks.delete``.
-* Closing a channel also releases the leases of the tasks still buffered.
-* While a delivered message is unacknowledged and its channel is open, a
-  background thread extends its lease: every ``lease_secs / 4`` seconds it
-  renews, to ``lease_secs``, each lease with less than ``lease_secs / 2``
-  left. A consumer that dies stops renewing, so its tasks come back within
-  ``lease_secs``.
+  when a channel closes: the lease is released (``newLeaseSeconds=0``), in
+  batch calls too, so the task can be leased again at once. A copy is never
+  inserted. A release that fails loses nothing: the task comes back when
+  its lease ends.
+* Cancelling the last consumer of a queue, and closing a channel, release
+  the leases of the tasks still buffered.
+* The lease book (:mod:`kombu_appengine.transport.leases`) keeps every
+  lease the channel holds, buffered and delivered alike, with its
+  ``leaseTimestamp``: a background thread renews, to ``lease_secs``, each
+  lease with less than ``lease_secs / 2`` left, in one batch call per queue,
+  so a buffered task never costs a second lease against
+  ``task_retry_limit``. Every renewal and release carries the lease it
+  changes: the service refuses it when the lease ran out and another
+  consumer may hold the task, and the book never touches that lease again.
+  A consumer that dies stops renewing, so its tasks come back within
+  ``lease_secs``. Acks and gets never wait for the book's HTTP calls.
+* An acknowledged task whose lease was lost is deleted only if no other
+  consumer holds it now (one ``tasks.get`` tells): otherwise that consumer
+  runs it again and deletes it. ``tasks.delete`` takes no lease, so this is
+  as far as a client can tell.
 * queue size: ``taskqueues.get`` with stats (``totalTasks``: leased tasks
   count too; for a queue on ``shared_queue``, its tagged tasks among the
-  first hundred listed). purge: ``tasks.list`` and ``tasks.delete`` until the
-  queue is empty, tasks other consumers hold included (for a queue on
-  ``shared_queue``, its tagged tasks, also found by leasing the tag);
-  returns how many were deleted.
+  first hundred listed).
+* purge: the ready tasks, as kombu's purge removes ready messages only:
+  those buffered here, and those no consumer holds (found by leasing them,
+  by tag for a queue on ``shared_queue``); returns how many were deleted.
+* delete (``queue_delete``): a queue on ``shared_queue`` is its tagged
+  tasks, and they are all deleted with it, held ones included. A pull
+  queue cannot be deleted through the API: its tasks stay.
 
 Queues
 ======
@@ -50,14 +73,18 @@ A kombu queue is the pull queue named by :func:`kombu_appengine.names.pull_queue
 (characters outside ``a-z A-Z 0-9 -`` become ``-``). Pull queues cannot be
 created through the API; they are declared in ``queue.yaml``. A kombu queue
 with no pull queue of its own lives on ``shared_queue``, as tasks tagged with
-its name (leased with ``groupByTag``). With neither, declaring the queue
-raises :class:`~kombu_appengine.errors.QueueNotFound` naming the queue and
-the project.
+its name (leased with ``groupByTag``). The shared queue holds tagged tasks
+only: a kombu queue whose own pull queue is the shared queue is a tag there
+too (untagged tasks other producers put on it are not delivered). With
+neither, declaring the queue raises
+:class:`~kombu_appengine.errors.QueueNotFound` naming the queue and the
+project.
 
 Messages not published by kombu (a raw payload inserted by App Engine code
 or any REST client) are delivered with the payload bytes as ``body``, and
-content type ``application/json`` when the payload is JSON, so
-``json.loads(message.body)`` and ``message.decode()`` both work.
+content type ``application/json`` when the payload is JSON (in UTF-8, after
+a byte order mark, or in UTF-16 or UTF-32, which ``content_encoding``
+names), so ``json.loads(message.body)`` and ``message.decode()`` both work.
 
 Connection
 ==========
@@ -97,11 +124,12 @@ Transport Options
   credentials option and no emulator, Application Default Credentials are
   used.
 * ``num_tasks``: (int, 1..1000) how many tasks one lease asks for: the size
-  of the local buffer. Default ``10``. With a prefetch limit (Celery's
-  ``worker_prefetch_multiplier``) a lease never asks for more than the
-  limit allows. Each lease counts toward a queue's ``task_retry_limit``, so
-  keep ``num_tasks`` small enough that a buffer is consumed within
-  ``lease_secs / 2``.
+  of the local buffer (up to one and a half times it while the next lease
+  is on its way). Default ``10``. With a prefetch limit (Celery's
+  ``worker_prefetch_multiplier``) the buffer never holds more than the
+  limit allows. Buffered tasks keep their leases (they are renewed), so a
+  slow consumer costs no extra lease against ``task_retry_limit``; it does
+  keep them from other consumers meanwhile.
 * ``lease_secs``: (int, 1..604800, one week) lease length in seconds. Default ``60``:
   a consumer that dies gives its tasks back within a minute.
 * ``polling_interval``: (float) seconds to wait after a lease that found
@@ -115,8 +143,16 @@ Transport Options
 * ``message_format``: ``"kombu"`` (default: kombu's JSON envelope) or
   ``"raw"`` (only the body, for queues whose consumers are not kombu).
 * ``max_retries``: (int) retries of a request that failed transiently (5xx,
-  429, rate-limit 403, connection errors), with exponential backoff from
-  0.1 s. Default ``5``. After the last, kombu sees a connection error.
+  429, rate-limit 403, connection errors, a token endpoint failing
+  transiently), with exponential backoff from 0.1 s. Default ``5``. After
+  the last, kombu sees a connection error.
+* ``ack_batch_size``: (int, 1..1000) acknowledged tasks deleted together in
+  one batch call; releases and lease changes are batched the same way.
+  Default ``100``.
+* ``ack_flush_interval``: (float, 0..60) longest an acknowledgement (or a
+  release) waits for its batch, in seconds. Default ``0.2``. The trade-off:
+  a process that dies in that window has its acknowledged tasks redelivered
+  (never lost). ``channel.flush()`` sends them at once.
 
 Any other option is ignored, with an
 :class:`~kombu_appengine.errors.UnknownTransportOptionWarning` (a
@@ -166,6 +202,11 @@ __all__ = [
 ]
 
 
+#: The queue asked about when connecting (without ``shared_queue``): any answer
+#: of the service, "no such queue" included, shows it can be reached.
+PROBE_QUEUE = "default"
+
+
 class Transport(virtual.Transport):
     """kombu transport for App Engine pull queues; see the module's manual."""
 
@@ -179,8 +220,7 @@ class Transport(virtual.Transport):
     connection_errors: tuple[Any, ...] = (*virtual.Transport.connection_errors, TaskQueueConnectionError)
     channel_errors: tuple[Any, ...] = (*virtual.Transport.channel_errors, TaskQueueChannelError)
     #: Without this attribute ``Connection.ensure`` gives up at the second
-    #: connection error; reconnecting here does no I/O, so the server may
-    #: well still be down after a "successful" reconnect.
+    #: connection error.
     recoverable_connection_errors = connection_errors
 
     implements = virtual.Transport.implements.extend(
@@ -205,6 +245,21 @@ class Transport(virtual.Transport):
         self.client_for_channels = TaskQueueClient(
             self.settings.project, self.settings.root_url, credentials, max_retries=self.settings.max_retries
         )
+
+    def establish_connection(self) -> Any:
+        """Connect: one request tells whether the service can be reached.
+
+        kombu's ``Connection.connect()``, ``ensure_connection`` and Celery's
+        "Cannot connect to broker, retrying" depend on this: without it,
+        an unreachable endpoint would only show at the first lease.
+
+        Raises:
+            TaskQueueConnectionError: the service cannot be reached (kombu
+                retries, as its connection settings say).
+            AuthenticationFailed: the credentials were refused.
+        """
+        self.client_for_channels.ping(self.settings.shared_queue or PROBE_QUEUE)
+        return super().establish_connection()
 
     @property
     def default_connection_params(self) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""The kombu channel on pull queues, and its QoS."""
+"""The kombu channel on pull queues, and its QoS.
+
+The channel overrides only the virtual transport's hooks it needs; every
+lease it takes lives in its :class:`~kombu_appengine.transport.leases.LeaseBook`,
+which does the HTTP work of acks, rejects and renewals in the background.
+"""
 
 from __future__ import annotations
 
-import base64
-import collections
 import json
 import logging
 import os
@@ -16,29 +19,26 @@ from typing import Any
 
 from kombu.transport import virtual
 
-from ..api import MAX_TAG_BYTES
+from .. import api
 from ..client import TaskQueueClient
-from ..errors import QueueNotFound, TaskQueueChannelError, TaskQueueConnectionError
-from ..names import pull_queue_name
-from .codec import is_envelope, payload_of
-from .leases import Lease
+from ..errors import QueueNotFound
+from .codec import Message, message_of, payload_of
+from .leases import Lease, LeaseBook
 from .options import Settings
-from .routing import Route
+from .routing import Route, route_of
 
 logger = logging.getLogger(__name__)
 
 
-#: Every open channel of this process, to give them fresh locks after a fork.
+#: Every open channel of this process, to give them fresh lease books after a fork.
 _CHANNELS: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # A lock held by another thread at the fork would never be released in
-    # the child, whose only thread is the one that forked.
+    # The parent holds the leases, and the child has none of its threads (nor
+    # locks that another thread may have held at the fork).
     for channel in list(_CHANNELS):
-        channel._lock = threading.Lock()
-        channel._keeper_stop = threading.Event()
-        channel._keeper = None
+        channel._book.reset_after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
@@ -49,7 +49,7 @@ class QoS(virtual.QoS):
     """kombu's bookkeeping of unacknowledged messages, restored in batches."""
 
     def restore_unacked(self) -> list[Any]:
-        """Give every unacknowledged message back: one batch of lease releases per queue.
+        """Give every unacknowledged message back: lease releases, sent in batches.
 
         Returns no errors for kombu to dump: a release that fails loses
         nothing, since the task comes back when its lease ends.
@@ -65,6 +65,7 @@ class Channel(virtual.Channel):
     """A kombu channel on pull queues."""
 
     QoS = QoS
+    Message = Message
     do_restore = True
     supports_fanout = False
 
@@ -73,47 +74,18 @@ class Channel(virtual.Channel):
         self.settings: Settings = self.connection.settings
         self.client: TaskQueueClient = self.connection.client_for_channels
         self._routes: dict[str, Route] = {}
-        self._buffers: dict[str, collections.deque[Lease]] = collections.defaultdict(collections.deque)
-        self._unacked: dict[str, Lease] = {}
         self._no_ack_queues: set[str] = set()
-        self._lock = threading.Lock()
-        self._keeper_stop = threading.Event()
-        self._keeper: threading.Thread | None = None
+        self._book = LeaseBook(self.client, self.settings, name=f"channel-{self.channel_id}")
+        #: The deadline of the drain_events call in progress, per thread.
+        self._polling = threading.local()
         _CHANNELS.add(self)
 
     # -- queues -------------------------------------------------------------
 
     def _route(self, queue: str) -> Route:
         route = self._routes.get(queue)
-        if route is not None:
-            return route
-        pull = pull_queue_name(queue)
-        shared = self.settings.shared_queue
-        try:
-            self.client.get_queue(pull)
-            route = Route(pull)
-        except QueueNotFound:
-            if shared is None:
-                raise QueueNotFound(
-                    f"kombu queue {queue!r} has no pull queue {pull!r} in project "
-                    f"{self.settings.project!r}: declare it in queue.yaml with 'mode: pull', "
-                    "or set the transport option shared_queue to a pull queue that can hold it"
-                ) from None
-            if len(queue.encode("utf-8")) > MAX_TAG_BYTES:
-                raise TaskQueueChannelError(
-                    f"kombu queue name {queue[:60]!r}... is over {MAX_TAG_BYTES} bytes: "
-                    "too long to be a tag on shared_queue"
-                ) from None
-            try:
-                self.client.get_queue(shared)
-            except QueueNotFound:
-                raise QueueNotFound(
-                    f"kombu queue {queue!r} has no pull queue of its own, and the shared_queue "
-                    f"{shared!r} does not exist in project {self.settings.project!r} either: "
-                    "declare it in queue.yaml with 'mode: pull'"
-                ) from None
-            route = Route(shared, queue)
-        self._routes[queue] = route
+        if route is None:
+            route = self._routes[queue] = route_of(self.client, queue, self.settings.shared_queue)
         return route
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
@@ -127,10 +99,53 @@ class Channel(virtual.Channel):
         return True
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        # Pull queues cannot be deleted through the API: forget the route only.
         self._routes.pop(queue, None)
 
+    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> Any:
+        """Delete a kombu queue.
+
+        A queue living on ``shared_queue`` is its tagged tasks: they are all
+        deleted with it, those other consumers hold included. A pull queue
+        cannot be deleted through the API (it is declared in ``queue.yaml``):
+        its tasks stay, and the channel only forgets it.
+        """
+        if if_empty and self._size(queue):
+            return None
+        try:
+            route = self._route(queue)
+        except QueueNotFound:
+            route = None
+        if route is not None and route.tag is not None:
+            self._book.delete_buffered(queue)
+            self._book.flush()
+            self._delete_tagged(route)
+        result = super().queue_delete(queue, if_unused=if_unused, if_empty=False, **kwargs)
+        self._routes.pop(queue, None)
+        return result
+
+    def _delete_tagged(self, route: Route) -> int:
+        """Delete every task of a tag, held or not: those listed, then those leased by the tag."""
+        deleted = 0
+        while True:
+            names = {
+                task["id"]
+                for task in self.client.list_tasks(route.pull_queue)
+                if task.get("tag") == route.tag
+            }
+            names.update(
+                task["id"]
+                for task in self.client.lease(
+                    route.pull_queue, api.MAX_NUM_TASKS, self.settings.lease_secs, tag=route.tag
+                )
+            )
+            if not names:
+                return deleted
+            outcomes = self.client.delete_many(route.pull_queue, names)
+            deleted += sum(1 for outcome in outcomes.values() if outcome is None)
+
     def _size(self, queue: str) -> int:
+        # Acknowledged tasks waiting for their batch are gone for kombu.
+        self._book.flush()
         route = self._route(queue)
         if route.tag is None:
             return int(self.client.get_queue(route.pull_queue, stats=True)["stats"]["totalTasks"])
@@ -139,27 +154,23 @@ class Channel(virtual.Channel):
         return sum(1 for task in self.client.list_tasks(route.pull_queue) if task.get("tag") == route.tag)
 
     def _purge(self, queue: str) -> int:
+        """Delete the queue's ready tasks: those buffered here, and those no one holds.
+
+        Tasks other consumers hold are theirs (kombu's purge removes ready
+        messages only); they are found by leasing, which only takes tasks
+        no one holds.
+        """
         route = self._route(queue)
-        purged = 0
+        purged = self._book.delete_buffered(queue)
+        self._book.flush()
         while True:
-            # Listed tasks include those other consumers hold; a tag's tasks
-            # beyond the first hundred listed are reached by leasing the tag.
-            names = {
-                task["id"]
-                for task in self.client.list_tasks(route.pull_queue)
-                if route.tag is None or task.get("tag") == route.tag
-            }
-            if route.tag is not None:
-                names.update(
-                    task["id"]
-                    for task in self.client.lease(
-                        route.pull_queue, 1000, self.settings.lease_secs, tag=route.tag
-                    )
-                )
-            if not names:
+            tasks = self.client.lease(
+                route.pull_queue, api.MAX_NUM_TASKS, self.settings.lease_secs, tag=route.tag
+            )
+            if not tasks:
                 return purged
-            self.client.delete_many(route.pull_queue, names)
-            purged += len(names)
+            outcomes = self.client.delete_many(route.pull_queue, [task["id"] for task in tasks])
+            purged += sum(1 for outcome in outcomes.values() if outcome is None)
 
     # -- publishing ---------------------------------------------------------
 
@@ -188,8 +199,10 @@ class Channel(virtual.Channel):
             self._no_ack_queues.discard(queue)
             # No one takes them from here now: others may have them at once
             # (a warm shutdown of Celery cancels its task consumer before it
-            # waits for the running tasks).
-            self.release_buffered(queue)
+            # waits for the running tasks). Closing sends them with the rest.
+            self._book.release_buffered(queue)
+            if not self.closed:
+                self._book.flush()
         return result
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
@@ -201,108 +214,77 @@ class Channel(virtual.Channel):
             self.qos.append(message, message.delivery_tag)
         return message
 
-    def _lease_count(self) -> int:
-        allowed = self.qos.can_consume_max_estimate()
-        return self.settings.num_tasks if allowed is None else max(1, min(allowed, self.settings.num_tasks))
-
-    def _next_fresh(self, buffer: collections.deque[Lease]) -> Lease | None:
-        deadline = time.monotonic() + self.settings.lease_secs / 2
-        while buffer:
-            lease = buffer.popleft()
-            if lease.expires > deadline:
-                return lease
-            logger.debug("dropping buffered task %s: its lease is about to end", lease.task_id)
-        return None
+    def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
+        # kombu does not hand drain_events' timeout to _get: keep it here, so
+        # that a get never waits longer for a lease than drain_events may.
+        self._polling.deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return super()._poll(cycle, callback, timeout=timeout)
+        finally:
+            self._polling.deadline = None
 
     def _get(self, queue: str, timeout: float | None = None, auto_ack: bool | None = None) -> dict[str, Any]:
-        buffer = self._buffers[queue]
-        lease = self._next_fresh(buffer)
+        route = self._route(queue)
+        delivery_tag = self._next_delivery_tag()
+        lease = self._book.get(
+            queue,
+            route,
+            self.qos.can_consume_max_estimate(),
+            getattr(self._polling, "deadline", None),
+            delivery_tag,
+        )
         if lease is None:
-            route = self._route(queue)
-            started = time.monotonic()
-            tasks = self.client.lease(
-                route.pull_queue, self._lease_count(), self.settings.lease_secs, tag=route.tag
-            )
-            expires = started + self.settings.lease_secs
-            buffer.extend(Lease(route, task["id"], expires, task) for task in tasks)
-            lease = self._next_fresh(buffer)
-            if lease is None:
-                raise Empty()
+            raise Empty()
+        message = self._to_message(lease, queue, delivery_tag)
         if auto_ack if auto_ack is not None else queue in self._no_ack_queues:
-            self.client.delete(lease.route.pull_queue, lease.task_id)
-            return self._to_message(lease, queue)
-        message = self._to_message(lease, queue)
-        with self._lock:
-            self._unacked[message["properties"]["delivery_tag"]] = lease
-        self._start_keeper()
+            self._book.ack(delivery_tag)
         return message
 
-    def _to_message(self, lease: Lease, queue: str) -> dict[str, Any]:
-        """kombu's message for a leased task: its envelope, or the raw payload wrapped."""
-        payload = payload_of(lease.task)
-        document: Any = None
-        try:
-            document = json.loads(payload)
-            is_json = True
-        except (ValueError, UnicodeDecodeError):
-            is_json = False
-        if is_envelope(document):
-            message = document
-        else:
-            message = {
-                "body": base64.b64encode(payload).decode("ascii"),
-                "content-type": "application/json" if is_json else "application/data",
-                "content-encoding": "utf-8" if is_json else "binary",
-                "headers": {},
-                "properties": {
-                    "body_encoding": "base64",
-                    "delivery_info": {"exchange": "", "routing_key": queue},
-                    "delivery_mode": 2,
-                    "priority": 0,
-                },
-            }
+    def _to_message(self, lease: Lease, queue: str, delivery_tag: str) -> dict[str, Any]:
+        """kombu's message for a leased task, with this delivery's tag and information."""
+        message = message_of(payload_of(lease.task), queue)
+        retry_count = int(lease.task.get("retry_count", 1))
         properties = message["properties"]
-        redelivered = int(lease.task.get("retry_count", 1)) > 1
-        properties["delivery_tag"] = self._next_delivery_tag()
+        properties["delivery_tag"] = delivery_tag
         delivery_info = properties.setdefault("delivery_info", {})
         delivery_info.setdefault("exchange", "")
         delivery_info.setdefault("routing_key", queue)
-        delivery_info["redelivered"] = redelivered
+        delivery_info["redelivered"] = retry_count > 1
         delivery_info["task_id"] = lease.task_id
-        delivery_info["retry_count"] = int(lease.task.get("retry_count", 1))
-        message["redelivered"] = redelivered
+        delivery_info["retry_count"] = retry_count
+        message["redelivered"] = retry_count > 1
         return message
 
     # -- acknowledgement ----------------------------------------------------
-
-    def _take(self, delivery_tag: str) -> Lease | None:
-        with self._lock:
-            return self._unacked.pop(delivery_tag, None)
+    #
+    # Each of these only files the message's fate in the lease book and frees
+    # its prefetch slot at once; the book sends the calls in batches.
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        lease = self._take(delivery_tag)
         try:
-            if lease is not None:
-                self.client.delete(lease.route.pull_queue, lease.task_id)
+            self._book.ack(delivery_tag)
         finally:
             super().basic_ack(delivery_tag)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if not requeue:
-            lease = self._take(delivery_tag)
-            if lease is not None:
-                self.client.delete(lease.route.pull_queue, lease.task_id)
-        super().basic_reject(delivery_tag, requeue=requeue)
+        try:
+            if not requeue:
+                self._book.ack(delivery_tag)
+        finally:
+            # With requeue, kombu's QoS calls _restore.
+            super().basic_reject(delivery_tag, requeue=requeue)
+
+    def _restore(self, message: Any) -> None:
+        """Give an unacknowledged message back: release its lease, never copy it."""
+        self._book.give_back(message.delivery_tag)
 
     def retry_later(self, delivery_tag: str, seconds: int) -> None:
         """Give an unacknowledged message back to be leased again in ``seconds``.
 
         A lease change, never a copy: the task keeps its name and retry count.
         """
-        lease = self._take(delivery_tag)
         try:
-            if lease is not None:
-                self.client.change_lease(lease.route.pull_queue, lease.task_id, seconds)
+            self._book.give_back(delivery_tag, seconds)
         finally:
             super().basic_ack(delivery_tag)
 
@@ -310,15 +292,19 @@ class Channel(virtual.Channel):
         """Move an unacknowledged message's task to the kombu queue ``queue``.
 
         The task's payload is inserted there unchanged, then the task is
-        deleted: if the insert fails, the task stays where it was.
+        deleted: if the insert fails, the task stays where it was, and comes
+        back when its lease ends.
         """
-        lease = self._take(delivery_tag)
         try:
+            lease = self._book.lease_of(delivery_tag)
             if lease is not None:
-                payload = payload_of(lease.task)
                 route = self._route(queue)
-                self.client.insert(route.pull_queue, payload, tag=route.tag)
-                self.client.delete(lease.route.pull_queue, lease.task_id)
+                try:
+                    self.client.insert(route.pull_queue, payload_of(lease.task), tag=route.tag)
+                except BaseException:
+                    self._book.abandon(delivery_tag)
+                    raise
+                self._book.ack(delivery_tag)
         finally:
             super().basic_ack(delivery_tag)
 
@@ -329,94 +315,20 @@ class Channel(virtual.Channel):
         return int(value) if value is not None else None
 
     def release_messages(self, messages: Iterable[Any]) -> None:
-        """Release the leases of unacknowledged messages, in one batch per queue."""
-        self._release([self._take(message.delivery_tag) for message in messages], "unacknowledged")
+        """Give unacknowledged messages back (lease releases, sent in batches)."""
+        for message in messages:
+            self._book.give_back(message.delivery_tag)
 
-    def _release(self, leases: Iterable[Lease | None], what: str) -> int:
-        """Release the leases this process took, in batches; failures only cost their lease time."""
-        by_queue: dict[str, list[str]] = collections.defaultdict(list)
-        for lease in leases:
-            if lease is not None and lease.pid == os.getpid():
-                by_queue[lease.route.pull_queue].append(lease.task_id)
-        released = 0
-        for pull_queue, names in by_queue.items():
-            try:
-                self.client.release_many(pull_queue, names)
-                released += len(names)
-            except (TaskQueueConnectionError, TaskQueueChannelError) as error:
-                logger.warning(
-                    "could not release %d %s tasks of queue %r (%s): they come back when their leases end",
-                    len(names),
-                    what,
-                    pull_queue,
-                    error,
-                )
-        return released
+    # -- the lease book -------------------------------------------------------
 
-    def _restore(self, message: Any) -> None:
-        """Give an unacknowledged message back: release its lease, never copy it."""
-        lease = self._take(message.delivery_tag)
-        if lease is not None and lease.pid == os.getpid():
-            self.client.release(lease.route.pull_queue, lease.task_id)
+    def flush(self) -> None:
+        """Send now the deletes, releases and lease changes waiting for their batch.
 
-    # -- lease keeping --------------------------------------------------------
-
-    def _start_keeper(self) -> None:
-        if self._keeper is None or not self._keeper.is_alive():
-            self._keeper_stop.clear()
-            self._keeper = threading.Thread(
-                target=self._keep_leases, daemon=True, name=f"kombu-appengine-lease-keeper-{self.channel_id}"
-            )
-            self._keeper.start()
-
-    def _keep_leases(self) -> None:
-        lease_secs = self.settings.lease_secs
-        while not self._keeper_stop.wait(lease_secs / 4):
-            try:
-                self.extend_leases()
-            except Exception:
-                logger.exception("could not extend leases; trying again in %.1fs", lease_secs / 4)
-
-    def extend_leases(self) -> int:
-        """Renew every unacknowledged lease with less than half its length left.
-
-        The background keeper calls this every ``lease_secs / 4`` seconds.
-        Returns how many leases were renewed.
+        Returns when the service answered. Acks are batched (see the
+        transport option ``ack_batch_size``); this is for code that must see
+        their effect on the queue at once, such as a test.
         """
-        lease_secs = self.settings.lease_secs
-        horizon = time.monotonic() + lease_secs / 2
-        with self._lock:
-            due = [
-                (tag, lease)
-                for tag, lease in self._unacked.items()
-                if lease.expires < horizon and not lease.lost
-            ]
-        renewed = 0
-        for tag, lease in due:
-            started = time.monotonic()
-            # Renew under the lock that ack, reject and restore take the
-            # lease with: a lease given back meanwhile is never renewed after
-            # its release (which would hide the task for lease_secs).
-            with self._lock:
-                if tag not in self._unacked:
-                    continue
-                try:
-                    self.client.change_lease(lease.route.pull_queue, lease.task_id, lease_secs)
-                except TaskQueueChannelError as error:
-                    lease.lost = True
-                    logger.warning(
-                        "lost the lease on task %s of queue %r before it was renewed (%s): "
-                        "another consumer may get it",
-                        lease.task_id,
-                        lease.route.pull_queue,
-                        error,
-                    )
-                    continue
-            lease.expires = started + lease_secs
-            renewed += 1
-        return renewed
-
-    # -- closing ------------------------------------------------------------
+        self._book.flush()
 
     def release_buffered(self, queue: str | None = None) -> int:
         """Release the leases of the tasks buffered but not yet delivered.
@@ -427,22 +339,17 @@ class Channel(virtual.Channel):
         Parameters:
             queue: only the tasks buffered for this kombu queue; default all.
         """
-        taken: list[Lease] = []
-        buffers = list(self._buffers.values()) if queue is None else [self._buffers.get(queue, ())]
-        for buffer in buffers:
-            while buffer:
-                try:
-                    taken.append(buffer.popleft())
-                except IndexError:  # the consuming thread took the last one
-                    break
-        return self._release(taken, "buffered")
+        released = self._book.release_buffered(queue)
+        self._book.flush()
+        return released
+
+    # -- closing ------------------------------------------------------------
 
     def close(self) -> None:
-        """Release every lease this channel holds, then close."""
+        """Release every lease this channel holds, send what is pending, then close."""
         if self.closed:
             return super().close()
-        self._keeper_stop.set()
         try:
             super().close()
         finally:
-            self.release_buffered()
+            self._book.close()

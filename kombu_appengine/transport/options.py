@@ -58,6 +58,9 @@ OTHER_TRANSPORTS_OPTIONS = {
     "region": ("SQS", "project_name"),
     "predefined_queues": ("SQS", "shared_queue"),
 }
+#: Longest ``ack_flush_interval``, in seconds: acknowledged tasks wait no
+#: longer than this to be deleted.
+MAX_FLUSH_INTERVAL = 60.0
 #: Metadata key of a :class:`Settings` field made from transport options not
 #: named like the field itself; a field without it is the option of its name.
 _FROM_OPTIONS = "from_options"
@@ -117,6 +120,8 @@ class Settings:
     message_format: str = "kombu"
     max_retries: int = 5
     polling_interval: float = 1.0
+    ack_batch_size: int = 100
+    ack_flush_interval: float = 0.2
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
@@ -177,5 +182,19 @@ class Settings:
             max_retries=_as_number("max_retries", options.get("max_retries", cls.max_retries), int, 0, 100),
             polling_interval=_as_number(
                 "polling_interval", options.get("polling_interval", cls.polling_interval), float, 0, 3600
+            ),
+            ack_batch_size=_as_number(
+                "ack_batch_size",
+                options.get("ack_batch_size", cls.ack_batch_size),
+                int,
+                1,
+                api.MAX_BATCH_PARTS,
+            ),
+            ack_flush_interval=_as_number(
+                "ack_flush_interval",
+                options.get("ack_flush_interval", cls.ack_flush_interval),
+                float,
+                0,
+                MAX_FLUSH_INTERVAL,
             ),
         )

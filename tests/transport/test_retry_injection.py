@@ -92,6 +92,7 @@ def test_lease_and_delete_failing_transiently_deliver_once_and_ack(em: Emulator)
         message = simple.get(timeout=DEADLINE)
         assert message.payload == {"n": 1}
         message.ack()
+        connection.default_channel.flush()  # acks are deleted in batches
         assert total_tasks(em) == 0
         with pytest.raises(queue.Empty):
             simple.get(timeout=0.3)
