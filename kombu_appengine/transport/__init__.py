@@ -31,8 +31,9 @@ How kombu maps onto the API
   fresh delivery tag; ``redelivered`` is true when the task had been
   leased before.
 * ack, and reject with ``requeue=False``: ``tasks.delete``, sent in batch
-  calls (``ack_batch_size`` of them, or every ``ack_flush_interval``
-  seconds, before ``_size`` and ``_purge``, and at close). The prefetch
+  calls (once ``ack_batch_size`` are waiting, or the oldest has waited
+  ``ack_flush_interval`` seconds, before ``_size`` and ``_purge``, and at
+  close; a batch takes every ack waiting). The prefetch
   slot is free at once. A process that dies between an ack and its batch
   loses nothing: the task comes back when its lease ends, and runs again
   (at least once, never lost).
@@ -146,9 +147,9 @@ Transport Options
   429, rate-limit 403, connection errors, a token endpoint failing
   transiently), with exponential backoff from 0.1 s. Default ``5``. After
   the last, kombu sees a connection error.
-* ``ack_batch_size``: (int, 1..1000) acknowledged tasks deleted together in
-  one batch call; releases and lease changes are batched the same way.
-  Default ``100``.
+* ``ack_batch_size``: (int, 1..1000) how many acknowledgements wait before
+  their batch of deletes is sent (it takes every one waiting); releases and
+  lease changes are batched the same way. Default ``100``.
 * ``ack_flush_interval``: (float, 0..60) longest an acknowledgement (or a
   release) waits for its batch, in seconds. Default ``0.2``. The trade-off:
   a process that dies in that window has its acknowledged tasks redelivered
