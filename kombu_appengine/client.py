@@ -13,7 +13,6 @@ connection, since ``httplib2.Http`` is not thread-safe) and across
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.client
 import json
@@ -23,7 +22,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable
 
 import google.auth.exceptions
@@ -43,12 +42,11 @@ from .errors import (
     TaskNotFound,
     TaskQueueChannelError,
     TaskQueueConnectionError,
+    TaskQueueError,
 )
 
 logger = logging.getLogger(__name__)
 
-#: Most requests sent in one batch call.
-BATCH_SIZE = 100
 #: Errors of the network or the HTTP exchange itself, worth retrying.
 TRANSPORT_ERRORS = (OSError, httplib2.HttpLib2Error, http.client.HTTPException)
 
@@ -149,8 +147,16 @@ class TaskQueueClient:
             # Building a resource object rebuilds all its methods: keep them.
             local.tasks = local.service.tasks()
             local.taskqueues = local.service.taskqueues()
+            local.http = http
             local.pid = os.getpid()
         return local
+
+    def close_thread(self) -> None:
+        """Close this thread's HTTP connections (a thread that ends leaves no socket behind)."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            local.http.close()
+        local.pid = None
 
     @property
     def service(self) -> Any:
@@ -170,7 +176,13 @@ class TaskQueueClient:
     # -- retries and errors -----------------------------------------------
 
     def _execute(
-        self, make_request: Callable[[], Any], queue: str, action: str, done_if_retried: Iterable[int] = ()
+        self,
+        make_request: Callable[[], Any],
+        queue: str,
+        action: str,
+        done_if_retried: Iterable[int] = (),
+        deadline: float | None = None,
+        max_retries: int | None = None,
     ) -> Any:
         """Run a request, retrying transient failures with backoff.
 
@@ -180,10 +192,16 @@ class TaskQueueClient:
         count on the first attempt too: httplib2 itself sends a request
         again (POST included) when the connection drops before the answer,
         so a first answer may already be to a resend.
+
+        ``deadline`` (on :func:`time.monotonic`'s clock) ends the retries
+        early: a retry that could not start before it is not made, and the
+        last failure is raised. ``max_retries`` overrides the client's.
         """
+        retries = self.max_retries if max_retries is None else max_retries
         delay = self.retry_delay
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
+        for attempt in range(retries + 1):
+            wait = delay * (0.5 + random.random())
+            last = attempt == retries or (deadline is not None and time.monotonic() + wait > deadline)
             try:
                 return make_request().execute()
             except HttpError as error:
@@ -192,20 +210,28 @@ class TaskQueueClient:
                     return None
                 if last or not _retryable(error):
                     raise self._translate(error, queue, action) from None
-                logger.warning("%s on queue %r answered %s; retrying in %.2fs", action, queue, status, delay)
+                logger.warning("%s on queue %r answered %s; retrying in %.2fs", action, queue, status, wait)
             except google.auth.exceptions.RefreshError as error:
                 # Batches refresh credentials themselves, outside authorized_http.
-                raise refresh_refused(error) from None
+                if last or not error.retryable:
+                    raise refresh_refused(error) from None
+                logger.warning("the token endpoint failed (%s); retrying in %.2fs", error, wait)
+            except TaskQueueConnectionError as error:
+                # The token endpoint could not be reached, or failed
+                # transiently (authorized_http says so).
+                if last:
+                    raise
+                logger.warning("%s on queue %r failed (%s); retrying in %.2fs", action, queue, error, wait)
             except TRANSPORT_ERRORS as error:
                 if last:
                     raise TaskQueueConnectionError(
                         f"cannot reach the Task Queue API at {self.root_url} to {action} "
                         f"on queue {queue!r} of project {self.project!r}: {error!r}"
                     ) from error
-                logger.warning("%s on queue %r failed (%r); retrying in %.2fs", action, queue, error, delay)
+                logger.warning("%s on queue %r failed (%r); retrying in %.2fs", action, queue, error, wait)
                 # A connection that failed may be half-used: start afresh.
                 self._local.pid = None
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(wait)
             delay = min(delay * 2, self.max_retry_delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -286,9 +312,19 @@ class TaskQueueClient:
         return name
 
     def lease(
-        self, queue: str, num_tasks: int, lease_secs: int, tag: str | None = None
+        self,
+        queue: str,
+        num_tasks: int,
+        lease_secs: int,
+        tag: str | None = None,
+        deadline: float | None = None,
     ) -> list[dict[str, Any]]:
-        """``tasks.lease`` of up to ``num_tasks`` (only those tagged ``tag`` when given)."""
+        """``tasks.lease`` of up to ``num_tasks`` (only those tagged ``tag`` when given).
+
+        Each task carries its ``leaseTimestamp``, which every later change of
+        its lease must send back. ``deadline`` bounds the retries (see
+        :meth:`_execute`).
+        """
         options: dict[str, Any] = {}
         if tag is not None:
             options = {"groupByTag": True, "tag": tag}
@@ -298,8 +334,19 @@ class TaskQueueClient:
             ),
             queue,
             "lease tasks",
+            deadline=deadline,
         )
         return response.get("items", [])
+
+    def get_task(self, queue: str, task: str) -> dict[str, Any]:
+        """``tasks.get``: the task as the service holds it now, lease included.
+
+        Raises:
+            TaskNotFound: the task is gone.
+        """
+        return self._execute(
+            lambda: self.tasks.get(project=self.project, taskqueue=queue, task=task), queue, "get task"
+        )
 
     def delete(self, queue: str, task: str) -> None:
         """``tasks.delete``; a task that is already gone is not an error."""
@@ -313,11 +360,19 @@ class TaskQueueClient:
         except TaskNotFound:
             logger.debug("task %s of queue %r was already deleted", task, queue)
 
-    def change_lease(self, queue: str, task: str, seconds: int) -> dict[str, Any]:
+    def change_lease(
+        self, queue: str, task: str, seconds: int, lease_timestamp: str | None = None
+    ) -> dict[str, Any]:
         """``tasks.update``: the lease ends ``seconds`` from now (0 releases it).
 
+        Parameters:
+            lease_timestamp: the lease as the service reported it; with it,
+                the service refuses the change unless that lease is still
+                the task's (so a lease that ran out and went to another
+                consumer is never touched).
+
         Raises:
-            LeaseLost: the lease had expired.
+            LeaseLost: the lease had expired, or is not ``lease_timestamp``.
             TaskNotFound: the task is gone.
         """
         return self._execute(
@@ -326,18 +381,11 @@ class TaskQueueClient:
                 taskqueue=queue,
                 task=task,
                 newLeaseSeconds=seconds,
-                body={"queueName": queue},
+                body=_lease_body(queue, lease_timestamp),
             ),
             queue,
             "change lease",
         )
-
-    def release(self, queue: str, task: str) -> None:
-        """Give a leased task back to the queue at once; gone or expired is fine."""
-        try:
-            self.change_lease(queue, task, 0)
-        except (TaskNotFound, LeaseLost):
-            logger.debug("task %s of queue %r was no longer leased when released", task, queue)
 
     def list_tasks(self, queue: str) -> list[dict[str, Any]]:
         """``tasks.list``: up to 100 tasks, leased ones included, without payloads."""
@@ -346,58 +394,133 @@ class TaskQueueClient:
         )
         return response.get("items", [])
 
-    def delete_many(self, queue: str, tasks: Iterable[str]) -> None:
-        """Delete tasks with batch calls; tasks already gone are skipped."""
-        self._batch(
+    def ping(self, queue: str) -> None:
+        """One ``taskqueues.get``, not retried: raises only if the service cannot be reached.
+
+        Any answer of the service (the queue missing, or not allowed to the
+        account, included) means it can be reached, except a refusal of the
+        credentials themselves.
+
+        Raises:
+            TaskQueueConnectionError: no answer, or a transient failure.
+            AuthenticationFailed: the credentials were refused (401), or
+                their refresh was.
+        """
+        try:
+            self._execute(
+                lambda: self.taskqueues.get(project=self.project, taskqueue=queue),
+                queue,
+                "get queue",
+                max_retries=0,
+            )
+        except AuthenticationFailed as error:
+            if error.status != 403:
+                raise
+        except TaskQueueChannelError:
+            pass
+
+    # -- batches ------------------------------------------------------------
+
+    def delete_many(self, queue: str, tasks: Iterable[str]) -> dict[str, Outcome]:
+        """Delete tasks with batch calls.
+
+        Returns:
+            Each task's outcome: ``None`` when deleted, :class:`TaskNotFound`
+            when it was already gone, or the error that kept it.
+
+        Raises:
+            TaskQueueError: a batch call itself failed (after its retries).
+        """
+        outcomes = self._batch(
             queue,
             tasks,
             "delete task",
             lambda tasks, task: tasks.delete(project=self.project, taskqueue=queue, task=task),
+            done_if_retried=(404,),
         )
+        return {
+            task: outcome if isinstance(outcome, Exception) else None for task, outcome in outcomes.items()
+        }
 
-    def release_many(self, queue: str, tasks: Iterable[str]) -> None:
-        """Release leases with batch calls; tasks gone or no longer leased are skipped."""
-        self._batch(
+    def change_leases(self, queue: str, leases: Mapping[str, str | None], seconds: int) -> dict[str, Outcome]:
+        """Change leases with batch calls: each ends ``seconds`` from now (0 releases it).
+
+        Parameters:
+            leases: task name → its lease as the service reported it (see
+                :meth:`change_lease`), or ``None`` to change whatever lease
+                the task has.
+
+        Returns:
+            Each task's outcome: the task as changed (with its new
+            ``leaseTimestamp``), :class:`LeaseLost` when the lease was no
+            longer that one, :class:`TaskNotFound` when the task was gone, or
+            the error that kept it.
+
+        Raises:
+            TaskQueueError: a batch call itself failed (after its retries).
+        """
+        return self._batch(
             queue,
-            tasks,
+            leases,
             "change lease",
             lambda tasks, task: tasks.update(
-                project=self.project, taskqueue=queue, task=task, newLeaseSeconds=0, body={"queueName": queue}
+                project=self.project,
+                taskqueue=queue,
+                task=task,
+                newLeaseSeconds=seconds,
+                body=_lease_body(queue, leases[task]),
             ),
         )
 
-    def _batch(self, queue: str, tasks: Iterable[str], action: str, make: Callable[[Any, str], Any]) -> None:
-        """Send ``make(tasks_resource, task)`` for each task in batch calls.
+    def _batch(
+        self,
+        queue: str,
+        tasks: Iterable[str],
+        action: str,
+        make: Callable[[Any, str], Any],
+        done_if_retried: Iterable[int] = (),
+    ) -> dict[str, Outcome]:
+        """Send ``make(tasks_resource, task)`` for each task in batch calls; each task's outcome.
 
-        Tasks that are gone (404) or no longer leased (400) are skipped;
-        parts that failed transiently, or whose token was refused (401), are
-        sent again one by one.
+        Parts that failed transiently, or whose token was refused (401), are
+        sent again one by one, with the usual retries.
         """
-        pending = list(tasks)
-        for start in range(0, len(pending), BATCH_SIZE):
-            failures = self._send_batch(queue, pending[start : start + BATCH_SIZE], action, make)
-            for task, error in failures.items():
-                if error.resp.status in (400, 404):
-                    continue
-                if error.resp.status != 401 and not _retryable(error):
-                    raise self._translate(error, queue, action)
-                with contextlib.suppress(TaskNotFound, LeaseLost):
-                    self._execute(
-                        functools.partial(make, self.tasks, task), queue, action, done_if_retried=(400, 404)
-                    )
+        pending = list(dict.fromkeys(tasks))
+        outcomes: dict[str, Outcome] = {}
+        for start in range(0, len(pending), api.MAX_BATCH_PARTS):
+            chunk = pending[start : start + api.MAX_BATCH_PARTS]
+            answers = self._send_batch(queue, chunk, action, make)
+            for task in chunk:
+                answer = answers.get(task)
+                if isinstance(answer, HttpError):
+                    if answer.resp.status in done_if_retried:
+                        answer = self._translate(answer, queue, action)
+                    elif answer.resp.status == 401 or _retryable(answer):
+                        try:
+                            answer = self._execute(
+                                functools.partial(make, self.tasks, task),
+                                queue,
+                                action,
+                                done_if_retried=done_if_retried,
+                            )
+                        except TaskQueueError as error:
+                            answer = error
+                    else:
+                        answer = self._translate(answer, queue, action)
+                outcomes[task] = answer
+        return outcomes
 
     def _send_batch(
         self, queue: str, chunk: list[str], action: str, make: Callable[[Any, str], Any]
-    ) -> dict[str, HttpError]:
-        """One batch call (retried whole on transient failure); the parts that failed."""
-        failures: dict[str, HttpError] = {}
+    ) -> dict[str, Any]:
+        """One batch call (retried whole on transient failure): each part's answer or HttpError."""
+        answers: dict[str, Any] = {}
 
-        def collect(request_id: str, _response: Any, error: Exception | None) -> None:
-            if isinstance(error, HttpError):
-                failures[request_id] = error
+        def collect(request_id: str, response: Any, error: Exception | None) -> None:
+            answers[request_id] = error if error is not None else response
 
         def build() -> Any:
-            failures.clear()
+            answers.clear()
             batch = self.service.new_batch_http_request(callback=collect)
             # google-api-python-client refreshes the credentials before every
             # batch, valid or not: a token request (and a write-back to the
@@ -412,4 +535,17 @@ class TaskQueueClient:
             return batch
 
         self._execute(build, queue, action)
-        return failures
+        return answers
+
+
+#: What became of one request of a batch: the answer's resource (``None`` for
+#: a delete), or the error that request met.
+Outcome = Any
+
+
+def _lease_body(queue: str, lease_timestamp: str | None) -> dict[str, Any]:
+    """The Task body of a lease change: ``queueName`` always, the lease when known."""
+    body: dict[str, Any] = {"queueName": queue}
+    if lease_timestamp is not None:
+        body["leaseTimestamp"] = lease_timestamp
+    return body

@@ -50,6 +50,7 @@ from typing import Any
 import google.auth
 import google.auth.credentials
 import google.auth.exceptions
+import google.auth.transport
 import google_auth_httplib2
 import httplib2
 import oauth2client.client
@@ -57,7 +58,7 @@ from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
 from .api import TASKQUEUE_SCOPE
-from .errors import AuthenticationFailed, ConfigurationError, TaskQueueConnectionError
+from .errors import AuthenticationFailed, ConfigurationError, TaskQueueConnectionError, TaskQueueError
 
 logger = logging.getLogger(__name__)
 
@@ -267,10 +268,20 @@ def _read_json(path: str, source: str) -> dict[str, Any]:
 # -- signing requests ---------------------------------------------------------
 
 
-def refresh_refused(error: google.auth.exceptions.RefreshError) -> AuthenticationFailed:
-    """The error to raise when the token endpoint refused a refresh."""
+def refresh_refused(error: google.auth.exceptions.RefreshError) -> TaskQueueError:
+    """The error to raise when a refresh failed at the token endpoint.
+
+    A failure google-auth marks retryable (a 5xx, 429 or 408 answer, or a
+    ``temporarily_unavailable`` error) is a :class:`TaskQueueConnectionError`,
+    so kombu and Celery reconnect and try again; a refusal is
+    :class:`AuthenticationFailed`.
+    """
     # args[0] is the reason; args[1], when present, the whole error body.
     reason = error.args[0] if error.args else error
+    if error.retryable:
+        return TaskQueueConnectionError(
+            f"the token endpoint failed to refresh the credentials ({reason}); it may work again later"
+        )
     return AuthenticationFailed(
         f"the token endpoint refused to refresh the credentials ({reason}): "
         "run pullqueue_authenticate again, or check the service-account key"
@@ -328,7 +339,11 @@ class OAuth2ClientCredentials(google.auth.credentials.Credentials):
         try:
             self.wrapped.refresh(httplib2.Http(timeout=REFRESH_TIMEOUT))
         except oauth2client.client.HttpAccessTokenRefreshError as error:
-            raise google.auth.exceptions.RefreshError(str(error)) from None
+            # oauth2client does not say whether trying again may help; its
+            # status does, judged as google-auth judges its own refreshes.
+            raise google.auth.exceptions.RefreshError(
+                str(error), retryable=error.status in google.auth.transport.DEFAULT_RETRYABLE_STATUS_CODES
+            ) from None
         except (httplib2.HttpLib2Error, OSError) as error:
             raise google.auth.exceptions.TransportError(repr(error)) from None
         self._take_token()

@@ -411,6 +411,29 @@ def test_refused_refresh_is_an_authentication_error(
         assert secret not in str(failure.value)
 
 
+def test_a_token_endpoint_failing_once_is_retried_not_an_authentication_error(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    expire_stored_token(oauth, path)
+    oauth.fail_next(1, status=503)
+    use(emulator, credentials_file=str(path))
+    assert stored_token(path) == oauth.issued[-1]
+
+
+def test_a_token_endpoint_that_keeps_failing_is_a_connection_error(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    expire_stored_token(oauth, path)
+    oauth.fail_next(100, status=503)
+    connection = connect(emulator, credentials_file=str(path), max_retries=1)
+    with pytest.raises(tuple(connection.connection_errors)) as failure:
+        connection.connect()
+    assert "token endpoint" in str(failure.value)
+    connection.release()
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from kombu_appengine.emulator import Emulator
+from kombu_appengine.emulator.errors import ApiError
 from tests.support import celery_app
 from tests.support.helpers import ROOT, wait_for
 from tests.support.transport import PROJECT
@@ -136,7 +137,10 @@ def queue_tasks(emulator: Emulator, queue: str) -> list[dict[str, Any]]:
     """The tasks of a pull queue: Celery task id, tag, and whether leased now."""
     found = []
     for item in emulator.service.list_tasks(PROJECT, queue).get("items", []):
-        task = emulator.service.get_task(PROJECT, queue, item["id"])
+        try:
+            task = emulator.service.get_task(PROJECT, queue, item["id"])
+        except ApiError:  # deleted since it was listed
+            continue
         envelope = json.loads(base64.b64decode(task["payloadBase64"]))
         found.append(
             {

@@ -100,6 +100,8 @@ class OAuthServer:
         self.authorization_requests: list[dict[str, str]] = []
         #: ``grant_type`` of every token request that succeeded, in order.
         self.grants: list[str] = []
+        #: Statuses the next token requests are answered with, in order (see :meth:`fail_next`).
+        self._failures: list[int] = []
         self._codes: dict[str, Grant] = {}
         self._refresh_tokens: dict[str, str] = {}
         self._service_accounts: dict[str, Any] = {}
@@ -158,6 +160,11 @@ class OAuthServer:
                 "redirect_uris": ["http://localhost"],
             }
         }
+
+    def fail_next(self, count: int = 1, status: int = 503) -> None:
+        """Answer the next ``count`` token requests with ``status`` (``temporarily_unavailable``)."""
+        with self._lock:
+            self._failures.extend([status] * count)
 
     def expire(self, token: str) -> None:
         """From now on, ``token`` is expired: the emulator refuses it."""
@@ -282,6 +289,8 @@ class OAuthServer:
         """The token endpoint: the answer, or :class:`OAuthError`."""
         grant_type = form.get("grant_type")
         with self._lock:
+            if self._failures:
+                raise OAuthError("temporarily_unavailable", "try again later", self._failures.pop(0))
             if grant_type == JWT_BEARER:
                 answer = self._jwt_grant(form.get("assertion", ""))
             else:

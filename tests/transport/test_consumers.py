@@ -3,6 +3,7 @@ cancel, delivery tags; two consumers at once, and acks from another thread."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from kombu import Consumer, Producer, Queue
 
+from tests.support.helpers import TEST_QUEUES
 from tests.support.transport import connect, listed, prefill, total_tasks
 
 
@@ -101,11 +103,13 @@ def test_basic_get(emulator):
         assert message.payload == {"n": 1}
         assert channel.basic_get("default") is None
         message.ack()
+        channel.flush()
         assert total_tasks(emulator) == 0
 
         Producer(channel).publish({"n": 2}, routing_key="default")
         auto = channel.basic_get("default", no_ack=True)
         assert auto.payload == {"n": 2}
+        channel.flush()
         assert total_tasks(emulator) == 0
         channel.close()
 
@@ -151,6 +155,54 @@ def test_prefetch_limit_caps_the_lease(emulator):
             assert len(leased) == 2
             for message in received:
                 message.ack()
+
+
+def test_prefetch_limit_counts_every_queue_together(emulator):
+    for queue in TEST_QUEUES:
+        prefill(emulator, 5, queue)
+    with connect(emulator, num_tasks=10) as connection:
+        received = []
+        consumer = Consumer(
+            connection.default_channel,
+            [Queue(queue) for queue in TEST_QUEUES],
+            callbacks=[lambda body, message: received.append(message)],
+        )
+        consumer.qos(prefetch_count=4)
+        with consumer:
+            for _ in range(3):
+                connection.drain_events(timeout=5)
+            leased = [
+                task
+                for queue in TEST_QUEUES
+                for task in listed(emulator, queue)
+                if task["leaseTimestamp"] != "0"
+            ]
+            assert len(received) == 3
+            assert len(leased) <= 4
+            for message in received:
+                message.ack()
+
+
+def test_a_requeue_whose_release_fails_still_frees_its_prefetch_slot(emulator):
+    prefill(emulator, 2)
+    with connect(emulator, num_tasks=1, max_retries=0) as connection:
+        received = []
+        consumer = Consumer(
+            connection.default_channel,
+            Queue("default"),
+            callbacks=[lambda body, message: received.append(message)],
+        )
+        consumer.qos(prefetch_count=1)
+        with consumer:
+            connection.drain_events(timeout=5)
+            # The release fails once on the network, sent alone or in a batch.
+            emulator.inject_failures(1, status=503, path_contains="newLeaseSeconds=0")
+            emulator.inject_failures(1, status=503, path_contains="/batch")
+            with contextlib.suppress(*connection.connection_errors):
+                received[0].requeue()
+            connection.drain_events(timeout=5)
+            assert len(received) == 2
+            received[1].ack()
 
 
 def test_cancelling_the_last_consumer_releases_its_buffered_tasks(emulator):

@@ -1,38 +1,84 @@
-"""Leases: a buffered task whose lease ended is not delivered, a delivered one
-keeps its lease while its consumer lives, and a lease given back stays given back."""
+"""Leases: every lease a channel holds, buffered or delivered, is kept while its
+consumer lives; a lease that ran out is never changed again (another consumer
+may hold the task); and the keeping never holds up an ack."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from queue import Empty
+from typing import Any
 
+import google.auth.credentials
 import pytest
 
-from tests.support.helpers import wait_for
+from kombu_appengine import api
+from kombu_appengine.emulator import Emulator, QueueConfig
+from tests.support.helpers import TEST_QUEUES, MakeEmulator, wait_for
 from tests.support.transport import PROJECT, connect, listed, only_task, prefill, total_tasks
 
 
-@pytest.mark.slow  # waits for a lease of 2 s to end
-def test_buffered_task_whose_lease_ended_is_not_delivered(emulator):
-    prefill(emulator, 2)
-    with connect(emulator, num_tasks=2, lease_secs=2) as connection:
+def lease_of(emulator: Emulator, name: str) -> str:
+    """The task's lease as the emulator reports it (``"0"`` when not leased)."""
+    return emulator.service.get_task(PROJECT, "default", name)["leaseTimestamp"]
+
+
+def test_a_consumer_whose_lease_ran_out_never_changes_the_lease_another_consumer_holds(
+    make_emulator: MakeEmulator,
+) -> None:
+    skew = [0.0]
+    server = make_emulator(queues=TEST_QUEUES, clock=lambda: time.time() + skew[0])
+    prefill(server, 2)
+    stale = connect(server, lease_secs=60)
+    stale_queue = stale.SimpleQueue("default")
+    released, shortened = stale_queue.get(timeout=5), stale_queue.get(timeout=5)
+    skew[0] += 61  # the service's time: both leases of the stale consumer ran out
+    with connect(server, lease_secs=60) as fresh:
+        queue = fresh.SimpleQueue("default")
+        taken = [queue.get(timeout=5), queue.get(timeout=5)]
+        held = {task["id"]: task["leaseTimestamp"] for task in listed(server)}
+        assert "0" not in held.values()
+
+        # The stale consumer still believes it holds both tasks.
+        released.requeue()
+        stale.default_channel.retry_later(shortened.delivery_tag, 1)
+        stale.close()  # sends what is pending, and gives back the rest
+
+        assert {task["id"]: task["leaseTimestamp"] for task in listed(server)} == held
+        for message in taken:
+            message.ack()
+        queue.close()
+    assert total_tasks(server) == 0
+
+
+@pytest.mark.slow  # holds a message over the first lease, of 2 s, of a buffered one
+def test_a_buffered_task_keeps_its_lease_and_is_delivered_without_a_second_lease(
+    make_emulator: MakeEmulator,
+) -> None:
+    # With task_retry_limit 1, a second lease of a task would delete it.
+    server = make_emulator(queues=[QueueConfig("default", max_leases=1)])
+    prefill(server, 2)
+    with connect(server, num_tasks=2, lease_secs=2) as connection:
         queue = connection.SimpleQueue("default")
         first = queue.get(timeout=5)
         assert first.payload == {"n": 0}
-        second_name = listed(emulator)[1]["id"]
-
-        def second_lease_ended() -> bool:
-            return emulator.service.get_task(PROJECT, "default", second_name)["leaseTimestamp"] == "0"
-
-        wait_for(second_lease_ended, timeout=10, what="the buffered task's lease to end")
+        buffered = listed(server)[1]["id"]
+        first_lease_end = int(lease_of(server, buffered))
+        wait_for(
+            lambda: time.time() * 1_000_000 > first_lease_end + 500_000,
+            timeout=10,
+            what="the end of the buffered task's first lease",
+        )
+        assert lease_of(server, buffered) != "0"
         second = queue.get(timeout=5)
         assert second.payload == {"n": 1}
-        assert second.delivery_info["redelivered"] is True
-        assert emulator.service.get_task(PROJECT, "default", second_name)["retry_count"] == 2
+        assert second.delivery_info["retry_count"] == 1
+        assert second.delivery_info["redelivered"] is False
         first.ack()
         second.ack()
         queue.close()
-    assert total_tasks(emulator) == 0
+    assert total_tasks(server) == 0
 
 
 @pytest.mark.slow  # holds a message over two leases of 2 s
@@ -52,21 +98,81 @@ def test_lease_of_an_unacked_message_is_extended_while_its_consumer_lives(emulat
         assert int(task["leaseTimestamp"]) > first_lease + 2_000_000
         assert task["retry_count"] == 1
         message.ack()
-        assert total_tasks(emulator) == 0
         holder_queue.close()
         other_queue.close()
+    assert total_tasks(emulator) == 0
 
 
-def test_the_lease_keeper_never_renews_a_lease_given_back(emulator):
-    prefill(emulator, 1)
-    with connect(emulator, lease_secs=100) as connection:
-        channel = connection.default_channel
-        message = channel.basic_get("default")
-        # Force the renewal point: pretend the lease is about to end.
-        channel._unacked[message.delivery_tag].expires = time.monotonic()
-        assert channel.extend_leases() == 1
-        renewed = only_task(emulator)["leaseTimestamp"]
-        assert renewed != "0"
-        message.requeue()
-        assert channel.extend_leases() == 0
-        assert only_task(emulator)["leaseTimestamp"] == "0"
+@pytest.mark.slow  # waits for a renewal, due after 1 s
+def test_a_lease_given_back_is_never_renewed(emulator):
+    prefill(emulator, 2)
+    with connect(emulator, lease_secs=2, num_tasks=1) as holder, connect(emulator) as other:
+        holder_queue = holder.SimpleQueue("default")
+        given_back, kept = holder_queue.get(timeout=5), holder_queue.get(timeout=5)
+        kept_lease = lease_of(emulator, kept.delivery_info["task_id"])
+        given_back.requeue()
+        holder.default_channel.flush()
+        taken = other.SimpleQueue("default").get(timeout=5)
+        assert taken.delivery_info["task_id"] == given_back.delivery_info["task_id"]
+        taken_lease = lease_of(emulator, taken.delivery_info["task_id"])
+        wait_for(
+            lambda: lease_of(emulator, kept.delivery_info["task_id"]) != kept_lease,
+            what="the holder to renew the lease it kept",
+        )
+        assert lease_of(emulator, taken.delivery_info["task_id"]) == taken_lease
+        kept.ack()
+        taken.ack()
+    assert total_tasks(emulator) == 0
+
+
+class StallingCredentials(google.auth.credentials.Credentials):
+    """Credentials that put every request the transport sends into a retry test."""
+
+    def __init__(self, test_id: str) -> None:
+        super().__init__()
+        self.token = "stall-token"
+        self.test_id = test_id
+
+    def refresh(self, request: Any) -> None:
+        """Nothing to refresh: the emulator takes any token."""
+
+    def apply(self, headers: dict[str, str], token: str | None = None) -> None:
+        headers["authorization"] = f"Bearer {self.token}"
+        headers["x-retry-test-id"] = self.test_id
+
+
+def retry_test(emulator: Emulator, method: str, path: str, document: Any = None) -> Any:
+    host, port = emulator.host.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        body = None if document is None else json.dumps(document).encode()
+        headers = {"Content-Type": "application/json"} if body else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow  # a renewal, due after 2 s, stalls for 5 s
+def test_an_ack_never_waits_for_a_renewal_in_progress(emulator):
+    stall = retry_test(
+        emulator, "POST", "/retry_test", {"instructions": {api.TASKS_UPDATE.id: ["stall-for-5s"]}}
+    )
+    credentials = StallingCredentials(stall["id"])
+    prefill(emulator, 2)
+    with connect(emulator, lease_secs=4, num_tasks=1, credentials=credentials) as connection:
+        queue = connection.SimpleQueue("default")
+        kept, acked = queue.get(timeout=5), queue.get(timeout=5)
+        kept_lease = lease_of(emulator, kept.delivery_info["task_id"])
+        wait_for(
+            lambda: retry_test(emulator, "GET", f"/retry_test/{stall['id']}")["completed"],
+            what="a renewal to be on its way, stalled",
+        )
+        acked.ack()
+        # The renewal, stalled before it is carried out, has not changed the
+        # lease yet: the ack did not wait for it.
+        assert lease_of(emulator, kept.delivery_info["task_id"]) == kept_lease
+        kept.ack()
+        queue.close()
+    assert total_tasks(emulator) == 0

@@ -282,6 +282,7 @@ def test_forked_child_uses_the_connection_with_its_own_http_client(emulator):
         assert outcome["payloads"] == [{"from": "child", "n": number} for number in range(rounds)]
 
         # The child did not give away the parent's lease, and the parent can still ack.
+        connection.default_channel.flush()
         leased = emulator.service.list_tasks(PROJECT, "default")["items"]
         assert len(leased) == 1
         assert leased[0]["leaseTimestamp"] != "0"

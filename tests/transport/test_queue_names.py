@@ -9,6 +9,7 @@ import pytest
 
 from kombu_appengine.errors import QueueNotFound, TaskQueueChannelError
 from kombu_appengine.names import MAX_QUEUE_NAME, pull_queue_name
+from tests.support.helpers import wait_for
 from tests.support.transport import PROJECT, connect, listed, total_tasks
 
 
@@ -24,7 +25,7 @@ def test_queue_without_pull_queue_lives_as_tagged_tasks_on_shared_queue(emulator
         assert message.payload == {"result": 42}
         assert message.delivery_info["routing_key"] == "celery.reply.abc123"
         message.ack()
-        assert total_tasks(emulator, "pull-queue") == 0
+        wait_for(lambda: total_tasks(emulator, "pull-queue") == 0, what="the acked reply deleted")
         reply.close()
 
 
@@ -53,12 +54,32 @@ def test_two_kombu_queues_on_one_shared_queue_do_not_see_each_other(emulator):
         for message in got_first:
             message.ack()
         got_second.requeue()
+        connection.default_channel.flush()
         second_on_shared = listed(emulator, "pull-queue")
         assert [task["tag"] for task in second_on_shared] == ["second_queue.y"]
+        assert second_on_shared[0]["leaseTimestamp"] == "0"
         assert second.clear() == 1
         assert total_tasks(emulator, "pull-queue") == 0
         first.close()
         second.close()
+
+
+def test_a_queue_whose_own_pull_queue_is_the_shared_queue_takes_only_its_own_tasks(emulator):
+    with connect(emulator, shared_queue="pull-queue") as connection:
+        reply = connection.SimpleQueue("celery.reply.abc123")
+        own = connection.SimpleQueue("pull-queue")
+        reply.put({"result": 42})
+        own.put({"job": 1})
+        message = own.get(timeout=5)
+        assert message.payload == {"job": 1}
+        with pytest.raises(Empty):
+            own.get(block=False)
+        message.requeue()
+        assert own.clear() == 1
+        assert [task["tag"] for task in listed(emulator, "pull-queue")] == ["celery.reply.abc123"]
+        assert reply.get(timeout=5).payload == {"result": 42}
+        own.close()
+        reply.close()
 
 
 def test_a_queue_that_is_a_pull_queue_is_used_directly_even_with_shared_queue(emulator):
@@ -87,9 +108,9 @@ def test_unknown_queue_without_shared_queue_fails_naming_queue_project_and_remed
 def test_hrd_project_sends_the_s_tilde_prefix(emulator):
     # The emulator treats s~app and app as one project; a fault that only a
     # request whose path names s~my-app can meet shows what was sent.
-    emulator.inject_failures(1, status=400, reason="invalid", path_contains="/projects/s~my-app/")
     with connect(emulator, project_name="my-app", hrd_project=True) as connection:
         channel = connection.default_channel
+        emulator.inject_failures(1, status=400, reason="invalid", path_contains="/projects/s~my-app/")
         with pytest.raises(TaskQueueChannelError, match="Injected failure"):
             channel.queue_declare("default")
         queue = connection.SimpleQueue("default")
@@ -103,12 +124,11 @@ def test_hrd_project_sends_the_s_tilde_prefix(emulator):
 
 
 def test_without_hrd_project_the_bare_project_is_sent(emulator):
-    emulator.inject_failures(1, status=400, reason="invalid", path_contains="/projects/my-app/")
-    with (
-        connect(emulator, project_name="my-app") as connection,
-        pytest.raises(TaskQueueChannelError, match="Injected failure"),
-    ):
-        connection.default_channel.queue_declare("default")
+    with connect(emulator, project_name="my-app") as connection:
+        channel = connection.default_channel
+        emulator.inject_failures(1, status=400, reason="invalid", path_contains="/projects/my-app/")
+        with pytest.raises(TaskQueueChannelError, match="Injected failure"):
+            channel.queue_declare("default")
 
 
 def test_pull_queue_name_translation():

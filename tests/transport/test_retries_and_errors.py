@@ -4,12 +4,14 @@ kombu's connection or channel error, naming the queue."""
 from __future__ import annotations
 
 import socket
+import time
 from queue import Empty
 from typing import Any
 
 import google.oauth2.credentials
 import pytest
-from kombu import Connection
+from kombu import Connection, Consumer, Queue
+from kombu.exceptions import OperationalError
 
 from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.errors import AuthenticationFailed, TaskQueueChannelError, TaskQueueConnectionError
@@ -31,9 +33,11 @@ def test_lease_and_insert_succeed_through_two_server_failures_each(emulator):
         assert emulator.requests - before == 3
         assert message.payload == {"n": 1}
 
-        emulator.inject_failures(2, status=429, reason="rateLimitExceeded", method="DELETE")
+        # Acks are deleted in batch calls.
+        emulator.inject_failures(2, status=429, reason="rateLimitExceeded", path_contains="/batch")
         before = emulator.requests
         message.ack()
+        connection.default_channel.flush()
         assert emulator.requests - before == 3
         assert total_tasks(emulator) == 0
         queue.close()
@@ -109,11 +113,46 @@ def test_unreachable_server_is_a_connection_error(emulator):
         dead_port = probe.getsockname()[1]
     connection = Connection(
         transport="kombu_appengine:Transport",
-        transport_options={"api_endpoint": f"http://127.0.0.1:{dead_port}", "max_retries": 1},
+        transport_options={
+            "api_endpoint": f"http://127.0.0.1:{dead_port}",
+            "max_retries": 1,
+            "interval_start": 0,
+        },
     )
-    with pytest.raises(tuple(connection.connection_errors)):
+    # Connecting fails, as with every kombu transport: kombu raises the
+    # transport's connection error as its OperationalError.
+    with pytest.raises((OperationalError, *connection.connection_errors)) as failure:
         connection.default_channel.queue_declare("default")
+    assert f"127.0.0.1:{dead_port}" in str(failure.value)
     connection.release()
+
+
+def test_connect_to_an_unreachable_endpoint_fails(emulator):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    connection = Connection(
+        transport="kombu_appengine:Transport",
+        transport_options={"api_endpoint": f"http://127.0.0.1:{dead_port}", "max_retries": 0},
+    )
+    with pytest.raises(tuple(connection.connection_errors)) as failure:
+        connection.connect()
+    assert f"127.0.0.1:{dead_port}" in str(failure.value)
+    connection.release()
+
+
+def test_drain_events_keeps_to_its_timeout_when_the_server_goes_away(make_emulator):
+    server = make_emulator(queues=["default"])
+    # Enough retries, with their backoff, to take many times the timeout.
+    with (
+        connect(server, max_retries=8) as connection,
+        Consumer(connection, Queue("default"), callbacks=[lambda body, message: None]),
+    ):
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises((socket.timeout, *connection.connection_errors)):
+            connection.drain_events(timeout=1)
+        assert time.monotonic() - started < 3
 
 
 def test_client_errors_are_not_retried(emulator):

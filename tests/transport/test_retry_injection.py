@@ -59,6 +59,7 @@ def test_lease_and_delete_failing_transiently_deliver_once_and_ack(emulator: Emu
         message = simple.get(timeout=DEADLINE)
         assert message.payload == {"n": 1}
         message.ack()
+        connection.default_channel.flush()  # acks are deleted in batches
         assert total_tasks(emulator, project="my-app") == 0
         with pytest.raises(queue.Empty):
             simple.get(timeout=0.3)

@@ -74,6 +74,23 @@ def test_raw_json_task_inserted_by_rest_is_consumed(emulator):
     assert gone.value.code == 404
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_raw_json_with_a_byte_order_mark_or_in_utf16_or_utf32_is_json(emulator, encoding):
+    document = {"image": "gs://bucket/caf\u00e9.png", "sizes": [64, 128]}
+    payload = json.dumps(document, ensure_ascii=False).encode(encoding)
+    rest_insert(emulator, b64(payload))
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        message = queue.get(timeout=5)
+        assert message.body == payload
+        assert message.content_type == "application/json"
+        assert json.loads(message.body) == document
+        assert message.decode() == document
+        message.ack()
+        queue.close()
+    assert total_tasks(emulator) == 0
+
+
 def test_raw_json_that_merely_resembles_kombus_envelope_is_delivered_raw(emulator):
     document = {"body": "not a kombu body", "properties": {"size": 3}}
     rest_insert(emulator, b64(json.dumps(document).encode()))

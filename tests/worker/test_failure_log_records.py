@@ -70,6 +70,7 @@ def test_a_dropped_task_logs_its_traceback_as_exc_info(
     assert record.levelno == logging.ERROR
     assert record.getMessage().endswith("deleting it")
     assert_traceback_apart(record, caplog)
+    channel.flush()  # the delete is sent in a batch
     assert total_tasks(emulator, "jobs") == 0
 
 

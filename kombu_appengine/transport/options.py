@@ -1,0 +1,200 @@
+"""The transport options: their names, checks and defaults, in one place.
+
+:class:`Settings` is what a :class:`~kombu_appengine.transport.Transport`
+makes of ``transport_options``; every option is documented in the package's
+manual (:mod:`kombu_appengine.transport`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .. import api
+from ..api import GOOGLE_ROOT_URL
+from ..client import emulator_root_url, root_url_of
+from ..errors import ConfigurationError, UnknownTransportOptionWarning
+from ..names import pull_queue_name
+
+#: Project id used with an emulator when ``project_name`` is not given.
+EMULATOR_PROJECT = "emulator"
+#: The message formats ``message_format`` takes.
+MESSAGE_FORMATS = ("kombu", "raw")
+#: The transport options that choose the credentials (see :mod:`kombu_appengine.credentials`).
+CREDENTIALS_OPTIONS = ("credentials", "credentials_storage", "credentials_file")
+#: Options kombu itself puts in, or reads from, the transport options of
+#: every transport: ``Connection``'s reconnection settings, the retry policy
+#: that ``Producer.publish(retry=True)`` copies in (Celery publishes so), and
+#: the virtual channel's ``body_encoding`` and ``deadletter_queue``. Never
+#: warned about.
+KOMBU_OPTIONS = frozenset(
+    {
+        "max_retries",
+        "interval_start",
+        "interval_step",
+        "interval_max",
+        "connect_retries_timeout",
+        "errback",
+        "callback",
+        "on_revive",
+        "retry_errors",
+        "body_encoding",
+        "deadletter_queue",
+        "polling_interval",
+    }
+)
+#: Options of kombu's other cloud transports (where they come from) and the
+#: option of this one that does their job, for users who bring their settings along.
+OTHER_TRANSPORTS_OPTIONS = {
+    "visibility_timeout": ("SQS and Redis", "lease_secs"),
+    "ack_deadline_seconds": ("Pub/Sub", "lease_secs"),
+    "bulk_max_messages": ("Pub/Sub", "num_tasks"),
+    "wait_time_seconds": ("SQS and Pub/Sub", "polling_interval"),
+    "retry_timeout_seconds": ("Pub/Sub", "max_retries"),
+    "project_id": ("Pub/Sub", "project_name"),
+    "region": ("SQS", "project_name"),
+    "predefined_queues": ("SQS", "shared_queue"),
+}
+#: Longest ``ack_flush_interval``, in seconds: acknowledged tasks wait no
+#: longer than this to be deleted.
+MAX_FLUSH_INTERVAL = 60.0
+#: Metadata key of a :class:`Settings` field made from transport options not
+#: named like the field itself; a field without it is the option of its name.
+_FROM_OPTIONS = "from_options"
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return api.parse_bool(value)
+        except ValueError:
+            pass
+    raise ConfigurationError(f"transport option {name} must be true or false, not {value!r}")
+
+
+def _as_number(name: str, value: Any, kind: type, low: float, high: float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or not low <= number <= high:
+        raise ConfigurationError(
+            f"transport option {name} must be a number from {low} to {high}, not {value!r}"
+        )
+    return number
+
+
+def _warn_unknown(options: Iterable[str], known: frozenset[str]) -> None:
+    for name in sorted(set(options) - known - KOMBU_OPTIONS):
+        if name in OTHER_TRANSPORTS_OPTIONS:
+            origin, nearest = OTHER_TRANSPORTS_OPTIONS[name]
+            hint = f"an option of kombu's {origin} transports; the nearest here is {nearest!r}"
+        else:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the options are {', '.join(sorted(known))}"
+        warnings.warn(
+            f"kombu_appengine ignores the unknown transport option {name!r}: {hint}",
+            UnknownTransportOptionWarning,
+            # The user's code is an unknown number of kombu (or Celery) frames
+            # up; the message names the option instead of a line.
+            stacklevel=1,
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The transport options, checked, with their defaults."""
+
+    project: str = field(metadata={_FROM_OPTIONS: ("project_name", "hrd_project")})
+    root_url: str = field(metadata={_FROM_OPTIONS: ("api_endpoint",)})
+    #: Whether root_url is an emulator (or another server that is not Google's).
+    emulated: bool = field(metadata={_FROM_OPTIONS: ()})
+    num_tasks: int = 10
+    lease_secs: int = 60
+    shared_queue: str | None = None
+    message_format: str = "kombu"
+    max_retries: int = 5
+    polling_interval: float = 1.0
+    ack_batch_size: int = 100
+    ack_flush_interval: float = 0.2
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """Every transport option this transport reads: its settings' and the credentials'."""
+        own = {name for f in fields(cls) for name in f.metadata.get(_FROM_OPTIONS, (f.name,))}
+        return frozenset(own.union(CREDENTIALS_OPTIONS))
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """Check ``transport_options``.
+
+        An option this transport does not know is ignored, with an
+        :class:`~kombu_appengine.errors.UnknownTransportOptionWarning` naming
+        the nearest known one; those kombu reads itself (:data:`KOMBU_OPTIONS`)
+        are not warned about.
+
+        Raises:
+            ConfigurationError: naming the option that is missing or wrong.
+        """
+        _warn_unknown(options, cls.option_names())
+        endpoint = options.get("api_endpoint")
+        root_url = root_url_of(endpoint) if endpoint else emulator_root_url()
+        emulated = root_url is not None
+        project = options.get("project_name")
+        if project is None:
+            if not emulated:
+                raise ConfigurationError(
+                    "transport option project_name is required: the App Engine application id "
+                    "(or set api_endpoint or TASKQUEUE_EMULATOR_HOST to use an emulator)"
+                )
+            project = EMULATOR_PROJECT
+        if not isinstance(project, str) or not project:
+            raise ConfigurationError(
+                f"transport option project_name must be a non-empty string, not {project!r}"
+            )
+        if _as_bool("hrd_project", options.get("hrd_project", False)) and not project.startswith("s~"):
+            project = "s~" + project
+        message_format = options.get("message_format", "kombu")
+        if message_format not in MESSAGE_FORMATS:
+            raise ConfigurationError(
+                f"transport option message_format must be 'kombu' or 'raw', not {message_format!r}"
+            )
+        shared = options.get("shared_queue")
+        if shared is not None and (not isinstance(shared, str) or not shared):
+            raise ConfigurationError(f"transport option shared_queue must be a queue name, not {shared!r}")
+        return cls(
+            project=project,
+            root_url=root_url or GOOGLE_ROOT_URL,
+            emulated=emulated,
+            num_tasks=_as_number(
+                "num_tasks", options.get("num_tasks", cls.num_tasks), int, 1, api.MAX_NUM_TASKS
+            ),
+            lease_secs=_as_number(
+                "lease_secs", options.get("lease_secs", cls.lease_secs), int, 1, api.MAX_LEASE_SECONDS
+            ),
+            shared_queue=pull_queue_name(shared) if shared else None,
+            message_format=message_format,
+            max_retries=_as_number("max_retries", options.get("max_retries", cls.max_retries), int, 0, 100),
+            polling_interval=_as_number(
+                "polling_interval", options.get("polling_interval", cls.polling_interval), float, 0, 3600
+            ),
+            ack_batch_size=_as_number(
+                "ack_batch_size",
+                options.get("ack_batch_size", cls.ack_batch_size),
+                int,
+                1,
+                api.MAX_BATCH_PARTS,
+            ),
+            ack_flush_interval=_as_number(
+                "ack_flush_interval",
+                options.get("ack_flush_interval", cls.ack_flush_interval),
+                float,
+                0,
+                MAX_FLUSH_INTERVAL,
+            ),
+        )
