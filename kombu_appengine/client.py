@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable
 
 import google.auth.exceptions
@@ -86,6 +86,14 @@ def _error_reason(error: HttpError) -> tuple[str | None, str]:
         return details[0].get("reason"), str(document.get("message", ""))
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         return None, error.content.decode("utf-8", "replace")[:200] if error.content else ""
+
+
+def _lease_body(queue: str, lease_timestamp: str | None) -> dict[str, str]:
+    """The Task a lease change sends: the queue, and the lease it is meant for if known."""
+    body = {"queueName": queue}
+    if lease_timestamp is not None:
+        body["leaseTimestamp"] = lease_timestamp
+    return body
 
 
 def _retryable(error: HttpError) -> bool:
@@ -301,6 +309,16 @@ class TaskQueueClient:
         )
         return response.get("items", [])
 
+    def get_task(self, queue: str, task: str) -> dict[str, Any]:
+        """``tasks.get``: the task as it is now, its lease and retry count included.
+
+        Raises:
+            TaskNotFound: the task is gone.
+        """
+        return self._execute(
+            lambda: self.tasks.get(project=self.project, taskqueue=queue, task=task), queue, "get task"
+        )
+
     def delete(self, queue: str, task: str) -> None:
         """``tasks.delete``; a task that is already gone is not an error."""
         try:
@@ -313,11 +331,20 @@ class TaskQueueClient:
         except TaskNotFound:
             logger.debug("task %s of queue %r was already deleted", task, queue)
 
-    def change_lease(self, queue: str, task: str, seconds: int) -> dict[str, Any]:
+    def change_lease(
+        self, queue: str, task: str, seconds: int, lease_timestamp: str | None = None
+    ) -> dict[str, Any]:
         """``tasks.update``: the lease ends ``seconds`` from now (0 releases it).
 
+        Parameters:
+            lease_timestamp: the ``leaseTimestamp`` of the lease to change, as
+                the service last reported it: the change is then refused
+                unless that lease is still the task's. Without it, whoever
+                holds the task now has their lease changed, another
+                consumer's too once ours ran out.
+
         Raises:
-            LeaseLost: the lease had expired.
+            LeaseLost: the lease had expired, or is not the one named.
             TaskNotFound: the task is gone.
         """
         return self._execute(
@@ -326,16 +353,19 @@ class TaskQueueClient:
                 taskqueue=queue,
                 task=task,
                 newLeaseSeconds=seconds,
-                body={"queueName": queue},
+                body=_lease_body(queue, lease_timestamp),
             ),
             queue,
             "change lease",
         )
 
-    def release(self, queue: str, task: str) -> None:
-        """Give a leased task back to the queue at once; gone or expired is fine."""
+    def release(self, queue: str, task: str, lease_timestamp: str | None = None) -> None:
+        """Give a leased task back to the queue at once; gone or expired is fine.
+
+        With ``lease_timestamp``, only that lease is given back (see :meth:`change_lease`).
+        """
         try:
-            self.change_lease(queue, task, 0)
+            self.change_lease(queue, task, 0, lease_timestamp)
         except (TaskNotFound, LeaseLost):
             logger.debug("task %s of queue %r was no longer leased when released", task, queue)
 
@@ -355,14 +385,24 @@ class TaskQueueClient:
             lambda tasks, task: tasks.delete(project=self.project, taskqueue=queue, task=task),
         )
 
-    def release_many(self, queue: str, tasks: Iterable[str]) -> None:
-        """Release leases with batch calls; tasks gone or no longer leased are skipped."""
+    def release_many(
+        self, queue: str, tasks: Iterable[str], lease_timestamps: Mapping[str, str | None] | None = None
+    ) -> None:
+        """Release leases with batch calls; tasks gone or no longer leased are skipped.
+
+        ``lease_timestamps`` names, by task, the lease to give back (see :meth:`change_lease`).
+        """
+        stamps = lease_timestamps or {}
         self._batch(
             queue,
             tasks,
             "change lease",
             lambda tasks, task: tasks.update(
-                project=self.project, taskqueue=queue, task=task, newLeaseSeconds=0, body={"queueName": queue}
+                project=self.project,
+                taskqueue=queue,
+                task=task,
+                newLeaseSeconds=0,
+                body=_lease_body(queue, stamps.get(task)),
             ),
         )
 

@@ -32,6 +32,10 @@ How kombu maps onto the API
   comes back when its lease ends.
 * reject with ``requeue=False``: ``tasks.delete``.
 * Closing a channel also releases the leases of the tasks still buffered.
+* Every lease change (renew, release, retry later) names the lease it
+  means, by the ``leaseTimestamp`` the service last reported for it: once a
+  lease ran out and another consumer leased the task, the change is refused
+  (400) instead of giving back, or cutting short, the other consumer's lease.
 * While a delivered message is unacknowledged and its channel is open, a
   background thread extends its lease: every ``lease_secs / 4`` seconds it
   renews, to ``lease_secs``, each lease with less than ``lease_secs / 2``
@@ -157,6 +161,7 @@ from .client import TaskQueueClient, emulator_root_url, root_url_of
 from .credentials import load_credentials
 from .errors import (
     ConfigurationError,
+    LeaseLost,
     QueueNotFound,
     TaskQueueChannelError,
     TaskQueueConnectionError,
@@ -350,6 +355,18 @@ class Lease:
     #: The process that leased it: only that one gives it back on close
     #: (a forked child closing what it inherited must not).
     pid: int = field(default_factory=os.getpid)
+
+    @property
+    def lease_timestamp(self) -> str | None:
+        """The lease as the service last reported it: every change names it, so that once
+        it ran out, the change cannot touch the lease of whoever leased the task next."""
+        return _current_lease(self.task)
+
+
+def _current_lease(task: Mapping[str, Any]) -> str | None:
+    """A task's ``leaseTimestamp`` as the service reported it; ``None`` when not leased."""
+    stamp = task.get("leaseTimestamp")
+    return None if stamp in (None, "", "0", 0) else str(stamp)
 
 
 def _payload_of(task: Mapping[str, Any]) -> bytes:
@@ -649,7 +666,9 @@ class Channel(virtual.Channel):
         lease = self._take(delivery_tag)
         try:
             if lease is not None:
-                self.client.change_lease(lease.route.pull_queue, lease.task_id, seconds)
+                self.client.change_lease(
+                    lease.route.pull_queue, lease.task_id, seconds, lease.lease_timestamp
+                )
         finally:
             super().basic_ack(delivery_tag)
 
@@ -681,14 +700,15 @@ class Channel(virtual.Channel):
 
     def _release(self, leases: Iterable[Lease | None], what: str) -> int:
         """Release the leases this process took, in batches; failures only cost their lease time."""
-        by_queue: dict[str, list[str]] = collections.defaultdict(list)
+        by_queue: dict[str, dict[str, str | None]] = collections.defaultdict(dict)
         for lease in leases:
             if lease is not None and lease.pid == os.getpid():
-                by_queue[lease.route.pull_queue].append(lease.task_id)
+                by_queue[lease.route.pull_queue][lease.task_id] = lease.lease_timestamp
         released = 0
-        for pull_queue, names in by_queue.items():
+        for pull_queue, stamps in by_queue.items():
+            names = list(stamps)
             try:
-                self.client.release_many(pull_queue, names)
+                self.client.release_many(pull_queue, names, stamps)
                 released += len(names)
             except (TaskQueueConnectionError, TaskQueueChannelError) as error:
                 logger.warning(
@@ -704,7 +724,7 @@ class Channel(virtual.Channel):
         """Give an unacknowledged message back: release its lease, never copy it."""
         lease = self._take(message.delivery_tag)
         if lease is not None and lease.pid == os.getpid():
-            self.client.release(lease.route.pull_queue, lease.task_id)
+            self.client.release(lease.route.pull_queue, lease.task_id, lease.lease_timestamp)
 
     # -- lease keeping --------------------------------------------------------
 
@@ -748,7 +768,7 @@ class Channel(virtual.Channel):
                 if tag not in self._unacked:
                     continue
                 try:
-                    self.client.change_lease(lease.route.pull_queue, lease.task_id, lease_secs)
+                    renewed_task = self._renew(lease, lease_secs)
                 except TaskQueueChannelError as error:
                     lease.lost = True
                     logger.warning(
@@ -759,9 +779,30 @@ class Channel(virtual.Channel):
                         error,
                     )
                     continue
+                lease.task["leaseTimestamp"] = renewed_task.get("leaseTimestamp")
             lease.expires = started + lease_secs
             renewed += 1
         return renewed
+
+    def _renew(self, lease: Lease, seconds: int) -> dict[str, Any]:
+        """Renew a lease; the task as the service answers it.
+
+        The renewal names the lease it renews. When its answer is lost, it
+        is sent again still naming the lease as it was, and refused; the
+        lease is ours all the same if no lease was granted since (the task's
+        ``retry_count`` is ours).
+
+        Raises:
+            TaskQueueChannelError: the lease is not ours any more (or the task is gone).
+        """
+        queue = lease.route.pull_queue
+        try:
+            return self.client.change_lease(queue, lease.task_id, seconds, lease.lease_timestamp)
+        except LeaseLost:
+            task = self.client.get_task(queue, lease.task_id)
+            if task.get("retry_count") != lease.task.get("retry_count") or _current_lease(task) is None:
+                raise
+            return task
 
     # -- closing ------------------------------------------------------------
 
