@@ -97,6 +97,8 @@ KOMBU_PRODUCERS = 3
 REST_PRODUCERS = 2
 #: Seconds everything may take to be processed and deleted.
 DRAIN_DEADLINE = 240.0
+#: Seconds a restarted emulator may wait for its port.
+RESTART_DEADLINE = 10.0
 _MICROS = 1_000_000
 
 _LEASE_PATH = re.compile(r"/taskqueue/v1beta2/projects/[^/]+/taskqueues/[^/]+/tasks/lease(\?|\Z)")
@@ -265,7 +267,7 @@ def check(histories: dict[str, History], processings: list[dict[str, Any]], task
         "processed_by": dict(collections.Counter(p["kind"] for p in processings)),
         "duplicates": sum(explanations.values()),
         "duplicates_by_explanation": dict(explanations),
-        "duplicates_whose_first_ack_raised": failed_acks,
+        "duplicates_after_a_failed_kombu_ack": failed_acks,
         "leases": sum(len(history.grants) for history in histories.values()),
         "leases_ran_out": leases_ran_out,
     }
@@ -364,7 +366,17 @@ class Emulators:
         self.process.kill()
         self.restarts += 1
         time.sleep(down_for)  # the length of the outage, a deliberate part of the fault
-        self.process = self._start(str(self.process.port))
+        port = str(self.process.port)
+        deadline = time.monotonic() + RESTART_DEADLINE
+        while True:
+            try:
+                self.process = self._start(port)
+                return
+            except AssertionError as error:
+                # The port may be held a moment longer (a connection that
+                # happened to be given it as its own): try again.
+                if "Address already in use" not in str(error) or time.monotonic() > deadline:
+                    raise
 
     def total_tasks(self) -> int:
         """Every task of the queue, leased or not, asked of the emulator itself."""
