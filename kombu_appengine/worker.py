@@ -188,9 +188,7 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
     # handlers never ran here; one that came meanwhile is delivered now, to ours.
     _unblock_stop_signals()
     function = load_function(settings.function)
-    with Connection(
-        transport="kombu_appengine:Transport", transport_options=settings.transport_options
-    ) as conn:
+    with connect(settings.transport_options) as conn:
         channel = conn.default_channel
         max_leases = channel.queue_max_leases(settings.queue)
 
@@ -220,6 +218,24 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
                 )
     # Leaving the with block closed the connection: buffered and unacked
     # tasks were released for other workers.
+
+
+def connect(transport_options: dict[str, Any]) -> Connection:
+    """A connection to the pull queues, retried until the service answers.
+
+    A service that cannot be reached now (down, restarting, answering 503)
+    is waited for, with one warning per attempt, as Celery waits for its
+    broker; a refusal (bad credentials, a missing queue) is raised at once.
+    """
+    conn = Connection(transport="kombu_appengine:Transport", transport_options=transport_options)
+
+    def retrying(error: Exception, interval: float) -> None:
+        logger.warning("cannot connect to the Task Queue API (%s); trying again in %.0fs", error, interval)
+
+    conn.ensure_connection(
+        errback=retrying, max_retries=None, interval_start=1, interval_step=2, interval_max=10
+    )
+    return conn
 
 
 class Supervisor:
@@ -479,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         load_function(args.function)
-        with Connection(transport="kombu_appengine:Transport", transport_options=options) as conn:
+        with connect(options) as conn:
             channel = conn.default_channel
             for queue in filter(None, (args.queue, args.dead_letter_queue)):
                 channel.queue_max_leases(queue)

@@ -653,6 +653,9 @@ class LeaseBook:
             )
             return True
         failed = False
+        for lease in leases:
+            if isinstance(outcomes.get(lease.task_id), LeaseLost):
+                outcomes[lease.task_id] = self._renewed_after_all(lease, outcomes[lease.task_id])
         answered = time.monotonic()
         with self._lock:
             for lease in leases:
@@ -666,6 +669,24 @@ class LeaseBook:
                 else:
                     failed = True
         return failed
+
+    def _renewed_after_all(self, lease: Lease, refusal: LeaseLost) -> Any:
+        """The task's resource if a refused renewal had in fact renewed our lease, else ``refusal``.
+
+        A renewal whose answer was lost is sent again by the client's
+        retries, naming the lease it has just replaced, and is refused. The
+        lease is still ours, renewed, when no lease was granted since (its
+        ``retry_count`` is the one we leased it with) and its lease is no
+        longer the one we named (a lease that merely ran out keeps it).
+        """
+        try:
+            task = self.client.get_task(lease.route.pull_queue, lease.task_id)
+        except TaskQueueError:
+            return refusal
+        ours = str(task.get("retry_count")) == str(lease.task.get("retry_count"))
+        if ours and str(task.get("leaseTimestamp", "0")) not in ("0", str(lease.lease_timestamp)):
+            return task
+        return refusal
 
     def _lose(self, lease: Lease, why: object) -> None:
         """The service says the lease is not ours: never touch it again."""

@@ -11,13 +11,17 @@ import random
 import time
 
 
-def _record(event, payload):
-    line = json.dumps({"event": event, "n": payload["n"], "pid": os.getpid()}) + "\n"
-    fd = os.open(os.environ["WORKER_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+def append_line(path, document):
+    """Append ``document`` to ``path`` as one JSON line, with one ``write(2)``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, line.encode("utf-8"))
+        os.write(fd, (json.dumps(document) + "\n").encode("utf-8"))
     finally:
         os.close(fd)
+
+
+def _record(event, payload):
+    append_line(os.environ["WORKER_RECORD"], {"event": event, "n": payload["n"], "pid": os.getpid()})
 
 
 def record(payload):
@@ -55,3 +59,20 @@ def raw_payload(payload):
     if isinstance(payload, bytes):
         payload = {"n": payload.decode("utf-8")}
     _record(type(payload["n"]).__name__, payload)
+
+
+def number_of(payload):
+    """The number a chaos test task carries: ``{"n": N}`` (JSON), or bytes ending in ``-N``."""
+    if isinstance(payload, dict):
+        return payload["n"]
+    return int(payload.rpartition(b"-")[2])
+
+
+def chaos(payload):
+    """Record a processing of the chaos test: the task's number, and when it started and finished."""
+    started = time.time()
+    number = number_of(payload)
+    append_line(
+        os.environ["WORKER_RECORD"],
+        {"kind": "worker", "n": number, "pid": os.getpid(), "start": started, "finish": time.time()},
+    )
