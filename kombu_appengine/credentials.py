@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
@@ -74,6 +75,11 @@ FRESH_MARGIN = datetime.timedelta(minutes=5)
 SERVICE_ACCOUNT_TYPE = "service_account"
 #: The ``type`` of an authorized-user file.
 AUTHORIZED_USER_TYPE = "authorized_user"
+#: Most characters of a token endpoint's error answer that a message carries:
+#: the answer is the server's to choose, and may be of any length.
+MAX_ERROR_TEXT = 200
+#: Largest token endpoint answer read as an error document.
+MAX_ERROR_DOCUMENT = 1024 * 1024
 
 
 # -- loading ----------------------------------------------------------------
@@ -267,12 +273,67 @@ def _read_json(path: str, source: str) -> dict[str, Any]:
 # -- signing requests ---------------------------------------------------------
 
 
+def token_error_text(answer: Any) -> str:
+    """What a token endpoint's error answer says, on one line of at most :data:`MAX_ERROR_TEXT` characters.
+
+    An RFC 6749 error document (``{"error": ..., "error_description": ...}``,
+    as bytes, text or parsed) reads ``error (description)``; anything else
+    is its text. Characters that are not printable (line breaks, a
+    terminal's escape sequences) become spaces.
+    """
+    if isinstance(answer, (bytes, bytearray)):
+        answer = bytes(answer).decode("utf-8", "replace")
+    # A document longer than any error answer is no error document: not parsed.
+    if isinstance(answer, str) and len(answer) <= MAX_ERROR_DOCUMENT:
+        with contextlib.suppress(ValueError, RecursionError):
+            answer = json.loads(answer)
+    if isinstance(answer, dict) and "error" in answer:
+        text = str(answer["error"])
+        if answer.get("error_description"):
+            text += f" ({answer['error_description']})"
+    else:
+        text = str(answer)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: 4 * MAX_ERROR_TEXT]).split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+class AnswerKeepingHttp(httplib2.Http):
+    """An ``httplib2.Http`` that keeps the body of its last answer (:attr:`last_content`).
+
+    oauth2client turns a token endpoint's refusal into a message of its
+    own, running ``error`` and ``error_description`` together with no length
+    limit; with the body kept, :func:`token_error_text` can say it properly.
+    """
+
+    #: The body of the last answer, if any.
+    last_content: bytes | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        response, content = super().request(*args, **kwargs)
+        self.last_content = content
+        return response, content
+
+
+class _BoundedTokenErrorLog(logging.Filter):
+    """Cut oauth2client's own log of a token endpoint's refusal (the whole body) to its
+    :func:`token_error_text`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Failed to retrieve access token: %s" and isinstance(record.args, tuple):
+            record.args = tuple(token_error_text(arg) for arg in record.args)
+        return True
+
+
+logging.getLogger("oauth2client.client").addFilter(_BoundedTokenErrorLog())
+
+
 def refresh_refused(error: google.auth.exceptions.RefreshError) -> AuthenticationFailed:
     """The error to raise when the token endpoint refused a refresh."""
-    # args[0] is the reason; args[1], when present, the whole error body.
-    reason = error.args[0] if error.args else error
+    # args[0] is google-auth's reason; args[1], when present, the answer's document.
+    answer = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], dict) else None
+    reason = token_error_text(answer if answer is not None else error.args[0] if error.args else error)
     return AuthenticationFailed(
-        f"the token endpoint refused to refresh the credentials ({reason}): "
+        f"the token endpoint refused to refresh the credentials: {reason}; "
         "run pullqueue_authenticate again, or check the service-account key"
     )
 
@@ -325,10 +386,13 @@ class OAuth2ClientCredentials(google.auth.credentials.Credentials):
 
     def refresh(self, request: Any) -> None:
         """Refresh through oauth2client (and its storage)."""
+        http = AnswerKeepingHttp(timeout=REFRESH_TIMEOUT)
         try:
-            self.wrapped.refresh(httplib2.Http(timeout=REFRESH_TIMEOUT))
+            self.wrapped.refresh(http)
         except oauth2client.client.HttpAccessTokenRefreshError as error:
-            raise google.auth.exceptions.RefreshError(str(error)) from None
+            raise google.auth.exceptions.RefreshError(
+                token_error_text(http.last_content or str(error))
+            ) from None
         except (httplib2.HttpLib2Error, OSError) as error:
             raise google.auth.exceptions.TransportError(repr(error)) from None
         self._take_token()
@@ -426,6 +490,54 @@ def _parse_expiry(text: str) -> datetime.datetime:
 # -- storing ------------------------------------------------------------------
 
 
+def replaceable_file(path: str) -> str:
+    """The file that writing ``path`` replaces: ``path``, its symlinks followed.
+
+    Raises:
+        OSError: it exists and is not a regular file (a directory, a device,
+            a FIFO, a socket: replacing one would turn it into a file holding
+            tokens), or its directory does not exist; ``strerror`` says which.
+    """
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        directory = os.path.dirname(target) or "."
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, f"its directory {directory} does not exist") from None
+        return target
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "it is a directory")
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            errno.EINVAL,
+            "it exists and is not a regular file (a device, a FIFO or a socket): refusing to replace it",
+        )
+    return target
+
+
+def check_replaceable(path: str) -> None:
+    """Check that :func:`write_private_file` can write ``path``, writing nothing there.
+
+    A temporary file is created in its directory and removed, as the write
+    itself would, so a read-only file system or a directory without write
+    permission is found too.
+
+    Raises:
+        OSError: it cannot; ``strerror`` says why.
+    """
+    descriptor, temporary = _temporary_beside(replaceable_file(path))
+    os.close(descriptor)
+    os.unlink(temporary)
+
+
+def _temporary_beside(target: str) -> tuple[int, str]:
+    """A new temporary file in the directory of ``target``: its descriptor and path."""
+    return tempfile.mkstemp(
+        dir=os.path.dirname(target) or ".", prefix="." + os.path.basename(target) + ".", suffix=".tmp"
+    )
+
+
 def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace the file at ``path`` (following a symlink) with ``text``, atomically.
 
@@ -434,13 +546,11 @@ def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> N
     old file or the new one, never a part.
 
     Raises:
-        OSError: the directory cannot be written.
+        OSError: ``path`` is not a regular file (see :func:`replaceable_file`),
+            or the directory cannot be written.
     """
-    target = os.path.realpath(path)
-    directory = os.path.dirname(target) or "."
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(target) + ".", suffix=".tmp"
-    )
+    target = replaceable_file(path)
+    descriptor, temporary = _temporary_beside(target)
     try:
         os.chmod(temporary, mode)
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import pathlib
 import stat
 import subprocess
@@ -28,6 +29,7 @@ from kombu_appengine.credentials import (
     ADC_ENV,
     credentials_from_file,
     load_credentials,
+    write_private_file,
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
@@ -485,3 +487,38 @@ def test_reprs_and_logs_show_no_secret(
     for secret in oauth.issued + oauth.refresh_tokens_issued + [oauth.client_secret]:
         for text in shown:
             assert secret not in text
+
+
+# -- files that are not regular, and token endpoints that say too much ----------------
+
+
+def test_writing_credentials_never_replaces_a_file_that_is_not_regular(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    for path in (fifo, link):
+        with pytest.raises(OSError, match="not a regular file"):
+            write_private_file(str(path), "{}")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["fifo", "link"]
+
+
+def test_a_long_refusal_of_the_token_endpoint_is_bounded_and_keeps_error_and_description_apart(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    oauth.error_description = "Token has been expired or revoked.\x1b[2J" + "x" * 100_000
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    oauth.revoke_refresh_token(oauth.refresh_tokens_issued[-1])
+    expire_stored_token(oauth, path)
+    with (
+        connect(emulator, credentials_file=str(path)) as connection,
+        pytest.raises(AuthenticationFailed) as failure,
+    ):
+        round_trip(connection)
+    message = str(failure.value)
+    assert "invalid_grant (Token has been expired or revoked." in message
+    assert len(message) < 500
+    assert "\x1b" not in message
+    assert "x" * 1000 not in caplog.text
