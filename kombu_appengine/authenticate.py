@@ -45,7 +45,13 @@ from oauth2client.client import FlowExchangeError, OAuth2Credentials, OAuth2WebS
 
 from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
 from .cli_common import add_version_option
-from .credentials import AnswerKeepingHttp, CredentialsFileStorage, check_replaceable, token_error_text
+from .credentials import (
+    AnswerKeepingHttp,
+    CredentialsFileStorage,
+    check_replaceable,
+    json_kind,
+    token_error_text,
+)
 
 #: ``--scope`` short names.
 SCOPES = {"taskqueue": TASKQUEUE_SCOPE, "consumer": TASKQUEUE_CONSUMER_SCOPE}
@@ -128,7 +134,7 @@ def load_client_secrets(path: str) -> dict[str, Any]:
         )
     if not isinstance(info, dict):
         raise AuthenticationError(
-            f'client secrets file {path}: "installed" must be an object, not {_json_kind(info)}'
+            f'client secrets file {path}: "installed" must be an object, not {json_kind(info)}'
         )
     _check_client(path, info)
     return info
@@ -143,7 +149,7 @@ def _check_client(path: str, info: dict[str, Any]) -> None:
     for key in ("client_id", "client_secret", "auth_uri", "token_uri"):
         value = info.get(key)
         if not isinstance(value, str) or not value.strip():
-            held = "missing" if key not in info else f"not {_json_kind(value)}"
+            held = "missing" if key not in info else f"not {json_kind(value)}"
             raise AuthenticationError(
                 f'client secrets file {path}: "installed" must give {key} as a non-empty string, {held}'
             )
@@ -158,27 +164,14 @@ def _check_client(path: str, info: dict[str, Any]) -> None:
     if not isinstance(uris, list):
         raise AuthenticationError(
             f'client secrets file {path}: "installed" must give redirect_uris as a list of URLs, '
-            f"not {_json_kind(uris)}"
+            f"not {json_kind(uris)}"
         )
     for uri in uris:
         if not isinstance(uri, str):
             raise AuthenticationError(
                 f'client secrets file {path}: "installed" must give redirect_uris as a list of URLs, '
-                f"and it holds {_json_kind(uri)}"
+                f"and it holds {json_kind(uri)}"
             )
-
-
-def _json_kind(value: Any) -> str:
-    """What kind of JSON value ``value`` is ("a list", "an empty string"...), never the value itself."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string" if value.strip() else "an empty string"
-    return "a list" if isinstance(value, list) else "an object"
 
 
 def open_browser(url: str) -> None:

@@ -14,6 +14,7 @@ import pathlib
 import stat
 import subprocess
 import sys
+import threading
 from typing import Any, Callable
 
 import google.oauth2.credentials
@@ -27,6 +28,7 @@ from oauth2client.file import Storage
 from kombu_appengine.client import TaskQueueClient, root_url_of
 from kombu_appengine.credentials import (
     ADC_ENV,
+    MAX_CREDENTIALS_FILE_BYTES,
     credentials_from_file,
     load_credentials,
     write_private_file,
@@ -435,6 +437,73 @@ def test_bad_credentials_file(tmp_path: pathlib.Path, content: Any, words: str) 
         ).connect()
     assert f"credentials_file {path}" in str(failure.value)
     assert words in str(failure.value)
+
+
+def connect_with_file(path: pathlib.Path) -> None:
+    Connection(
+        transport="kombu_appengine:Transport",
+        transport_options={"project_name": PROJECT, "credentials_file": str(path)},
+    ).connect()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "credentials"
+    os.mkfifo(fifo)
+
+    def write_nothing() -> None:
+        # Were the FIFO opened to be read as a file, this writer lets that open
+        # return (it would otherwise wait for ever); a check that refuses it
+        # opens it without waiting, and so lets this one return too.
+        os.close(os.open(fifo, os.O_WRONLY))
+
+    writer = threading.Thread(target=write_nothing, daemon=True)
+    writer.start()
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(fifo)
+    writer.join(timeout=10)
+    assert str(failure.value) == f"credentials_file {fifo}: cannot read it: it is not a regular file"
+
+
+def test_a_symlink_to_a_device_is_refused(tmp_path: pathlib.Path) -> None:
+    link = tmp_path / "credentials"
+    link.symlink_to("/dev/null")
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(link)
+    assert str(failure.value) == f"credentials_file {link}: cannot read it: it is not a regular file"
+
+
+def test_a_file_over_a_mebibyte_is_refused_unread(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "credentials"
+    with open(path, "wb") as stream:
+        stream.write(b'{"type": "authorized_user", "padding": "')
+        stream.truncate(MAX_CREDENTIALS_FILE_BYTES + 1)
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(path)
+    assert str(failure.value) == (
+        f"credentials_file {path}: cannot read it: it is larger than 1 MiB, "
+        "far more than any credentials file holds"
+    )
+
+
+def test_json_nested_too_deeply_is_one_error_line(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(path)
+    assert str(failure.value) == f"credentials_file {path}: not a JSON credentials file"
+
+
+@pytest.mark.parametrize("field", ["client_secret", "refresh_token", "token_uri", "access_token"])
+def test_a_pullqueue_authenticate_file_missing_a_field_names_it(
+    oauth: OAuthServer, tmp_path: pathlib.Path, field: str
+) -> None:
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    document = json.loads(path.read_text())
+    del document[field]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(path)
+    assert str(failure.value) == f"credentials_file {path}: oauth2client cannot read it: it has no {field!r}"
 
 
 def test_bad_credentials_storage(tmp_path: pathlib.Path) -> None:
