@@ -50,7 +50,7 @@ from .errors import ApiError
 from .faults import Fault, ResetConnection
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import load_queue_yaml
-from .rest import RestApi, error_response
+from .rest import RestApi, error_response, loggable_target
 from .storage import FileJournal
 
 logger = logging.getLogger(__name__)
@@ -269,6 +269,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     return
 
     def _send(self, response: Any) -> None:
+        """Write ``response``; every answer goes through here, and the stdlib's ``log_request`` never runs."""
+        if logger.isEnabledFor(logging.DEBUG):
+            # The method and target as sent (at most a few hundred characters),
+            # without the credentials a query may carry.
+            logger.debug(
+                "%s %s %s %d",
+                self.address_string(),
+                (getattr(self, "command", None) or "-")[:20],
+                loggable_target(getattr(self, "path", None) or "-"),
+                response.status,
+            )
         self.rfile.end_deadline()
         if self.latency:
             self.server.delay(self.latency)
