@@ -110,18 +110,30 @@ def number(unit: str, zero: bool = False, high: float | None = None) -> Callable
     return check
 
 
-def queue_name(value: str) -> str:
-    """An argparse ``type=``: a kombu queue name, which must not be empty.
+def not_empty(what: str, hint: str = "") -> Callable[[str], str]:
+    """An argparse ``type=``: any text but the empty string (a queue name, a path, an address).
 
-    Raises:
-        argparse.ArgumentTypeError: for an empty name.
+    Parameters:
+        what: what the value is ("a queue name"), for the error line.
+        hint: what to give instead, if anything, added to the error line.
     """
-    if not value:
-        raise argparse.ArgumentTypeError("a queue name must not be empty")
-    return value
+    message = f"{what} must not be empty" + (f" ({hint})" if hint else "")
+
+    def check(value: str) -> str:
+        if not value:
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    return check
+
+
+#: ``type=`` for a kombu queue name.
+queue_name = not_empty("a queue name")
 
 
 #: ``type=`` for counts of one or more (processes, say).
 positive_int = integer(1)
 #: ``type=`` for counts that may be 0 (retries, say).
 non_negative_int = integer(0)
+#: ``type=`` for a TCP port; 0 asks for a free one.
+port_number = integer(0, 65535)

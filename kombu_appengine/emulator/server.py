@@ -45,6 +45,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
+from ..api import PROJECT_ID_RE, bare_project
 from . import batch, wire
 from .errors import ApiError
 from .faults import Fault, ResetConnection
@@ -463,7 +464,8 @@ class Emulator:
 
     Raises:
         ValueError: a connection option that is not positive and finite, a
-            latency that is negative or not finite, or fsync without data_dir.
+            latency that is negative or not finite, an empty data_dir, a
+            project that is not an application id, or fsync without data_dir.
         DataDirInUse: another emulator runs on ``data_dir``.
         CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
         OSError: the address cannot be bound, or ``data_dir`` cannot be used.
@@ -487,6 +489,10 @@ class Emulator:
         fsync: bool = False,
         latency: float = 0.0,
     ) -> None:
+        if data_dir is not None and not data_dir:
+            raise ValueError("data_dir must name a directory, not '': give None for memory only")
+        if project is not None and not PROJECT_ID_RE.match(bare_project(project)):
+            raise ValueError(f"project {project!r} is not an application id: no request could name it")
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
         for option, value in (
