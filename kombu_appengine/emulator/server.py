@@ -312,6 +312,10 @@ class _Server(http.server.ThreadingHTTPServer):
         idle_timeout: float = IDLE_TIMEOUT,
         latency: float = 0.0,
     ) -> None:
+        bound = _ip(address[0])
+        if bound is not None and bound.version == 6:
+            # socketserver binds AF_INET unless told: "::1" would not resolve.
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.api = api
         self.max_connections = max_connections
@@ -323,7 +327,8 @@ class _Server(http.server.ThreadingHTTPServer):
         #: latency go at once (to closed connections) instead of lingering.
         self._dropped = threading.Event()
         host, port = self.socket.getsockname()[:2]
-        self.address = f"{host}:{port}"
+        #: ``host:port``, an IPv6 address in brackets, as URLs and ``Host`` headers write it.
+        self.address = f"[{host}]:{port}" if self.address_family == socket.AF_INET6 else f"{host}:{port}"
         self.own = OwnAddress(host, port)
         #: Open connections, each with the time it began waiting for a
         #: request (``None`` while one is under way).

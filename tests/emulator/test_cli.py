@@ -104,10 +104,23 @@ def test_non_loopback_host_warns(spawn: Callable[..., EmulatorProcess]) -> None:
     assert "loopback" in warnings[0]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
 def test_loopback_host_does_not_warn(spawn: Callable[..., EmulatorProcess], host: str) -> None:
     emulator = spawn("--host", host, "--queue", "default")
     assert emulator.stderr() == ""
+
+
+def test_the_ipv6_loopback_is_served_at_its_bracketed_address(spawn: Callable[..., EmulatorProcess]) -> None:
+    emulator = spawn("--host", "::1", "--queue", "default")
+    assert emulator.line == f"listening on http://[::1]:{emulator.port}\n"
+    client = emulator.client()
+    try:
+        assert client.call("POST", tasks_path(), {"id": "t1", "payloadBase64": b64(b"x")})[0] == 200
+        status, task = client.call("GET", tasks_path() + "/t1")
+    finally:
+        client.close()
+    assert status == 200
+    assert task["payloadBase64"] == b64(b"x")
 
 
 def assert_fails_cleanly(emulator: EmulatorProcess, *words: str) -> None:
