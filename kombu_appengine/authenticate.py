@@ -200,9 +200,8 @@ def _check_redirect(params: dict[str, list[str]], state: str) -> str:
         raise AuthenticationError("consent was denied in the browser (access_denied): no credentials written")
     if error:
         description = params.get("error_description", [""])[0]
-        raise AuthenticationError(
-            f"the authorization server refused: {error}" + (f" ({description})" if description else "")
-        )
+        answer = {"error": error, "error_description": description}
+        raise AuthenticationError(f"the authorization server refused: {token_error_text(answer)}")
     if not secrets.compare_digest(params.get("state", [""])[0].encode(), state.encode()):
         raise AuthenticationError(
             "the state parameter of the answer does not match this request: "

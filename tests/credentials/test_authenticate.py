@@ -394,3 +394,13 @@ def test_unknown_scope_is_a_usage_error(
         authenticate.main([client_secrets, str(tmp_path / "credentials"), "--scope", "everything"])
     assert exit_info.value.code == 2
     assert "not a Task Queue scope" in capsys.readouterr().err
+
+
+def test_an_error_the_browser_brings_back_is_bounded_too() -> None:
+    params = {"error": ["invalid_scope"], "error_description": ["\x1b[2J" + "x" * 100_000], "state": ["s"]}
+    with pytest.raises(authenticate.AuthenticationError) as refused:
+        authenticate._check_redirect(params, "s")
+    message = str(refused.value)
+    assert message.startswith("the authorization server refused: invalid_scope (")
+    assert len(message) < 300
+    assert "\x1b" not in message
