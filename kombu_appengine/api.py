@@ -108,6 +108,9 @@ QUEUE_NAME_ILLEGAL_RE = re.compile(r"[^a-zA-Z0-9-]")
 LONG_QUEUE_NAME_RE = re.compile(r"projects/([^/]+)/taskqueues/([^/]+)\Z")
 #: Prefixes the service put before an application id (high replication, EU).
 PROJECT_PREFIXES = ("s~", "e~")
+#: An application id without its prefix: lower-case letters, digits and
+#: hyphens, with a domain and ``:`` before it for the oldest (``example.com:my-app``).
+PROJECT_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9.:-]{0,98}[a-z0-9])?\Z")
 
 
 def bare_project(project: str) -> str:

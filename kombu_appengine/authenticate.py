@@ -45,7 +45,13 @@ from oauth2client.client import FlowExchangeError, OAuth2Credentials, OAuth2WebS
 
 from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
 from .cli_common import add_version_option
-from .credentials import CredentialsFileStorage
+from .credentials import (
+    AnswerKeepingHttp,
+    CredentialsFileStorage,
+    check_replaceable,
+    json_kind,
+    token_error_text,
+)
 
 #: ``--scope`` short names.
 SCOPES = {"taskqueue": TASKQUEUE_SCOPE, "consumer": TASKQUEUE_CONSUMER_SCOPE}
@@ -127,32 +133,45 @@ def load_client_secrets(path: str) -> dict[str, Any]:
             "of type 'Desktop app' (installed) in the Google Cloud console and download its JSON"
         )
     if not isinstance(info, dict):
-        raise AuthenticationError(f'client secrets file {path}: "installed" must be an object, not {info!r}')
+        raise AuthenticationError(
+            f'client secrets file {path}: "installed" must be an object, not {json_kind(info)}'
+        )
     _check_client(path, info)
     return info
 
 
 def _check_client(path: str, info: dict[str, Any]) -> None:
-    """Refuse the field values oauth2client lets through (wrong types, empty, not URLs)."""
+    """Refuse the field values oauth2client lets through (wrong types, empty, not URLs).
+
+    The messages name the field and say what it holds by kind only: a value
+    of this file may be its secret, and is never shown.
+    """
     for key in ("client_id", "client_secret", "auth_uri", "token_uri"):
         value = info.get(key)
         if not isinstance(value, str) or not value.strip():
+            held = "missing" if key not in info else f"not {json_kind(value)}"
             raise AuthenticationError(
-                f'client secrets file {path}: "installed" must give {key} as a non-empty string, '
-                f"not {value!r}"
+                f'client secrets file {path}: "installed" must give {key} as a non-empty string, {held}'
             )
     for key in ("auth_uri", "token_uri"):
         parts = urllib.parse.urlsplit(info[key])
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise AuthenticationError(
                 f'client secrets file {path}: "installed" must give {key} as an http(s) URL, '
-                f"not {info[key]!r}"
+                "and it is not one"
             )
     uris = info.get("redirect_uris", [])
-    if not isinstance(uris, list) or not all(isinstance(uri, str) for uri in uris):
+    if not isinstance(uris, list):
         raise AuthenticationError(
-            f'client secrets file {path}: "installed" must give redirect_uris as a list of URLs, not {uris!r}'
+            f'client secrets file {path}: "installed" must give redirect_uris as a list of URLs, '
+            f"not {json_kind(uris)}"
         )
+    for uri in uris:
+        if not isinstance(uri, str):
+            raise AuthenticationError(
+                f'client secrets file {path}: "installed" must give redirect_uris as a list of URLs, '
+                f"and it holds {json_kind(uri)}"
+            )
 
 
 def open_browser(url: str) -> None:
@@ -181,9 +200,8 @@ def _check_redirect(params: dict[str, list[str]], state: str) -> str:
         raise AuthenticationError("consent was denied in the browser (access_denied): no credentials written")
     if error:
         description = params.get("error_description", [""])[0]
-        raise AuthenticationError(
-            f"the authorization server refused: {error}" + (f" ({description})" if description else "")
-        )
+        answer = {"error": error, "error_description": description}
+        raise AuthenticationError(f"the authorization server refused: {token_error_text(answer)}")
     if not secrets.compare_digest(params.get("state", [""])[0].encode(), state.encode()):
         raise AuthenticationError(
             "the state parameter of the answer does not match this request: "
@@ -338,11 +356,13 @@ def obtain_credentials(
     finally:
         if server is not None:
             server.server_close()
+    http = AnswerKeepingHttp(timeout=EXCHANGE_TIMEOUT)
     try:
-        return flow.step2_exchange(code, http=httplib2.Http(timeout=EXCHANGE_TIMEOUT))
+        return flow.step2_exchange(code, http=http)
     except FlowExchangeError as error:
         raise AuthenticationError(
-            f"the token endpoint {info['token_uri']} refused the authorization code: {error}"
+            f"the token endpoint {info['token_uri']} refused the authorization code: "
+            + token_error_text(http.last_content or str(error))
         ) from None
     except (httplib2.HttpLib2Error, OSError) as error:
         raise AuthenticationError(f"cannot reach the token endpoint {info['token_uri']}: {error}") from None
@@ -351,8 +371,14 @@ def obtain_credentials(
 def main(argv: list[str] | None = None) -> int:
     """The ``pullqueue_authenticate`` command; returns its exit status."""
     args = parse_args(argv)
+    path = os.path.abspath(args.credentials)
     try:
         info = load_client_secrets(args.client_secrets)
+        try:
+            # Before the consent: a user must not consent for credentials that cannot be written.
+            check_replaceable(path)
+        except OSError as error:
+            raise AuthenticationError(f"cannot write the credentials file {path}: {error.strerror}") from None
         credentials = obtain_credentials(
             info, args.scope, args.noauth_local_webserver, not args.no_browser, sys.stdin, sys.stdout
         )
@@ -362,11 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                 "these credentials stop working when the access token expires",
                 file=sys.stderr,
             )
-        path = os.path.abspath(args.credentials)
         try:
             CredentialsFileStorage(path).put(credentials)
         except OSError as error:
-            raise AuthenticationError(f"cannot write {path}: {error.strerror}") from None
+            raise AuthenticationError(f"cannot write the credentials file {path}: {error.strerror}") from None
     except AuthenticationError as error:
         print(f"pullqueue_authenticate: {error}", file=sys.stderr)
         return 1

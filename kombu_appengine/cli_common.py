@@ -1,14 +1,21 @@
-"""What every console script of the project shares: ``--version`` and ``--log-level``.
+"""What every console script of the project shares: ``--version``,
+``--log-level``, and the argparse ``type=`` functions that check values.
 
-``pullqueue_emulator``, ``pullqueue_worker`` and ``pullqueue_authenticate``
-each build their own :class:`argparse.ArgumentParser`; the options here are
-added by the functions below so that all of them behave, and fail, alike.
+``pullqueue_emulator``, ``pullqueue_worker``, ``pullqueue_authenticate`` and
+the demo each build their own :class:`argparse.ArgumentParser`; the options
+here are added by the functions below, and numbers and names are checked by
+the ``type=`` functions below, so that all of them behave, and fail, alike:
+a bad value is one argparse error line naming the flag and what it takes
+(``argument --num-tasks: '0' is not an integer from 1 to 1000``), before
+anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+from typing import Callable
 
 from . import __version__
 
@@ -46,3 +53,87 @@ def add_log_level_option(parser: argparse.ArgumentParser, default: str) -> None:
 def add_version_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--version``: prints ``PROG VERSION`` (the package's version) and exits 0."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=``: a whole number from ``low`` to ``high`` (no bound when ``None``).
+
+    The function it gives raises :class:`argparse.ArgumentTypeError` for
+    anything else; argparse makes that one error line naming the flag.
+    """
+    if high is not None:
+        takes = f"an integer from {low} to {high}"
+    else:
+        takes = {0: "zero or a positive integer", 1: "a positive integer"}.get(
+            low, f"an integer of at least {low}"
+        )
+
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {takes}") from None
+        if number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {takes}")
+        return number
+
+    return check
+
+
+def number(unit: str, zero: bool = False, high: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number of ``unit`` (seconds, say), above 0 or, with ``zero``, from 0.
+
+    NaN and infinities are refused whatever the bounds: every comparison
+    with NaN is false, so a NaN taken here would slip past later checks
+    (and crash whatever computes with it).
+
+    Parameters:
+        unit: what the number counts, for the error line.
+        zero: whether 0 is taken.
+        high: the largest value taken, if any.
+    """
+    if high is not None:
+        takes = f"a number of {unit} from {0 if zero else 'above 0'} to {high:g}"
+    else:
+        takes = f"{'zero or ' if zero else ''}a positive number of {unit}"
+
+    def check(value: str) -> float:
+        try:
+            parsed = float(value)
+        except ValueError:
+            parsed = math.nan
+        in_range = parsed >= 0 if zero else parsed > 0
+        if not (math.isfinite(parsed) and in_range and (high is None or parsed <= high)):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {takes}")
+        return parsed
+
+    return check
+
+
+def not_empty(what: str, hint: str = "") -> Callable[[str], str]:
+    """An argparse ``type=``: any text but the empty string (a queue name, a path, an address).
+
+    Parameters:
+        what: what the value is ("a queue name"), for the error line.
+        hint: what to give instead, if anything, added to the error line.
+    """
+    message = f"{what} must not be empty" + (f" ({hint})" if hint else "")
+
+    def check(value: str) -> str:
+        if not value:
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    return check
+
+
+#: ``type=`` for a kombu queue name.
+queue_name = not_empty("a queue name")
+
+
+#: ``type=`` for counts of one or more (processes, say).
+positive_int = integer(1)
+#: ``type=`` for counts that may be 0 (retries, say).
+non_negative_int = integer(0)
+#: ``type=`` for a TCP port; 0 asks for a free one.
+port_number = integer(0, 65535)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
@@ -75,6 +76,14 @@ FRESH_MARGIN = datetime.timedelta(minutes=5)
 SERVICE_ACCOUNT_TYPE = "service_account"
 #: The ``type`` of an authorized-user file.
 AUTHORIZED_USER_TYPE = "authorized_user"
+#: Largest credentials file read: they hold a few KB; anything larger (a
+#: symlink to /dev/zero, a log named by mistake) is refused unread.
+MAX_CREDENTIALS_FILE_BYTES = 1024 * 1024
+#: Most characters of a token endpoint's error answer that a message carries:
+#: the answer is the server's to choose, and may be of any length.
+MAX_ERROR_TEXT = 200
+#: Largest token endpoint answer read as an error document.
+MAX_ERROR_DOCUMENT = 1024 * 1024
 
 
 # -- loading ----------------------------------------------------------------
@@ -145,10 +154,7 @@ def credentials_from_file(path: str, source: str = "credentials_file") -> google
     """
     data = _read_json(path, source)
     if "_module" in data and "_class" in data:
-        loaded = CredentialsFileStorage(path).get()
-        if loaded is None:
-            raise ConfigurationError(f"{source} {path}: oauth2client cannot read it")
-        return as_google_auth(loaded)
+        return as_google_auth(_oauth2client_credentials(data, path, source))
     kind = data.get("type")
     try:
         if kind == SERVICE_ACCOUNT_TYPE:
@@ -158,6 +164,28 @@ def credentials_from_file(path: str, source: str = "credentials_file") -> google
     except (ValueError, KeyError) as error:
         raise ConfigurationError(f"{source} {path}: not a valid {kind} file: {error}") from None
     return credentials_from_google_auth_file(path, source)
+
+
+def _oauth2client_credentials(data: dict[str, Any], path: str, source: str) -> Any:
+    """The oauth2client credentials of a file in its storage format, set to write refreshes back to it.
+
+    Raises:
+        ConfigurationError: oauth2client cannot read them; naming the field
+            missing, if that is why.
+    """
+    try:
+        loaded = oauth2client.client.Credentials.new_from_json(json.dumps(data))
+    except KeyError as error:
+        raise ConfigurationError(
+            f"{source} {path}: oauth2client cannot read it: it has no {error.args[0]!r}"
+        ) from None
+    except (ValueError, TypeError, AttributeError, ImportError) as error:
+        # Not the message: it may quote a value of the file.
+        raise ConfigurationError(
+            f"{source} {path}: oauth2client cannot read it ({type(error).__name__})"
+        ) from None
+    loaded.set_store(CredentialsFileStorage(path))
+    return loaded
 
 
 def credentials_from_google_auth_file(
@@ -174,8 +202,11 @@ def credentials_from_google_auth_file(
         source: what named the file, for error messages.
 
     Raises:
-        ConfigurationError: google-auth cannot load it either.
+        ConfigurationError: google-auth cannot load it either, or its
+            credential source names a file or URL by something not a string.
     """
+    data = _read_json(path, source)
+    _check_credential_source(data, path, source)
     try:
         # Without scopes: given them, google-auth looks an external account's
         # project id up at once (a token exchange and a call to Cloud Resource
@@ -192,7 +223,40 @@ def credentials_from_google_auth_file(
             f"{source} {path}: not a file written by pullqueue_authenticate, a service-account key "
             f"or an authorized-user file, and google-auth cannot load it either ({_one_line(error)})"
         ) from None
-    return as_google_auth(loaded)
+    return GoogleAuthFileCredentials(as_google_auth(loaded), path, source, data.get("token_url"))
+
+
+def _check_credential_source(data: dict[str, Any], path: str, source: str) -> None:
+    """Refuse a ``credential_source`` whose ``file`` or ``url`` is not a string.
+
+    google-auth takes ``{"file": 5}`` as the process's file descriptor 5: it
+    would read, then close, whatever that is.
+
+    Raises:
+        ConfigurationError: naming the file and the field.
+    """
+    credential_source = data.get("credential_source")
+    if not isinstance(credential_source, dict):
+        return
+    for key, what in (("file", "a path"), ("url", "a URL")):
+        value = credential_source.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise ConfigurationError(
+                f'{source} {path}: its credential source must give "{key}" as {what}, not {json_kind(value)}'
+            )
+
+
+def json_kind(value: Any) -> str:
+    """What kind of JSON value ``value`` is ("a list", "an empty string"...), never the value itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string" if value.strip() else "an empty string"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _one_line(error: BaseException) -> str:
@@ -252,13 +316,40 @@ def as_google_auth(credentials: Any) -> google.auth.credentials.Credentials:
     )
 
 
+def read_credentials_file(path: str) -> bytes:
+    """The content of the credentials file at ``path``, read with care.
+
+    A FIFO, a device or a directory is refused without waiting on it or
+    reading it (a symlink to ``/dev/zero`` would never end), and so is a
+    file larger than :data:`MAX_CREDENTIALS_FILE_BYTES`: at most one byte
+    more than that is read.
+
+    Raises:
+        OSError: it cannot be opened, is not a regular file or is too
+            large; ``strerror`` says which.
+    """
+    # Non-blocking, so that opening a FIFO does not wait for a writer.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        stream = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with stream:
+        content = stream.read(MAX_CREDENTIALS_FILE_BYTES + 1)
+    if len(content) > MAX_CREDENTIALS_FILE_BYTES:
+        raise OSError(errno.EFBIG, "it is larger than 1 MiB, far more than any credentials file holds")
+    return content
+
+
 def _read_json(path: str, source: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as stream:
-            data = json.load(stream)
+        data = json.loads(read_credentials_file(path))
     except OSError as error:
         raise ConfigurationError(f"{source} {path}: cannot read it: {error.strerror}") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ConfigurationError(f"{source} {path}: not a JSON credentials file") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source} {path}: not a JSON credentials file")
@@ -268,22 +359,78 @@ def _read_json(path: str, source: str) -> dict[str, Any]:
 # -- signing requests ---------------------------------------------------------
 
 
+def token_error_text(answer: Any) -> str:
+    """What a token endpoint's error answer says, on one line of at most :data:`MAX_ERROR_TEXT` characters.
+
+    An RFC 6749 error document (``{"error": ..., "error_description": ...}``,
+    as bytes, text or parsed) reads ``error (description)``; anything else
+    is its text. Characters that are not printable (line breaks, a
+    terminal's escape sequences) become spaces.
+    """
+    if isinstance(answer, (bytes, bytearray)):
+        answer = bytes(answer).decode("utf-8", "replace")
+    # A document longer than any error answer is no error document: not parsed.
+    if isinstance(answer, str) and len(answer) <= MAX_ERROR_DOCUMENT:
+        with contextlib.suppress(ValueError, RecursionError):
+            answer = json.loads(answer)
+    if isinstance(answer, dict) and "error" in answer:
+        text = str(answer["error"])
+        if answer.get("error_description"):
+            text += f" ({answer['error_description']})"
+    else:
+        text = str(answer)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: 4 * MAX_ERROR_TEXT]).split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+class AnswerKeepingHttp(httplib2.Http):
+    """An ``httplib2.Http`` that keeps the body of its last answer (:attr:`last_content`).
+
+    oauth2client turns a token endpoint's refusal into a message of its
+    own, running ``error`` and ``error_description`` together with no length
+    limit; with the body kept, :func:`token_error_text` can say it properly.
+    """
+
+    #: The body of the last answer, if any.
+    last_content: bytes | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        response, content = super().request(*args, **kwargs)
+        self.last_content = content
+        return response, content
+
+
+class _BoundedTokenErrorLog(logging.Filter):
+    """Cut oauth2client's own log of a token endpoint's refusal (the whole body) to its
+    :func:`token_error_text`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Failed to retrieve access token: %s" and isinstance(record.args, tuple):
+            record.args = tuple(token_error_text(arg) for arg in record.args)
+        return True
+
+
+logging.getLogger("oauth2client.client").addFilter(_BoundedTokenErrorLog())
+
+
 def refresh_refused(error: google.auth.exceptions.RefreshError) -> TaskQueueError:
     """The error to raise when a refresh failed at the token endpoint.
 
     A failure google-auth marks retryable (a 5xx, 429 or 408 answer, or a
     ``temporarily_unavailable`` error) is a :class:`TaskQueueConnectionError`,
     so kombu and Celery reconnect and try again; a refusal is
-    :class:`AuthenticationFailed`.
+    :class:`AuthenticationFailed`. Either says what the endpoint answered,
+    bounded by :func:`token_error_text`.
     """
-    # args[0] is the reason; args[1], when present, the whole error body.
-    reason = error.args[0] if error.args else error
+    # args[0] is google-auth's reason; args[1], when present, the answer's document.
+    answer = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], dict) else None
+    reason = token_error_text(answer if answer is not None else error.args[0] if error.args else error)
     if error.retryable:
         return TaskQueueConnectionError(
             f"the token endpoint failed to refresh the credentials ({reason}); it may work again later"
         )
     return AuthenticationFailed(
-        f"the token endpoint refused to refresh the credentials ({reason}): "
+        f"the token endpoint refused to refresh the credentials: {reason}; "
         "run pullqueue_authenticate again, or check the service-account key"
     )
 
@@ -336,17 +483,77 @@ class OAuth2ClientCredentials(google.auth.credentials.Credentials):
 
     def refresh(self, request: Any) -> None:
         """Refresh through oauth2client (and its storage)."""
+        http = AnswerKeepingHttp(timeout=REFRESH_TIMEOUT)
         try:
-            self.wrapped.refresh(httplib2.Http(timeout=REFRESH_TIMEOUT))
+            self.wrapped.refresh(http)
         except oauth2client.client.HttpAccessTokenRefreshError as error:
             # oauth2client does not say whether trying again may help; its
             # status does, judged as google-auth judges its own refreshes.
             raise google.auth.exceptions.RefreshError(
-                str(error), retryable=error.status in google.auth.transport.DEFAULT_RETRYABLE_STATUS_CODES
+                token_error_text(http.last_content or str(error)),
+                retryable=error.status in google.auth.transport.DEFAULT_RETRYABLE_STATUS_CODES,
             ) from None
         except (httplib2.HttpLib2Error, OSError) as error:
             raise google.auth.exceptions.TransportError(repr(error)) from None
         self._take_token()
+
+
+class GoogleAuthFileCredentials(google.auth.credentials.Credentials):
+    """Credentials google-auth loaded from a file, whose failures to get a token name the file.
+
+    An external account gets its first token at the first request, in two
+    steps: its credential source (a file, a URL, a program) gives a subject
+    token, which a security token service exchanges for an access token.
+    google-auth reports a failed first step as a ``RefreshError`` (or a
+    ``MalformedError``), which would read as a token endpoint refusing the
+    credentials; here it is a :class:`ConfigurationError` that names the
+    file and its credential source, and a refused exchange an
+    :class:`AuthenticationFailed` that names the file and the service.
+
+    Parameters:
+        wrapped: the credentials google-auth loaded, with their scopes.
+        path: the file.
+        source: what named the file, for messages.
+        token_url: the security token service the file names, if any.
+    """
+
+    def __init__(
+        self, wrapped: google.auth.credentials.Credentials, path: str, source: str, token_url: Any = None
+    ) -> None:
+        super().__init__()
+        #: The google-auth credentials.
+        self.wrapped = wrapped
+        self._path, self._source = path, source
+        self._token_service = f"the security token service {token_url}" if token_url else "its token service"
+        self._quota_project_id = getattr(wrapped, "quota_project_id", None)
+        self.token, self.expiry = wrapped.token, wrapped.expiry
+
+    def refresh(self, request: Any) -> None:
+        """Refresh the wrapped credentials.
+
+        Raises:
+            AuthenticationFailed: the token service refused the exchange.
+            ConfigurationError: the credential source gave no subject token.
+            google.auth.exceptions.TransportError: a service could not be reached.
+        """
+        named = f"{self._source} {self._path}"
+        try:
+            self.wrapped.refresh(request)
+        except google.auth.exceptions.TransportError:
+            raise
+        except google.auth.exceptions.OAuthError as error:
+            # The service answered, and refused: args[1] is its answer.
+            answer = error.args[1] if len(error.args) > 1 else error.args[0] if error.args else error
+            raise AuthenticationFailed(
+                f"{named}: {self._token_service} refused to exchange its subject token: "
+                + token_error_text(answer)
+            ) from None
+        except (google.auth.exceptions.GoogleAuthError, ValueError, TypeError, KeyError, OSError) as error:
+            raise ConfigurationError(
+                f"{named}: cannot get an access token from its credential source: "
+                + token_error_text(_one_line(error))
+            ) from None
+        self.token, self.expiry = self.wrapped.token, self.wrapped.expiry
 
 
 class AuthorizedUserFileCredentials(user_credentials.Credentials):
@@ -399,10 +606,9 @@ class AuthorizedUserFileCredentials(user_credentials.Credentials):
 
     def _take_newer_token_from_file(self, path: str) -> bool:
         try:
-            with open(path, encoding="utf-8") as stream:
-                stored = json.load(stream)
+            stored = json.loads(read_credentials_file(path))
             token, expiry = stored["token"], _parse_expiry(stored["expiry"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
             return False
         if not token or token == self.token or expiry <= _utcnow() + FRESH_MARGIN:
             return False
@@ -411,8 +617,7 @@ class AuthorizedUserFileCredentials(user_credentials.Credentials):
 
     def _write_token_to_file(self, path: str) -> None:
         try:
-            with open(path, encoding="utf-8") as stream:
-                stored = json.load(stream)
+            stored = json.loads(read_credentials_file(path))
             stored["token"] = self.token
             stored["expiry"] = self.expiry.isoformat() + "Z" if self.expiry else None
             if self.refresh_token:
@@ -420,7 +625,7 @@ class AuthorizedUserFileCredentials(user_credentials.Credentials):
             write_private_file(
                 path, json.dumps(stored, indent=2) + "\n", mode=stat.S_IMODE(os.stat(path).st_mode)
             )
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError, TypeError) as error:
             logger.warning(
                 "could not write the refreshed access token back to %s (%s): the next start refreshes again",
                 path,
@@ -441,6 +646,54 @@ def _parse_expiry(text: str) -> datetime.datetime:
 # -- storing ------------------------------------------------------------------
 
 
+def replaceable_file(path: str) -> str:
+    """The file that writing ``path`` replaces: ``path``, its symlinks followed.
+
+    Raises:
+        OSError: it exists and is not a regular file (a directory, a device,
+            a FIFO, a socket: replacing one would turn it into a file holding
+            tokens), or its directory does not exist; ``strerror`` says which.
+    """
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        directory = os.path.dirname(target) or "."
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, f"its directory {directory} does not exist") from None
+        return target
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "it is a directory")
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            errno.EINVAL,
+            "it exists and is not a regular file (a device, a FIFO or a socket): refusing to replace it",
+        )
+    return target
+
+
+def check_replaceable(path: str) -> None:
+    """Check that :func:`write_private_file` can write ``path``, writing nothing there.
+
+    A temporary file is created in its directory and removed, as the write
+    itself would, so a read-only file system or a directory without write
+    permission is found too.
+
+    Raises:
+        OSError: it cannot; ``strerror`` says why.
+    """
+    descriptor, temporary = _temporary_beside(replaceable_file(path))
+    os.close(descriptor)
+    os.unlink(temporary)
+
+
+def _temporary_beside(target: str) -> tuple[int, str]:
+    """A new temporary file in the directory of ``target``: its descriptor and path."""
+    return tempfile.mkstemp(
+        dir=os.path.dirname(target) or ".", prefix="." + os.path.basename(target) + ".", suffix=".tmp"
+    )
+
+
 def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace the file at ``path`` (following a symlink) with ``text``, atomically.
 
@@ -449,13 +702,11 @@ def write_private_file(path: str, text: str, mode: int = PRIVATE_FILE_MODE) -> N
     old file or the new one, never a part.
 
     Raises:
-        OSError: the directory cannot be written.
+        OSError: ``path`` is not a regular file (see :func:`replaceable_file`),
+            or the directory cannot be written.
     """
-    target = os.path.realpath(path)
-    directory = os.path.dirname(target) or "."
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(target) + ".", suffix=".tmp"
-    )
+    target = replaceable_file(path)
+    descriptor, temporary = _temporary_beside(target)
     try:
         os.chmod(temporary, mode)
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
@@ -488,13 +739,12 @@ class CredentialsFileStorage(oauth2client.client.Storage):
     def locked_get(self) -> oauth2client.client.Credentials | None:
         """The stored credentials, set to write refreshes back here; ``None`` when unreadable."""
         try:
-            with open(self.path, encoding="utf-8") as stream:
-                content = stream.read()
+            content = read_credentials_file(self.path)
         except OSError:
             return None
         try:
             credentials = oauth2client.client.Credentials.new_from_json(content)
-        except (ValueError, KeyError, TypeError, AttributeError, ImportError):
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError, ImportError):
             return None
         credentials.set_store(self)
         return credentials

@@ -25,7 +25,8 @@ from typing import Any
 
 from kombu import Connection
 
-from .api import EMULATOR_HOST_ENV, SERVICE_PATH, encode_payload
+from .api import EMULATOR_HOST_ENV, MAX_NUM_TASKS, SERVICE_PATH, encode_payload
+from .cli_common import integer, positive_int
 from .client import TaskQueueClient
 from .emulator import Emulator
 
@@ -164,9 +165,18 @@ def _parse_summary(output: str) -> dict[str, int | float]:
 def main(argv: list[str] | None = None) -> None:
     """The ``scripts/demo`` entry point."""
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=4000, help="tasks to enqueue (default: %(default)s)")
-    parser.add_argument("--processes", type=int, default=4, help="worker processes (default: %(default)s)")
-    parser.add_argument("--num-tasks", type=int, default=20, help="tasks per lease (default: %(default)s)")
+    parser.add_argument(
+        "--tasks", type=positive_int, default=4000, help="tasks to enqueue (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--processes", type=positive_int, default=4, help="worker processes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-tasks",
+        type=integer(1, MAX_NUM_TASKS),
+        default=20,
+        help="tasks per lease (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     sys.exit(run(args.tasks, args.processes, args.num_tasks))
 

@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -39,13 +40,25 @@ from typing import Any, Callable
 
 from kombu import Connection
 
-from .cli_common import add_log_level_option, add_version_option
+from .api import MAX_LEASE_SECONDS, MAX_NUM_TASKS
+from .cli_common import (
+    add_log_level_option,
+    add_version_option,
+    integer,
+    non_negative_int,
+    number,
+    positive_int,
+    queue_name,
+)
 from .errors import TaskQueueConnectionError, TaskQueueError
+from .names import pull_queue_name
 
 logger = logging.getLogger("kombu_appengine.worker")
 
 #: Longest backoff before a failed task is retried, in seconds.
 MAX_BACKOFF_SECONDS = 3600
+#: Longest ``--polling-interval``, in seconds (the transport's own bound).
+MAX_POLLING_INTERVAL = 3600
 #: A process that dies sooner than this after starting counts as a crash loop.
 QUICK_DEATH_SECONDS = 1.0
 #: The signals that ask the worker to stop.
@@ -84,10 +97,21 @@ def load_function(spec: str) -> Callable[[Any], Any]:
 
 
 def backoff_seconds(attempt: int, first: float) -> int:
-    """Seconds before attempt ``attempt + 1`` of a task that failed ``attempt`` times."""
-    if first <= 0:
+    """Seconds before attempt ``attempt + 1`` of a task that failed ``attempt`` times.
+
+    ``first`` doubled ``attempt - 1`` times, rounded up, at most
+    :data:`MAX_BACKOFF_SECONDS`; 0 when ``first`` is not positive. Safe for
+    any ``first`` and any attempt: the doublings are compared in powers of
+    two, so no float overflows however many times a task was leased.
+    """
+    if not first > 0:  # NaN too
         return 0
-    return int(min(first * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS) + 0.999)
+    if first >= MAX_BACKOFF_SECONDS:
+        return MAX_BACKOFF_SECONDS
+    doublings = max(attempt - 1, 0)
+    if doublings >= math.log2(MAX_BACKOFF_SECONDS) - math.log2(first):
+        return MAX_BACKOFF_SECONDS
+    return min(math.ceil(math.ldexp(first, doublings)), MAX_BACKOFF_SECONDS)
 
 
 @dataclass
@@ -408,22 +432,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="called with each task's payload (decoded JSON, else bytes); returning acks it",
     )
-    parser.add_argument("--queue", required=True, help="the pull queue (a kombu queue name)")
+    parser.add_argument("--queue", required=True, type=queue_name, help="the pull queue (a kombu queue name)")
     parser.add_argument(
         "--processes",
-        type=int,
+        type=positive_int,
         default=2 * (os.cpu_count() or 1) + 1,
         help="worker processes (default: 2 x CPUs + 1 = %(default)s)",
     )
     parser.add_argument(
-        "--num-tasks", type=int, default=10, help="tasks one lease asks for (default: %(default)s)"
+        "--num-tasks",
+        type=integer(1, MAX_NUM_TASKS),
+        default=10,
+        help="tasks one lease asks for (default: %(default)s)",
     )
     parser.add_argument(
-        "--lease-secs", type=int, default=60, help="lease length in seconds (default: %(default)s)"
+        "--lease-secs",
+        type=integer(1, MAX_LEASE_SECONDS),
+        default=60,
+        help="lease length in seconds (default: %(default)s)",
     )
     parser.add_argument(
         "--polling-interval",
-        type=float,
+        type=number("seconds", zero=True, high=MAX_POLLING_INTERVAL),
         default=1.0,
         help="seconds to wait after finding the queue empty (default: %(default)s)",
     )
@@ -437,22 +467,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-retries",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="retries of a failing task before it is dropped (default: no limit but the queue's maxLeases)",
     )
     parser.add_argument(
-        "--dead-letter-queue", metavar="NAME", help="move tasks out of retries here instead of deleting them"
+        "--dead-letter-queue",
+        type=queue_name,
+        metavar="NAME",
+        help="move tasks out of retries here instead of deleting them",
     )
     parser.add_argument(
         "--retry-backoff",
-        type=float,
+        type=number("seconds", zero=True),
         default=1.0,
         help="seconds before the first retry; doubles each retry, at most an hour (default: %(default)s)",
     )
     parser.add_argument(
         "--stats-interval",
-        type=float,
+        type=number("seconds"),
         default=5.0,
         help="seconds between progress lines (default: %(default)s)",
     )
@@ -466,13 +499,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
-    for option, value, low in (
-        ("--processes", args.processes, 1),
-        ("--num-tasks", args.num_tasks, 1),
-        ("--lease-secs", args.lease_secs, 1),
+    if args.dead_letter_queue is not None and pull_queue_name(args.dead_letter_queue) == pull_queue_name(
+        args.queue
     ):
-        if value < low:
-            parser.error(f"{option} must be at least {low}, not {value}")
+        parser.error(
+            f"--dead-letter-queue {args.dead_letter_queue!r} is the pull queue of --queue {args.queue!r} "
+            f"({pull_queue_name(args.queue)!r}): tasks out of retries would go back where they failed"
+        )
     options: dict[str, Any] = {
         "num_tasks": args.num_tasks,
         "lease_secs": args.lease_secs,

@@ -197,3 +197,41 @@ def test_demo_runs_and_reports_an_empty_queue():
     assert "processed:          200 of 200" in result.stdout
     assert "queue now holds:    0 tasks (taskqueues.get), 0 listed (tasks.list)" in result.stdout
     assert re.search(r"HTTP calls per task: \d+\.\d\d", result.stdout)
+
+
+def test_the_warning_filter_the_readme_gives_scripts_makes_an_unknown_option_an_error(tmp_path):
+    [block] = [code for _, code in blocks("python") if 'filterwarnings("error"' in code]
+    check = block + (
+        "from kombu import Connection\n"
+        "options = {'api_endpoint': 'http://127.0.0.1:9', 'visibility_timeout': 30}\n"
+        "try:\n"
+        "    Connection(transport='kombu_appengine:Transport', transport_options=options).default_channel\n"
+        "except UnknownTransportOptionWarning as warning:\n"
+        "    print('raised:', warning)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        "raised: kombu_appengine ignores the unknown transport option 'visibility_timeout'"
+    )
+
+
+def test_the_readme_says_what_pythons_own_w_option_does_with_the_warning(tmp_path):
+    option = "error::kombu_appengine.errors.UnknownTransportOptionWarning"
+    result = subprocess.run(
+        [sys.executable, "-W", option, "-c", "pass"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert "Invalid -W option ignored" in result.stderr
+    assert f"`python -W {option}`\nprints `Invalid -W option ignored`" in README
+
+
+def test_the_queues_section_warns_that_names_differing_in_punctuation_share_a_pull_queue():
+    from kombu_appengine.names import pull_queue_name
+
+    assert {pull_queue_name(name) for name in ("a.b", "a_b", "a:b", "a-b")} == {"a-b"}
+    section = README[README.index("\n## Queues\n") : README.index("\n## The emulator\n")]
+    warning = " ".join(line.lstrip("> ") for line in section.splitlines() if line.startswith(">"))
+    assert warning.startswith("**Warning: names that differ only in punctuation are one queue.**")
+    assert "`a.b`, `a_b`, `a:b` and `a-b` are all the pull queue `a-b`" in warning

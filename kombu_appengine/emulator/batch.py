@@ -8,8 +8,9 @@ The body is split on its boundary here, as bytes, rather than by the
 :mod:`email` package, which decodes the whole body to text and keeps a string
 per line (some 25 times the size of a body of short lines). The parts are
 counted before anything is split, and every part's headers are checked
-before any part runs: a batch that cannot be answered in full is refused
-whole, with nothing done.
+before any part runs (its MIME headers, its Content-ID, and the content type
+of a JSON body): a batch that cannot be answered in full is refused whole,
+with nothing done.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..api import BATCH_PATHS, MAX_BATCH_PARTS
 from . import errors
 from .errors import ApiError
 from .faults import RETRY_TEST_HEADER
-from .rest import Response, RestApi, parse_headers
+from .rest import Response, RestApi, check_json_content_type, parse_headers
 from .wire import too_large
 
 _REQUEST_LINE = re.compile(rb"([A-Za-z]+) (\S+)(?: HTTP/\d\.\d)?\Z")
@@ -210,6 +211,8 @@ def answer_batch(
         raise too_many_parts()
     parts = [read_part(number, raw) for number, raw in enumerate(raw_parts, 1)]
     del raw_parts
+    for number, part in enumerate(parts, 1):
+        _check_content_type(api, number, part)
     retry_test = headers.get(RETRY_TEST_HEADER)
     answer_boundary = "batch_" + uuid.uuid4().hex
     chunks: list[bytes] = []
@@ -228,6 +231,28 @@ def answer_batch(
         chunks.append(_render_part(answer_boundary, part.content_id, answer))
     chunks.append(f"--{answer_boundary}--\r\n".encode("ascii"))
     return Response(200, b"".join(chunks), f"multipart/mixed; boundary={answer_boundary}")
+
+
+def _check_content_type(api: RestApi, number: int, part: Part) -> None:
+    """Refuse the batch for a part whose JSON body is not sent as ``application/json``.
+
+    Checked before any part runs: the part would be refused anyway, and
+    a client that sent it is not speaking JSON (a page's ``text/plain`` POST).
+
+    Raises:
+        ApiError: 400 naming the part.
+    """
+    request = part.request
+    if not isinstance(request, Request) or not api.takes_json_body(
+        request.method, request.target, request.headers
+    ):
+        return
+    try:
+        check_json_content_type(request.headers)
+    except ApiError as error:
+        raise errors.bad_request(
+            f"Part {number} of the batch: {error.message}; nothing in the batch was run", reason=error.reason
+        ) from None
 
 
 def _render_part(boundary: str, content_id: str | None, answer: Response) -> bytes:

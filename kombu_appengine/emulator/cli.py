@@ -5,42 +5,22 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import math
 import signal
 import sys
 
-from ..cli_common import add_log_level_option, add_version_option
+from .. import cli_common
+from ..api import PROJECT_ID_RE, bare_project
+from ..cli_common import add_log_level_option, add_version_option, not_empty, port_number
 from .model import QueueConfig
 from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT, REQUEST_TIMEOUT, Emulator
 from .storage import StorageError
 
-
-def positive_int(value: str) -> int:
-    """An argparse ``type=``: a positive integer.
-
-    Raises:
-        argparse.ArgumentTypeError: anything else; argparse makes it one error line naming the option.
-    """
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
-    return number
-
-
-def positive_seconds(value: str) -> float:
-    """An argparse ``type=``: a positive, finite number of seconds.
-
-    Raises:
-        argparse.ArgumentTypeError: anything else.
-    """
-    seconds = _number(value)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
-    return seconds
+#: ``type=`` of ``--max-connections``.
+positive_int = cli_common.positive_int
+#: ``type=`` of ``--request-timeout`` and ``--idle-timeout``.
+positive_seconds = cli_common.number("seconds")
+_milliseconds = cli_common.number("milliseconds", zero=True)
 
 
 def milliseconds(value: str) -> float:
@@ -49,19 +29,21 @@ def milliseconds(value: str) -> float:
     Raises:
         argparse.ArgumentTypeError: anything else.
     """
-    number = _number(value)
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not zero or a positive number of milliseconds")
-    return number / 1000
+    return _milliseconds(value) / 1000
 
 
-def _number(value: str) -> float:
-    """``value`` as a finite float; NaN (which every comparison refuses) for anything else."""
-    try:
-        number = float(value)
-    except ValueError:
-        return math.nan
-    return number if math.isfinite(number) else math.nan
+def project_id(value: str) -> str:
+    """An argparse ``type=``: an application id, with or without ``s~`` or ``e~``.
+
+    Raises:
+        argparse.ArgumentTypeError: an empty or malformed id, which no
+            request could name (the emulator would answer 404 to all).
+    """
+    if not PROJECT_ID_RE.match(bare_project(value)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an application id: 1 to 100 of a-z, 0-9, '-', '.' and ':'"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,18 +51,34 @@ def _parser() -> argparse.ArgumentParser:
         prog="pullqueue_emulator",
         description="Serve the App Engine Task Queue REST API (v1beta2) for local development and tests.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8123, help="port to bind; 0 picks a free one (default: %(default)s)"
+        "--host",
+        type=not_empty("an address", "0.0.0.0 listens on every address"),
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=8123,
+        help="port to bind; 0 picks a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--queue", action="append", default=[], metavar="NAME", help="declare a pull queue (repeatable)"
     )
     parser.add_argument("--queue-yaml", metavar="PATH", help="read pull queues from an App Engine queue.yaml")
     parser.add_argument(
-        "--project", metavar="ID", help="serve only this application id (with or without s~/e~); default: any"
+        "--project",
+        type=project_id,
+        metavar="ID",
+        help="serve only this application id (with or without s~/e~); default: any",
     )
-    parser.add_argument("--data-dir", metavar="PATH", help="keep tasks on disk here; default: memory only")
+    parser.add_argument(
+        "--data-dir",
+        type=not_empty("a path"),
+        metavar="PATH",
+        help="keep tasks on disk here; default: memory only",
+    )
     parser.add_argument(
         "--fsync",
         action="store_true",

@@ -61,6 +61,11 @@ def backend_error(message: str) -> ApiError:
     return ApiError(503, "backendError", message)
 
 
+def internal_error() -> ApiError:
+    """500: the server failed where it should not have (a bug): Google's own answer to that."""
+    return ApiError(500, "backendError", "Backend Error")
+
+
 def login_required() -> ApiError:
     """401: the request carries no bearer token."""
     return ApiError(401, "required", "Login Required.")

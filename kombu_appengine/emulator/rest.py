@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import re
 import threading
 import urllib.parse
@@ -26,8 +27,10 @@ from typing import Any, Callable, NamedTuple
 from .. import api, discovery
 from . import errors
 from .errors import ApiError
-from .faults import RETRY_TEST_HEADER, RETRY_TEST_PATH, FaultInjector
+from .faults import RETRY_TEST_HEADER, RETRY_TEST_PATH, FaultInjector, ResetConnection
 from .model import TaskQueueService
+
+logger = logging.getLogger(__name__)
 
 #: Content type of every JSON answer.
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -132,12 +135,7 @@ def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> 
             (what a page of another site cannot send without asking), or the
             body is missing, not JSON, an array or a string, or too complex.
     """
-    content_type = headers.get("content-type", "")
-    if content_type.partition(";")[0].strip().lower() != "application/json":
-        sent = repr(content_type) if content_type else "without a content type"
-        raise errors.bad_request(
-            f"The request body must be sent as application/json, not {sent}", reason="badContent"
-        )
+    check_json_content_type(headers)
     if not body.strip():
         raise errors.bad_request(f"This method needs {what} in the request body", reason="required")
     skeleton = _JSON_STRING.sub(b'""', body).lstrip()
@@ -152,13 +150,67 @@ def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> 
             reason="parseError",
         )
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(f"The request body is not valid JSON: {exc}", reason="parseError") from None
     except RecursionError:
         raise errors.bad_request(
             "The request body is not valid JSON: nested too deeply", reason="parseError"
         ) from None
+    _check_unicode(document)
+    return document
+
+
+def check_json_content_type(headers: Mapping[str, str]) -> None:
+    """Refuse a JSON body sent as anything but ``application/json``.
+
+    Parameters:
+        headers: the request's headers, lower-case names.
+
+    Raises:
+        ApiError: 400 naming the content type sent.
+    """
+    content_type = headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        sent = repr(content_type[:100]) if content_type else "without a content type"
+        raise errors.bad_request(
+            f"The request body must be sent as application/json, not {sent}", reason="badContent"
+        )
+
+
+def _check_unicode(document: Any, field: str | None = None) -> None:
+    """Refuse a JSON document holding a string that is no Unicode text.
+
+    JSON's ``\\udc00`` escapes (and the bytes of a surrogate, which
+    :func:`json.loads` lets through) give strings with lone surrogates, which
+    cannot be encoded as UTF-8: every string of a request is checked here,
+    once, so no later ``.encode()`` (of a tag, a task name, a queue name, a
+    journal entry) can fail on one.
+
+    Raises:
+        ApiError: 400 naming the field (the top-level field it is in).
+    """
+    if isinstance(document, dict):
+        for key, value in document.items():
+            named = field or (key if isinstance(key, str) and _is_unicode(key) else None)
+            if not _is_unicode(key):
+                raise errors.bad_request("The request body holds a field name that is not valid Unicode")
+            _check_unicode(value, named)
+    elif isinstance(document, list):
+        for value in document:
+            _check_unicode(value, field)
+    elif isinstance(document, str) and not _is_unicode(document):
+        raise errors.bad_request(
+            f"Field {field!r} of the request body is not valid Unicode (a lone surrogate)"
+        )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RestApi:
@@ -231,6 +283,13 @@ class RestApi:
             return self._dispatch(method.upper(), target, headers, body, host, outer_token, outer_retry_test)
         except ApiError as error:
             return error_response(error)
+        except ResetConnection:
+            raise
+        except Exception:
+            # A bug: answered as Google answers its own, never a dropped
+            # connection (in a batch, after parts that took effect).
+            logger.exception("unexpected error answering %s %s", method[:20], loggable_target(target))
+            return error_response(errors.internal_error())
 
     def body_limit(self, method: str, target: str, headers: Mapping[str, str]) -> int:
         """Most body bytes the request may carry, known from its head alone.
@@ -246,6 +305,22 @@ class RestApi:
         except ApiError:
             return MAX_SMALL_BODY_BYTES
         return MAX_TASK_BODY_BYTES if called.id in _TASK_BODY_METHODS else MAX_SMALL_BODY_BYTES
+
+    @staticmethod
+    def takes_json_body(method: str, target: str, headers: Mapping[str, str]) -> bool:
+        """Whether the request's body is JSON (a Task, a retry test), known from its head alone.
+
+        ``headers`` has lower-case names.
+        """
+        path = target.partition("?")[0]
+        verb = _verb(method.upper(), headers)
+        if path == RETRY_TEST_PATH:
+            return verb == "POST"
+        try:
+            called, _ = resolve(verb, path)
+        except ApiError:
+            return False
+        return called.id in _TASK_BODY_METHODS
 
     def _authenticate(
         self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
@@ -463,6 +538,23 @@ def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:
         elif expected != given:
             return None
     return params
+
+
+#: Query parameters that carry credentials, left out of logs.
+_SECRET_PARAMETERS = frozenset({"oauth_token", "access_token", "key"})
+
+
+def loggable_target(target: str) -> str:
+    """A request target fit for a log: no credentials in its query, at most 300 characters."""
+    path, _, query = target.partition("?")
+    if query:
+        kept = [
+            (name, value)
+            for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+            if name.lower() not in _SECRET_PARAMETERS
+        ]
+        path += "?" + urllib.parse.urlencode(kept) if kept else ""
+    return path[:300]
 
 
 def parse_headers(lines: list[bytes]) -> dict[str, str]:

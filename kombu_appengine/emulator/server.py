@@ -45,12 +45,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
+from ..api import PROJECT_ID_RE, bare_project
 from . import batch, wire
 from .errors import ApiError
 from .faults import Fault, ResetConnection
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import load_queue_yaml
-from .rest import RestApi, error_response
+from .rest import RestApi, error_response, loggable_target
 from .storage import FileJournal
 
 logger = logging.getLogger(__name__)
@@ -269,6 +270,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     return
 
     def _send(self, response: Any) -> None:
+        """Write ``response``; every answer goes through here, and the stdlib's ``log_request`` never runs."""
+        if logger.isEnabledFor(logging.DEBUG):
+            # The method and target as sent (at most a few hundred characters),
+            # without the credentials a query may carry.
+            logger.debug(
+                "%s %s %s %d",
+                self.address_string(),
+                (getattr(self, "command", None) or "-")[:20],
+                loggable_target(getattr(self, "path", None) or "-"),
+                response.status,
+            )
         self.rfile.end_deadline()
         if self.latency:
             self.server.delay(self.latency)
@@ -300,6 +312,10 @@ class _Server(http.server.ThreadingHTTPServer):
         idle_timeout: float = IDLE_TIMEOUT,
         latency: float = 0.0,
     ) -> None:
+        bound = _ip(address[0])
+        if bound is not None and bound.version == 6:
+            # socketserver binds AF_INET unless told: "::1" would not resolve.
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.api = api
         self.max_connections = max_connections
@@ -311,7 +327,8 @@ class _Server(http.server.ThreadingHTTPServer):
         #: latency go at once (to closed connections) instead of lingering.
         self._dropped = threading.Event()
         host, port = self.socket.getsockname()[:2]
-        self.address = f"{host}:{port}"
+        #: ``host:port``, an IPv6 address in brackets, as URLs and ``Host`` headers write it.
+        self.address = f"[{host}]:{port}" if self.address_family == socket.AF_INET6 else f"{host}:{port}"
         self.own = OwnAddress(host, port)
         #: Open connections, each with the time it began waiting for a
         #: request (``None`` while one is under way).
@@ -452,7 +469,8 @@ class Emulator:
 
     Raises:
         ValueError: a connection option that is not positive and finite, a
-            latency that is negative or not finite, or fsync without data_dir.
+            latency that is negative or not finite, an empty data_dir, a
+            project that is not an application id, or fsync without data_dir.
         DataDirInUse: another emulator runs on ``data_dir``.
         CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
         OSError: the address cannot be bound, or ``data_dir`` cannot be used.
@@ -476,6 +494,10 @@ class Emulator:
         fsync: bool = False,
         latency: float = 0.0,
     ) -> None:
+        if data_dir is not None and not data_dir:
+            raise ValueError("data_dir must name a directory, not '': give None for memory only")
+        if project is not None and not PROJECT_ID_RE.match(bare_project(project)):
+            raise ValueError(f"project {project!r} is not an application id: no request could name it")
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
         for option, value in (

@@ -277,10 +277,16 @@ class FileJournal:
 
 
 def _prepare_directory(path: str) -> None:
-    """Create ``path`` private to its owner, or warn when an existing one is open to others."""
+    """Create ``path`` private to its owner, or warn when an existing one is open to others.
+
+    Raises:
+        StorageError: ``path`` exists and is not a directory.
+    """
     try:
         os.makedirs(path, mode=DIR_MODE)
     except FileExistsError:
+        if not os.path.isdir(path):
+            raise StorageError(f"data dir {path} is not a directory") from None
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if mode & 0o066:
             logger.warning(

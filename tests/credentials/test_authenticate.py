@@ -6,6 +6,7 @@ it."""
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import os
 import pathlib
@@ -199,6 +200,78 @@ def test_missing_or_malformed_client_secrets(
     assert not (tmp_path / "credentials").exists()
 
 
+#: A secret that a malformed field of client_secrets.json holds: never shown.
+SECRET = "GOCSPX-SUPERSECRET"
+
+
+@pytest.mark.parametrize(
+    ("installed", "words"),
+    [
+        (dict(CLIENT, client_secret=[SECRET]), ["client_secret", "not a list"]),
+        (dict(CLIENT, client_secret={"value": SECRET}), ["client_secret", "not an object"]),
+        (dict(CLIENT, client_id=[SECRET]), ["client_id", "not a list"]),
+        (dict(CLIENT, auth_uri=SECRET), ["auth_uri", "http(s) URL"]),
+        (dict(CLIENT, token_uri=f"ftp://{SECRET}/token"), ["token_uri", "http(s) URL"]),
+        (dict(CLIENT, redirect_uris=SECRET), ["redirect_uris", "not a string"]),
+        (dict(CLIENT, redirect_uris=[SECRET, 5]), ["redirect_uris", "list of URLs"]),
+        (SECRET, ['"installed" must be an object', "not a string"]),
+        ([SECRET], ['"installed" must be an object', "not a list"]),
+    ],
+)
+def test_malformed_client_secrets_never_echo_a_value(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture, installed: Any, words: list[str]
+) -> None:
+    secrets_path = write_json(tmp_path / "client_secrets.json", {"installed": installed})
+    status = authenticate.main([str(secrets_path), str(tmp_path / "credentials"), "--no-browser"])
+    captured = capsys.readouterr()
+    assert_one_line_error(status, captured.err, str(secrets_path), *words)
+    assert SECRET not in captured.out + captured.err
+
+
+def special_target(tmp_path: pathlib.Path, kind: str) -> pathlib.Path:
+    """An output path that must be refused: a FIFO, a symlink to one, a directory, or in no directory."""
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        return tmp_path / "fifo"
+    if kind == "symlink to a fifo":
+        os.mkfifo(tmp_path / "fifo")
+        (tmp_path / "link").symlink_to(tmp_path / "fifo")
+        return tmp_path / "link"
+    if kind == "directory":
+        (tmp_path / "dir").mkdir()
+        return tmp_path / "dir"
+    return tmp_path / "missing" / "credentials"
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("fifo", ["exists and is not a regular file"]),
+        ("symlink to a fifo", ["exists and is not a regular file"]),
+        ("directory", ["is a directory"]),
+        ("missing directory", ["does not exist"]),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_consent(
+    client_secrets: str,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    words: list[str],
+) -> None:
+    target = special_target(tmp_path, kind)
+    before = target.lstat().st_mode if os.path.lexists(target) else None
+    # Were the flow to start, it would read an empty answer here and fail on that instead.
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    status = authenticate.main([client_secrets, str(target), "--noauth_local_webserver"])
+    captured = capsys.readouterr()
+    assert_one_line_error(status, captured.err, str(target), *words)
+    assert captured.out == "", "no authorization URL: the user is not asked to consent for nothing"
+    if before is not None:
+        assert target.lstat().st_mode == before
+
+
 def test_web_client_is_refused(
     oauth: OAuthServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -275,6 +348,20 @@ def test_token_endpoint_refuses_the_code(
 
 
 @pytest.mark.slow
+def test_a_long_token_endpoint_error_is_bounded_and_keeps_error_and_description_apart(
+    oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path
+) -> None:
+    oauth.error_description = "Token has been expired or revoked.\x1b[2J" + "x" * 100_000
+    run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
+    consent(run.authorization_url())
+    code, _, stderr = run.finish("not-the-code")
+    assert_one_line_error(code, stderr, "invalid_grant (Token has been expired or revoked.")
+    [line] = [line for line in stderr.splitlines() if line.startswith("pullqueue_authenticate: ")]
+    assert len(line) < 400
+    assert "\x1b" not in stderr
+
+
+@pytest.mark.slow
 def test_no_answer_pasted(oauth: OAuthServer, client_secrets: str, tmp_path: pathlib.Path) -> None:
     run = AuthenticateRun(client_secrets, str(tmp_path / "credentials"), "--noauth_local_webserver")
     run.authorization_url()
@@ -307,3 +394,13 @@ def test_unknown_scope_is_a_usage_error(
         authenticate.main([client_secrets, str(tmp_path / "credentials"), "--scope", "everything"])
     assert exit_info.value.code == 2
     assert "not a Task Queue scope" in capsys.readouterr().err
+
+
+def test_an_error_the_browser_brings_back_is_bounded_too() -> None:
+    params = {"error": ["invalid_scope"], "error_description": ["\x1b[2J" + "x" * 100_000], "state": ["s"]}
+    with pytest.raises(authenticate.AuthenticationError) as refused:
+        authenticate._check_redirect(params, "s")
+    message = str(refused.value)
+    assert message.startswith("the authorization server refused: invalid_scope (")
+    assert len(message) < 300
+    assert "\x1b" not in message

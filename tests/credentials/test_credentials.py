@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import pathlib
 import stat
 import subprocess
 import sys
+import threading
 from typing import Any, Callable
 
 import google.oauth2.credentials
@@ -26,8 +28,10 @@ from oauth2client.file import Storage
 from kombu_appengine.client import TaskQueueClient, root_url_of
 from kombu_appengine.credentials import (
     ADC_ENV,
+    MAX_CREDENTIALS_FILE_BYTES,
     credentials_from_file,
     load_credentials,
+    write_private_file,
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
@@ -458,6 +462,73 @@ def test_bad_credentials_file(tmp_path: pathlib.Path, content: Any, words: str) 
     assert words in str(failure.value)
 
 
+def connect_with_file(path: pathlib.Path) -> None:
+    Connection(
+        transport="kombu_appengine:Transport",
+        transport_options={"project_name": PROJECT, "credentials_file": str(path)},
+    ).connect()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "credentials"
+    os.mkfifo(fifo)
+
+    def write_nothing() -> None:
+        # Were the FIFO opened to be read as a file, this writer lets that open
+        # return (it would otherwise wait for ever); a check that refuses it
+        # opens it without waiting, and so lets this one return too.
+        os.close(os.open(fifo, os.O_WRONLY))
+
+    writer = threading.Thread(target=write_nothing, daemon=True)
+    writer.start()
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(fifo)
+    writer.join(timeout=10)
+    assert str(failure.value) == f"credentials_file {fifo}: cannot read it: it is not a regular file"
+
+
+def test_a_symlink_to_a_device_is_refused(tmp_path: pathlib.Path) -> None:
+    link = tmp_path / "credentials"
+    link.symlink_to("/dev/null")
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(link)
+    assert str(failure.value) == f"credentials_file {link}: cannot read it: it is not a regular file"
+
+
+def test_a_file_over_a_mebibyte_is_refused_unread(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "credentials"
+    with open(path, "wb") as stream:
+        stream.write(b'{"type": "authorized_user", "padding": "')
+        stream.truncate(MAX_CREDENTIALS_FILE_BYTES + 1)
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(path)
+    assert str(failure.value) == (
+        f"credentials_file {path}: cannot read it: it is larger than 1 MiB, "
+        "far more than any credentials file holds"
+    )
+
+
+def test_json_nested_too_deeply_is_one_error_line(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(path)
+    assert str(failure.value) == f"credentials_file {path}: not a JSON credentials file"
+
+
+@pytest.mark.parametrize("field", ["client_secret", "refresh_token", "token_uri", "access_token"])
+def test_a_pullqueue_authenticate_file_missing_a_field_names_it(
+    oauth: OAuthServer, tmp_path: pathlib.Path, field: str
+) -> None:
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    document = json.loads(path.read_text())
+    del document[field]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigurationError) as failure:
+        connect_with_file(path)
+    assert str(failure.value) == f"credentials_file {path}: oauth2client cannot read it: it has no {field!r}"
+
+
 def test_bad_credentials_storage(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigurationError, match="get"):
         load_credentials(storage=object())
@@ -508,3 +579,38 @@ def test_reprs_and_logs_show_no_secret(
     for secret in oauth.issued + oauth.refresh_tokens_issued + [oauth.client_secret]:
         for text in shown:
             assert secret not in text
+
+
+# -- files that are not regular, and token endpoints that say too much ----------------
+
+
+def test_writing_credentials_never_replaces_a_file_that_is_not_regular(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    for path in (fifo, link):
+        with pytest.raises(OSError, match="not a regular file"):
+            write_private_file(str(path), "{}")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["fifo", "link"]
+
+
+def test_a_long_refusal_of_the_token_endpoint_is_bounded_and_keeps_error_and_description_apart(
+    oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    oauth.error_description = "Token has been expired or revoked.\x1b[2J" + "x" * 100_000
+    path = authenticated_file(oauth, tmp_path / "credentials")
+    oauth.revoke_refresh_token(oauth.refresh_tokens_issued[-1])
+    expire_stored_token(oauth, path)
+    with (
+        connect(emulator, credentials_file=str(path)) as connection,
+        pytest.raises(AuthenticationFailed) as failure,
+    ):
+        round_trip(connection)
+    message = str(failure.value)
+    assert "invalid_grant (Token has been expired or revoked." in message
+    assert len(message) < 500
+    assert "\x1b" not in message
+    assert "x" * 1000 not in caplog.text

@@ -15,15 +15,23 @@ import pytest
 from kombu import Connection
 
 from kombu_appengine.api import TASKQUEUE_SCOPE
-from kombu_appengine.errors import ConfigurationError
+from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
 from tests.support.helpers import MakeEmulator
 from tests.support.token_service import AUDIENCE, SUBJECT_TOKEN, SUBJECT_TOKEN_TYPE, TokenService
 
 
-def external_account_file(directory: pathlib.Path, token_url: str) -> pathlib.Path:
-    """An external-account file as ``gcloud iam workload-identity-pools create-cred-config`` writes it."""
-    subject_token = directory / "subject-token"
-    subject_token.write_text(SUBJECT_TOKEN)
+def external_account_file(
+    directory: pathlib.Path, token_url: str, credential_source: dict[str, Any] | None = None
+) -> pathlib.Path:
+    """An external-account file as ``gcloud iam workload-identity-pools create-cred-config`` writes it.
+
+    Its credential source is a file holding :data:`SUBJECT_TOKEN`, unless
+    ``credential_source`` says otherwise.
+    """
+    if credential_source is None:
+        subject_token = directory / "subject-token"
+        subject_token.write_text(SUBJECT_TOKEN)
+        credential_source = {"file": str(subject_token)}
     path = directory / "external-account.json"
     path.write_text(
         json.dumps(
@@ -32,7 +40,7 @@ def external_account_file(directory: pathlib.Path, token_url: str) -> pathlib.Pa
                 "audience": AUDIENCE,
                 "subject_token_type": SUBJECT_TOKEN_TYPE,
                 "token_url": token_url,
-                "credential_source": {"file": str(subject_token)},
+                "credential_source": credential_source,
             }
         )
     )
@@ -87,3 +95,75 @@ def test_a_file_google_auth_cannot_load_either_is_one_error_line_naming_it(
     assert message.startswith(f"credentials_file {path}: ")
     assert "google-auth cannot load it" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("credential_source", "words"),
+    [
+        (
+            {"executable": {"command": "/bin/echo token"}},
+            [
+                "cannot get an access token from its credential source",
+                "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES",
+            ],
+        ),
+        (
+            {"file": "/no/such/subject-token"},
+            [
+                "cannot get an access token from its credential source",
+                "'/no/such/subject-token' was not found",
+            ],
+        ),
+        # google-auth would read (and close) the process's file descriptor of that number.
+        ({"file": 987654}, ['its credential source must give "file" as a path, not a number']),
+        (
+            {"url": ["http://idp.example/token"]},
+            ['its credential source must give "url" as a URL, not a list'],
+        ),
+    ],
+)
+def test_a_credential_source_that_cannot_give_a_token_is_named_not_the_token_endpoint(
+    tmp_path: pathlib.Path,
+    token_service: TokenService,
+    make_emulator: MakeEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    credential_source: dict[str, Any],
+    words: list[str],
+):
+    monkeypatch.delenv("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", raising=False)
+    path = external_account_file(tmp_path, token_service.url, credential_source)
+    emulator = make_emulator(queues=["default"])
+    options = {"api_endpoint": emulator.url, "credentials_file": str(path), "project_name": "my-app"}
+    with (
+        Connection(transport="kombu_appengine:Transport", transport_options=options) as conn,
+        pytest.raises(ConfigurationError) as failure,
+    ):
+        conn.SimpleQueue("default").put({"never": "sent"})
+    message = str(failure.value)
+    assert message.startswith(f"credentials_file {path}: ")
+    for word in words:
+        assert word in message
+    assert "token endpoint" not in message
+    assert "pullqueue_authenticate" not in message
+    assert token_service.exchanges == []
+    assert emulator.requests == 0
+
+
+def test_a_subject_token_the_token_service_refuses_names_the_file_and_the_refusal(
+    tmp_path: pathlib.Path, token_service: TokenService, make_emulator: MakeEmulator
+):
+    path = external_account_file(tmp_path, token_service.url)
+    (tmp_path / "subject-token").write_text("not the token the identity provider gave")
+    emulator = make_emulator(queues=["default"])
+    options = {"api_endpoint": emulator.url, "credentials_file": str(path), "project_name": "my-app"}
+    with (
+        Connection(transport="kombu_appengine:Transport", transport_options=options) as conn,
+        pytest.raises(AuthenticationFailed) as failure,
+    ):
+        conn.SimpleQueue("default").put({"never": "sent"})
+    message = str(failure.value)
+    assert message.startswith(
+        f"credentials_file {path}: the security token service {token_service.url} refused"
+    )
+    assert "invalid_grant (bad subject token)" in message
+    assert len(token_service.exchanges) == 1

@@ -135,3 +135,18 @@ def test_deeply_nested_multipart_batch_is_400(emulator: Emulator) -> None:
             + b"\r\n--n%d--\r\n" % level
         )
     assert_google_error(batch(emulator, "multipart/mixed; boundary=n2999", body), 400)
+
+
+def test_a_part_with_a_string_that_is_not_unicode_is_its_own_400_and_the_batch_is_answered(
+    emulator: Emulator,
+) -> None:
+    bad = INSERT_PART.replace(b'{"payloadBase64": "eA=="}', b'{"payloadBase64": "eA==", "tag": "\\udc00"}')
+    bad = bad.replace(b"<1>", b"<2>")
+    answer = batch(
+        emulator, "multipart/mixed; boundary=b", b"--b\r\n" + INSERT_PART + b"--b\r\n" + bad + b"--b--\r\n"
+    )
+    assert answer.status == 200, answer.body[:300]
+    parts = batch_answers(answer)
+    assert parts["<response-1>"].status == 200
+    assert_google_error(parts["<response-2>"], 400, "'tag'", "not valid Unicode")
+    assert len(request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"]) == 1

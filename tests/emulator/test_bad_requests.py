@@ -53,6 +53,46 @@ def test_deeply_nested_json_body_is_400(emulator: Emulator, body: bytes) -> None
     assert_google_error(answer, 400, "JSON")
 
 
+#: JSON texts of a lone surrogate, which no UTF-8 can encode.
+LONE_SURROGATES = ["\\udc00", "\\ud800", "a\\udfffb"]
+
+
+@pytest.mark.parametrize("surrogate", LONE_SURROGATES)
+@pytest.mark.parametrize(
+    ("field", "template"),
+    [
+        ("tag", '{"payloadBase64": "aGk=", "tag": "%s"}'),
+        ("id", '{"payloadBase64": "aGk=", "id": "%s"}'),
+        ("queueName", '{"payloadBase64": "aGk=", "queueName": "%s"}'),
+        ("payloadBase64", '{"payloadBase64": "%s"}'),
+        ("a key", '{"payloadBase64": "aGk=", "%s": 1}'),
+    ],
+)
+def test_a_string_that_is_not_unicode_is_400_naming_the_field(
+    emulator: Emulator, field: str, template: str, surrogate: str
+) -> None:
+    body = (template % surrogate).encode("ascii")
+    answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
+    error = assert_google_error(answer, 400, "not valid Unicode")
+    if field != "a key":
+        assert repr(field) in error["message"]
+    assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
+
+
+def test_a_surrogate_in_the_body_of_an_update_is_400(emulator: Emulator) -> None:
+    task = leased_task(emulator)
+    body = json.dumps({"queueName": "default", "leaseTimestamp": task["leaseTimestamp"]})
+    body = body.replace('"default"', '"default\\udc00"')
+    answer = request(
+        emulator,
+        "POST",
+        f"{QUEUE_PATH}/tasks/{task['id']}?newLeaseSeconds=0",
+        body.encode("ascii"),
+        {"Content-Type": "application/json"},
+    )
+    assert_google_error(answer, 400, "queueName", "not valid Unicode")
+
+
 def test_empty_insert_body_is_400(emulator: Emulator) -> None:
     answer = request(emulator, "POST", QUEUE_PATH + "/tasks", b"", {"Content-Type": "application/json"})
     assert_google_error(answer, 400, "body")

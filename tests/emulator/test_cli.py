@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.emulator_process import REQUEST_TIMEOUT, EmulatorProcess, tasks_path
 from tests.support.helpers import b64
+from tests.support.raw_http import address
 
 #: Every test runs the emulator as a process.
 pytestmark = pytest.mark.slow
@@ -103,10 +104,23 @@ def test_non_loopback_host_warns(spawn: Callable[..., EmulatorProcess]) -> None:
     assert "loopback" in warnings[0]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
 def test_loopback_host_does_not_warn(spawn: Callable[..., EmulatorProcess], host: str) -> None:
     emulator = spawn("--host", host, "--queue", "default")
     assert emulator.stderr() == ""
+
+
+def test_the_ipv6_loopback_is_served_at_its_bracketed_address(spawn: Callable[..., EmulatorProcess]) -> None:
+    emulator = spawn("--host", "::1", "--queue", "default")
+    assert emulator.line == f"listening on http://[::1]:{emulator.port}\n"
+    client = emulator.client()
+    try:
+        assert client.call("POST", tasks_path(), {"id": "t1", "payloadBase64": b64(b"x")})[0] == 200
+        status, task = client.call("GET", tasks_path() + "/t1")
+    finally:
+        client.close()
+    assert status == 200
+    assert task["payloadBase64"] == b64(b"x")
 
 
 def assert_fails_cleanly(emulator: EmulatorProcess, *words: str) -> None:
@@ -142,14 +156,14 @@ def test_illegal_queue_name_is_one_clear_error(spawn: Callable[..., EmulatorProc
 
 
 def connect(emulator: EmulatorProcess, data: bytes = b"") -> socket.socket:
-    sock = socket.create_connection((emulator.host, emulator.port), timeout=REQUEST_TIMEOUT)
+    sock = socket.create_connection(address(emulator), timeout=REQUEST_TIMEOUT)
     if data:
         sock.sendall(data)
     return sock
 
 
 def get_request(emulator: EmulatorProcess) -> bytes:
-    return f"GET {tasks_path()} HTTP/1.1\r\nHost: {emulator.host}:{emulator.port}\r\n\r\n".encode()
+    return f"GET {tasks_path()} HTTP/1.1\r\nHost: {emulator.host}\r\n\r\n".encode()
 
 
 def read_until_closed(sock: socket.socket) -> bytes:

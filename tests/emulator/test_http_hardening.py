@@ -327,14 +327,13 @@ def test_bound_to_every_address_any_ip_address_names_it_but_no_domain_name(
         assert_google_error(request_to(connection, "GET", QUEUE_PATH, headers={"Host": host}), 403, "Host")
 
 
-def test_batch_parts_with_json_bodies_need_application_json(emulator: Emulator) -> None:
-    answer = post_batch(emulator, batch_part(b"<plain>", content_type=b"text/plain"), batch_part(b"<json>"))
-    assert answer is not None
-    assert answer.status == 200, answer.body[:300]
-    parts = batch_answers(answer)
-    assert_google_error(parts["<response-plain>"], 400, "application/json")
-    assert parts["<response-json>"].status == 200
-    assert task_count(emulator) == 1
+@pytest.mark.parametrize("content_type", [b"text/plain", b"application/x-www-form-urlencoded"])
+def test_a_batch_part_whose_json_body_is_not_application_json_refuses_the_batch_before_any_part_runs(
+    emulator: Emulator, content_type: bytes
+) -> None:
+    answer = post_batch(emulator, batch_part(b"<json>"), batch_part(b"<plain>", content_type=content_type))
+    assert_google_error(answer, 400, "part 2", "application/json")
+    assert task_count(emulator) == 0
 
 
 def test_batch_from_a_foreign_origin_is_403(emulator: Emulator) -> None:

@@ -140,6 +140,21 @@ def test_file_without_queues_declares_none(tmp_path: pathlib.Path, text: str) ->
         ("queue:\n\t- name: tab\n", ["not valid YAML"]),
         ("- name: q\n", ["mapping"]),
         ("queue: default\n", ["list"]),
+        ("queue:\n- name: 12345\n", ["queue #1", "name must be a string, not a number"]),
+        ("queue:\n- name: [a, b]\n", ["queue #1", "name must be a string, not a list"]),
+        ("queue:\n- name: q\n  mode: pull\n- name: r\n- name: q\n", ["'q'", "queues #1 and #3"]),
+        (
+            "queue:\n- name: q\n  mode: pull\n  acl:\n  - reader_email: a@example.com\n",
+            ["'q'", "'reader_email'"],
+        ),
+        (
+            "queue:\n- name: q\n  mode: pull\n  acl:\n  - user_email: [a@example.com]\n",
+            ["'q'", "user_email", "string"],
+        ),
+        ("queue:\n- name: q\n  mode: pull\n  acl: app@example.com\n", ["'q'", "acl", "list"]),
+        ("queue:\n- name: q\n  mode: pull\n  retry_parameters: 7\n", ["'q'", "retry_parameters", "mapping"]),
+        ("queue:\n- name: q\n  mode: [pull]\n", ["'q'", "mode"]),
+        ("queue: " + "[" * 5000 + "]" * 5000 + "\n", ["not valid YAML", "nested too deeply"]),
     ],
 )
 def test_errors_name_the_file_and_the_queue(tmp_path: pathlib.Path, text: str, words: list[str]) -> None:
@@ -151,6 +166,15 @@ def test_errors_name_the_file_and_the_queue(tmp_path: pathlib.Path, text: str, w
     for word in words:
         assert word in message, (word, message)
     assert "\n" not in message.split(":", 1)[0]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00q\x00u\x00", b"queue:\n- name: caf\xe9\n"])
+def test_a_file_that_is_not_utf8_text_is_an_error_naming_it(tmp_path: pathlib.Path, content: bytes) -> None:
+    path = tmp_path / "queue.yaml"
+    path.write_bytes(content)
+    with pytest.raises(QueueYamlError) as raised:
+        load_queue_yaml(str(path))
+    assert str(raised.value).startswith(f"{path}: ")
 
 
 def test_missing_file_is_a_clear_error(tmp_path: pathlib.Path) -> None:

@@ -26,7 +26,7 @@ EXIT_DEADLINE = 10.0
 #: Seconds any one request may take.
 REQUEST_TIMEOUT = 10.0
 #: What the emulator prints on stdout once it accepts connections.
-LISTENING_RE = re.compile(r"listening on http://([^:/\s]+):(\d+)\n\Z")
+LISTENING_RE = re.compile(r"listening on http://(\[[0-9a-fA-F:.]+\]|[^:/\s\[\]]+):(\d+)\n\Z")
 
 
 class EmulatorProcess:
@@ -110,7 +110,9 @@ class EmulatorProcess:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
     def client(self) -> Client:
-        assert self.host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"), "send traffic to loopback only"
+        assert self.host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]"), (
+            "send traffic to loopback only"
+        )
         return Client(self.host)
 
     def call(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:

@@ -90,6 +90,8 @@ class OAuthServer:
         self.client_secret = "client-secret-" + secrets.token_urlsafe(8)
         #: When true, the authorization endpoint answers ``access_denied``.
         self.deny = False
+        #: When set, the ``error_description`` of every error the token endpoint answers.
+        self.error_description: str | None = None
         #: Access tokens not expired: hand this set to an emulator.
         self.valid_tokens: set[str] = set()
         #: Every access token issued, in order.
@@ -398,7 +400,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             answer, status = self.server.oauth.token(form, basic), 200
         except OAuthError as error:
-            answer, status = {"error": error.error, "error_description": error.description}, error.status
+            description = self.server.oauth.error_description
+            answer = {"error": error.error, "error_description": description or error.description}
+            status = error.status
         payload = json.dumps(answer).encode()
         self._answer(status, {"Content-Type": "application/json", "Cache-Control": "no-store"}, payload)
 

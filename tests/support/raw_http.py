@@ -48,8 +48,9 @@ class Answer(NamedTuple):
 
 
 def address(server: Server) -> tuple[str, int]:
+    """Where ``server`` listens, as sockets take it (an IPv6 address without its brackets)."""
     host, port = server.host.rsplit(":", 1)
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
 # -- http.client, one fresh connection a request ---------------------------------
