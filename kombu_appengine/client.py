@@ -21,6 +21,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable
@@ -65,7 +66,12 @@ def root_url_of(api_endpoint: str) -> str:
     """The discovery ``rootUrl`` for an ``api_endpoint`` option.
 
     Accepts ``http://host:port``, with or without a trailing slash or the
-    ``/taskqueue/v1beta2/projects/`` path.
+    ``/taskqueue/v1beta2/projects/`` path; a bare ``host:port`` is taken as
+    ``http``.
+
+    Raises:
+        ValueError: another scheme, no host, a query or fragment, or a path
+            other than the API's (which would answer 404 to every call).
     """
     root = api_endpoint.strip()
     if "://" not in root:
@@ -73,6 +79,14 @@ def root_url_of(api_endpoint: str) -> str:
     root = root.rstrip("/") + "/"
     if root.endswith(api.SERVICE_PATH):
         root = root[: -len(api.SERVICE_PATH) + 1]
+    parts = urllib.parse.urlsplit(root)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{api_endpoint!r} is not an http(s) URL such as http://127.0.0.1:8123")
+    if parts.path != "/":
+        raise ValueError(
+            f"{api_endpoint!r} has the path {parts.path!r}: give the server's root (http://host:port) "
+            f"or its API path ({api.SERVICE_PATH})"
+        )
     return root
 
 

@@ -143,10 +143,12 @@ Transport Options
   say). Default: none.
 * ``message_format``: ``"kombu"`` (default: kombu's JSON envelope) or
   ``"raw"`` (only the body, for queues whose consumers are not kombu).
-* ``max_retries``: (int) retries of a request that failed transiently (5xx,
-  429, rate-limit 403, connection errors, a token endpoint failing
-  transiently), with exponential backoff from 0.1 s. Default ``5``. After
-  the last, kombu sees a connection error.
+* ``request_retries``: (int, 0..100) retries of a request that failed
+  transiently (5xx, 429, rate-limit 403, connection errors, a token endpoint
+  failing transiently), with exponential backoff from 0.1 s. Default ``5``.
+  After the last, kombu sees a connection error. (Not ``max_retries``: kombu
+  keeps its own reconnection setting under that name in the same options,
+  and a publish with a retry policy overwrites it.)
 * ``ack_batch_size``: (int, 1..1000) how many acknowledgements wait before
   their batch of deletes is sent (it takes every one waiting); releases and
   lease changes are batched the same way. Default ``100``.
@@ -244,7 +246,10 @@ class Transport(virtual.Transport):
                 options.get("credentials_file"),
             )
         self.client_for_channels = TaskQueueClient(
-            self.settings.project, self.settings.root_url, credentials, max_retries=self.settings.max_retries
+            self.settings.project,
+            self.settings.root_url,
+            credentials,
+            max_retries=self.settings.request_retries,
         )
 
     def establish_connection(self) -> Any:

@@ -8,6 +8,8 @@ manual (:mod:`kombu_appengine.transport`).
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -29,7 +31,9 @@ CREDENTIALS_OPTIONS = ("credentials", "credentials_storage", "credentials_file")
 #: every transport: ``Connection``'s reconnection settings, the retry policy
 #: that ``Producer.publish(retry=True)`` copies in (Celery publishes so), and
 #: the virtual channel's ``body_encoding`` and ``deadletter_queue``. Never
-#: warned about.
+#: warned about, and never read as this transport's own: that is why the
+#: retries of a request are ``request_retries``, not kombu's ``max_retries``
+#: (which a publish with a retry policy overwrites, with ``None`` for ever).
 KOMBU_OPTIONS = frozenset(
     {
         "max_retries",
@@ -53,7 +57,7 @@ OTHER_TRANSPORTS_OPTIONS = {
     "ack_deadline_seconds": ("Pub/Sub", "lease_secs"),
     "bulk_max_messages": ("Pub/Sub", "num_tasks"),
     "wait_time_seconds": ("SQS and Pub/Sub", "polling_interval"),
-    "retry_timeout_seconds": ("Pub/Sub", "max_retries"),
+    "retry_timeout_seconds": ("Pub/Sub", "request_retries"),
     "project_id": ("Pub/Sub", "project_name"),
     "region": ("SQS", "project_name"),
     "predefined_queues": ("SQS", "shared_queue"),
@@ -78,19 +82,31 @@ def _as_bool(name: str, value: Any) -> bool:
 
 
 def _as_number(name: str, value: Any, kind: type, low: float, high: float) -> Any:
+    """``value`` as a ``kind`` within ``low``..``high``; text is read, nothing is rounded.
+
+    Raises:
+        ConfigurationError: naming the option, for anything else (a bool,
+            ``inf`` or ``nan``, a fraction where a whole number is wanted).
+    """
     try:
-        number = kind(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         number = None
-    if number is None or isinstance(value, bool) or not low <= number <= high:
+    whole = kind is not int or (number is not None and math.isfinite(number) and number.is_integer())
+    if number is None or isinstance(value, bool) or not whole or not low <= number <= high:
+        what = "a whole number" if kind is int else "a number"
         raise ConfigurationError(
-            f"transport option {name} must be a number from {low} to {high}, not {value!r}"
+            f"transport option {name} must be {what} from {low:g} to {high:g}, not {value!r}"
         )
-    return number
+    return kind(number)
 
 
-def _warn_unknown(options: Iterable[str], known: frozenset[str]) -> None:
-    for name in sorted(set(options) - known - KOMBU_OPTIONS):
+def _warn_unknown(options: Iterable[Any], known: frozenset[str]) -> None:
+    names = set(options)
+    odd = [name for name in names if not isinstance(name, str)]
+    if odd:
+        raise ConfigurationError(f"transport option names must be strings, not {odd[0]!r}")
+    for name in sorted(names - known - KOMBU_OPTIONS):
         if name in OTHER_TRANSPORTS_OPTIONS:
             origin, nearest = OTHER_TRANSPORTS_OPTIONS[name]
             hint = f"an option of kombu's {origin} transports; the nearest here is {nearest!r}"
@@ -118,7 +134,7 @@ class Settings:
     lease_secs: int = 60
     shared_queue: str | None = None
     message_format: str = "kombu"
-    max_retries: int = 5
+    request_retries: int = 5
     polling_interval: float = 1.0
     ack_batch_size: int = 100
     ack_flush_interval: float = 0.2
@@ -143,7 +159,12 @@ class Settings:
         """
         _warn_unknown(options, cls.option_names())
         endpoint = options.get("api_endpoint")
-        root_url = root_url_of(endpoint) if endpoint else emulator_root_url()
+        if endpoint is not None and (not isinstance(endpoint, str) or not endpoint.strip()):
+            raise ConfigurationError(f"transport option api_endpoint must be a URL, not {endpoint!r}")
+        try:
+            root_url = root_url_of(endpoint) if endpoint else emulator_root_url()
+        except ValueError as error:
+            raise ConfigurationError(f"transport option api_endpoint: {error}") from None
         emulated = root_url is not None
         project = options.get("project_name")
         if project is None:
@@ -157,13 +178,20 @@ class Settings:
             raise ConfigurationError(
                 f"transport option project_name must be a non-empty string, not {project!r}"
             )
-        if _as_bool("hrd_project", options.get("hrd_project", False)) and not project.startswith("s~"):
+        if (
+            _as_bool("hrd_project", options.get("hrd_project", False))
+            and api.bare_project(project) == project
+        ):
             project = "s~" + project
         message_format = options.get("message_format", "kombu")
         if message_format not in MESSAGE_FORMATS:
             raise ConfigurationError(
                 f"transport option message_format must be 'kombu' or 'raw', not {message_format!r}"
             )
+        for name in CREDENTIALS_OPTIONS[2:]:
+            path = options.get(name)
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise ConfigurationError(f"transport option {name} must be a path, not {path!r}")
         shared = options.get("shared_queue")
         if shared is not None and (not isinstance(shared, str) or not shared):
             raise ConfigurationError(f"transport option shared_queue must be a queue name, not {shared!r}")
@@ -179,7 +207,9 @@ class Settings:
             ),
             shared_queue=pull_queue_name(shared) if shared else None,
             message_format=message_format,
-            max_retries=_as_number("max_retries", options.get("max_retries", cls.max_retries), int, 0, 100),
+            request_retries=_as_number(
+                "request_retries", options.get("request_retries", cls.request_retries), int, 0, 100
+            ),
             polling_interval=_as_number(
                 "polling_interval", options.get("polling_interval", cls.polling_interval), float, 0, 3600
             ),

@@ -431,7 +431,7 @@ def test_a_token_endpoint_that_keeps_failing_is_a_connection_error(
     path = authenticated_file(oauth, tmp_path / "credentials")
     expire_stored_token(oauth, path)
     oauth.fail_next(100, status=503)
-    connection = connect(emulator, credentials_file=str(path), max_retries=1)
+    connection = connect(emulator, credentials_file=str(path), request_retries=1)
     with pytest.raises(tuple(connection.connection_errors)) as failure:
         connection.connect()
     assert "token endpoint" in str(failure.value)

@@ -148,7 +148,7 @@ def main() -> None:
         "polling_interval": 0.05,
     }
     if args.max_retries is not None:
-        options["max_retries"] = args.max_retries
+        options["request_retries"] = args.max_retries
     if args.command == "consume":
         consume(options, args.queue, args.record)
     elif args.command == "produce-kombu":

@@ -146,7 +146,7 @@ def test_closing_releases_every_unacked_message_in_one_batch_call(emulator):
 
 def test_a_release_that_fails_at_close_only_costs_the_lease_time(emulator, caplog):
     prefill(emulator, 3)
-    connection = connect(emulator, num_tasks=3, max_retries=0)
+    connection = connect(emulator, num_tasks=3, request_retries=0)
     queue = connection.SimpleQueue("default")
     queue.get(timeout=5)  # one unacked, two buffered
     emulator.inject_failures(10, status=503, path_contains="/batch")

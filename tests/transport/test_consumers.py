@@ -185,7 +185,7 @@ def test_prefetch_limit_counts_every_queue_together(emulator):
 
 def test_a_requeue_whose_release_fails_still_frees_its_prefetch_slot(emulator):
     prefill(emulator, 2)
-    with connect(emulator, num_tasks=1, max_retries=0) as connection:
+    with connect(emulator, num_tasks=1, request_retries=0) as connection:
         received = []
         consumer = Consumer(
             connection.default_channel,

@@ -54,7 +54,18 @@ def test_emulator_from_the_environment_needs_no_project_or_credentials(emulator,
         ("shared_queue", ""),
         ("polling_interval", -1),
         ("polling_interval", "soon"),
-        ("max_retries", -1),
+        ("request_retries", -1),
+        # Found by a hostile review: each was a traceback, or silently rounded.
+        ("lease_secs", float("inf")),
+        ("num_tasks", float("nan")),
+        ("request_retries", float("inf")),
+        ("num_tasks", 10.5),
+        ("lease_secs", 1.9),
+        ("ack_batch_size", "2.5"),
+        ("api_endpoint", 5),
+        ("api_endpoint", "ftp://127.0.0.1:1"),
+        ("api_endpoint", "http://127.0.0.1:1/extra"),
+        ("credentials_file", 5),
     ],
 )
 def test_bad_option_values_are_clear_errors_naming_the_option(emulator, option, value):
@@ -94,3 +105,27 @@ def test_a_missing_shared_queue_is_named_as_such(emulator):
     text = str(failure.value)
     assert "shared_queue 'no-such-shared' does not exist" in text
     assert "queue.yaml" in text
+
+
+def test_an_option_name_that_is_not_text_is_a_clear_error(emulator):
+    with pytest.raises(ConfigurationError, match="option names must be strings"):
+        _transport_of({"api_endpoint": emulator.url, None: 1})
+
+
+@pytest.mark.parametrize("project", ["s~my-app", "e~my-app"])
+def test_hrd_project_keeps_a_prefix_already_given(emulator, project):
+    transport = _transport_of({"api_endpoint": emulator.url, "project_name": project, "hrd_project": True})
+    assert transport.settings.project == project
+
+
+def test_whole_numbers_given_as_floats_or_text_are_taken(emulator):
+    transport = _transport_of({"api_endpoint": emulator.url, "num_tasks": 10.0, "lease_secs": "30"})
+    assert (transport.settings.num_tasks, transport.settings.lease_secs) == (10, 30)
+
+
+def test_kombus_max_retries_is_not_the_transports_request_retries(emulator):
+    # kombu keeps its reconnection setting under max_retries in the same
+    # options (None: for ever); a publish with a retry policy writes it there.
+    transport = _transport_of({"api_endpoint": emulator.url, "max_retries": None, "request_retries": 7})
+    assert transport.settings.request_retries == 7
+    assert transport.client_for_channels.max_retries == 7

@@ -142,7 +142,7 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, 
 def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(spawn: Spawn, tmp_path):
     arguments = ("--queue", "default", "--data-dir", str(tmp_path / "data"))
     server = spawn(*arguments)
-    with connect(server, max_retries=1) as connection:
+    with connect(server, request_retries=1) as connection:
         producer = connection.Producer(serializer="json")
         failures: list[BaseException] = []
         failed = threading.Event()
@@ -191,7 +191,7 @@ def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(spawn:
 def test_consumer_reconnects_after_the_emulator_restarts(spawn: Spawn, tmp_path):
     arguments = ("--queue", "default", "--data-dir", str(tmp_path / "data"))
     server = spawn(*arguments)
-    with connect(server, max_retries=1) as connection:
+    with connect(server, request_retries=1) as connection:
         connection.SimpleQueue("default").put({"n": 0})
         server.kill()
 

@@ -92,8 +92,8 @@ def test_insert_whose_answer_was_lost_after_it_took_effect_makes_no_copy(emulato
         queue.close()
 
 
-def test_more_failures_than_max_retries_is_a_connection_error(emulator):
-    with connect(emulator, max_retries=2) as connection:
+def test_more_failures_than_request_retries_is_a_connection_error(emulator):
+    with connect(emulator, request_retries=2) as connection:
         queue = connection.SimpleQueue("default")
         emulator.inject_failures(3, status=503, method="POST", path_contains="/tasks?")
         with pytest.raises(TaskQueueConnectionError) as failure:
@@ -115,7 +115,7 @@ def test_unreachable_server_is_a_connection_error(emulator):
         transport="kombu_appengine:Transport",
         transport_options={
             "api_endpoint": f"http://127.0.0.1:{dead_port}",
-            "max_retries": 1,
+            "request_retries": 1,
             "interval_start": 0,
         },
     )
@@ -133,7 +133,7 @@ def test_connect_to_an_unreachable_endpoint_fails(emulator):
         dead_port = probe.getsockname()[1]
     connection = Connection(
         transport="kombu_appengine:Transport",
-        transport_options={"api_endpoint": f"http://127.0.0.1:{dead_port}", "max_retries": 0},
+        transport_options={"api_endpoint": f"http://127.0.0.1:{dead_port}", "request_retries": 0},
     )
     with pytest.raises(tuple(connection.connection_errors)) as failure:
         connection.connect()
@@ -145,7 +145,7 @@ def test_drain_events_keeps_to_its_timeout_when_the_server_goes_away(make_emulat
     server = make_emulator(queues=["default"])
     # Enough retries, with their backoff, to take many times the timeout.
     with (
-        connect(server, max_retries=8) as connection,
+        connect(server, request_retries=8) as connection,
         Consumer(connection, Queue("default"), callbacks=[lambda body, message: None]),
     ):
         server.stop()

@@ -63,7 +63,7 @@ def test_known_options_do_not_warn(emulator: Emulator):
         "polling_interval": 0.1,
         "shared_queue": "other",
         "message_format": "kombu",
-        "max_retries": 2,
+        "request_retries": 2,
     }
     assert round_trip(emulator.url, options) == []
 
