@@ -37,6 +37,7 @@ import base64
 import bisect
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -52,9 +53,12 @@ from typing import Any, Callable
 
 import pytest
 
+from kombu_appengine.client import TaskQueueClient
+from kombu_appengine.errors import TaskQueueError
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.fault_proxy import FAULT_WEIGHTS, Exchange, FaultProxy
 from tests.support.helpers import ROOT, wait_for
+from tests.support.raw_http import batch_parts_answered, batch_requests, response_id
 from tests.support.worker_jobs import number_of
 
 #: Tasks inserted.
@@ -103,6 +107,7 @@ _MICROS = 1_000_000
 
 _LEASE_PATH = re.compile(r"/taskqueue/v1beta2/projects/[^/]+/taskqueues/[^/]+/tasks/lease(\?|\Z)")
 _TASK_PATH = re.compile(r"/taskqueue/v1beta2/projects/[^/]+/taskqueues/[^/]+/tasks/([A-Za-z0-9_-]+)(\?|\Z)")
+_BATCH_PATH = re.compile(r"/batch(/taskqueue/v1beta2)?(\?|\Z)")
 
 
 # -- the witness: lease histories as the wire shows them -------------------------
@@ -160,19 +165,64 @@ def number_in(payload: bytes) -> int:
     return number_of(document)
 
 
+def batch_parts(batch: Exchange) -> list[Exchange]:
+    """A batch call's parts, each as the exchange it would have been on its own.
+
+    A part has the batch's fault, times and fate (``delivered``,
+    ``upstream_failure``: a batch whose answer was lost is carried out or not
+    as a whole, unknown to the client); its status and answer are its part of
+    the batch's answer, matched by Content-ID, or the batch's own status when
+    the batch was not answered 200 (refused whole, or not answered at all).
+    """
+    requests = batch_requests(batch.request_type, batch.request_body)
+    answers = {}
+    if batch.status == 200:
+        answers = batch_parts_answered(batch.content_type, batch.body)
+        expected = {response_id(content_id) for content_id in requests}
+        assert set(answers) == expected, f"a batch answered {sorted(answers)} for {sorted(expected)}"
+    parts = []
+    for content_id, request in requests.items():
+        answer = answers.get(response_id(content_id))
+        parts.append(
+            dataclasses.replace(
+                batch,
+                method=request.method,
+                path=request.target,
+                status=batch.status if answer is None else answer.status,
+                body=b"" if answer is None else answer.body,
+                content_type="" if answer is None else answer.headers.get("content-type", ""),
+                request_body=request.body,
+                request_type="",
+            )
+        )
+    return parts
+
+
 class Witness:
-    """Collects the proxy's exchanges that change leases, and reads them as histories."""
+    """Collects the proxy's exchanges that change leases, and reads them as histories.
+
+    A batch call is read as its parts, each as a request of its own.
+    """
 
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
 
     def observe(self, exchange: Exchange) -> None:
-        if _LEASE_PATH.match(exchange.path) or _TASK_PATH.match(exchange.path):
+        path = exchange.path
+        if _LEASE_PATH.match(path) or _TASK_PATH.match(path) or _BATCH_PATH.match(path):
             self.exchanges.append(exchange)
+
+    def requests(self) -> Iterator[Exchange]:
+        """Every request seen, a batch's parts in place of the batch."""
+        for exchange in self.exchanges:
+            if _BATCH_PATH.match(exchange.path):
+                yield from batch_parts(exchange)
+            else:
+                yield exchange
 
     def histories(self) -> dict[str, History]:
         histories: dict[str, History] = collections.defaultdict(History)
-        for exchange in self.exchanges:
+        for exchange in self.requests():
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(exchange.path).query)
             if _LEASE_PATH.match(exchange.path):
                 if exchange.status != 200:
@@ -185,11 +235,20 @@ class Witness:
                     history.grants.append(Grant(expires - lease_micros, expires, item["retry_count"]))
                 continue
             task = _TASK_PATH.match(exchange.path)
-            assert task is not None
+            if task is None:
+                continue  # a batch's part that is neither: no lease of it changes
+            if exchange.method == "GET":
+                continue  # tasks.get changes no lease
             history = histories[task.group(1)]
             if exchange.method == "DELETE":
                 history.deletes.append(exchange)
-            elif exchange.status == 200 and int(query["newLeaseSeconds"][0]) > 0:
+                continue
+            unreadable = f"a request the witness cannot read: {exchange.method} {exchange.path}"
+            assert exchange.method == "POST", unreadable
+            assert "newLeaseSeconds" in query, unreadable
+            # A release (newLeaseSeconds=0) is not counted: it ends a lease
+            # early, and a task is given back only when it was not processed.
+            if exchange.status == 200 and int(query["newLeaseSeconds"][0]) > 0:
                 expires = int(json.loads(exchange.body)["leaseTimestamp"])
                 history.renewals.append((expires - int(query["newLeaseSeconds"][0]) * _MICROS, expires))
         for history in histories.values():
@@ -338,6 +397,45 @@ def test_a_lease_after_an_acknowledged_delete_is_caught() -> None:
     history.deletes.append(delete(10.2, 204))
     with pytest.raises(AssertionError, match="leased after its delete"):
         check({"a": history}, [processing(0, 10.1)], tasks=1)
+
+
+def test_the_witness_reads_each_part_of_a_batch_as_a_request_of_its_own(make_emulator: Any) -> None:
+    witness = Witness()
+    emulator = make_emulator(queues=["default"])
+    with FaultProxy(emulator.host, fault_rate=0.0, seed=1, observer=witness.observe) as proxy:
+        client = TaskQueueClient(PROJECT, proxy.url + "/", max_retries=0)
+        names = [client.insert("default", f"task-{n}".encode()) for n in range(5)]
+        leased = {task["id"]: task for task in client.lease("default", 5, 60)}
+        deleted, renewed, released, lost, refused = names
+        assert client.get_task("default", renewed)["id"] == renewed
+        assert client.delete_many("default", [deleted]) == {deleted: None}
+        renewal = {renewed: leased[renewed]["leaseTimestamp"]}
+        (answer,) = client.change_leases("default", renewal, 120).values()
+        assert isinstance(answer, dict)
+        client.change_leases("default", {released: leased[released]["leaseTimestamp"]}, 0)
+        proxy.inject("lost-answer")
+        with pytest.raises(TaskQueueError):
+            client.delete_many("default", [lost])
+        proxy.inject("503")
+        with pytest.raises(TaskQueueError):
+            client.delete_many("default", [refused])
+    assert sum(_BATCH_PATH.match(e.path) is not None for e in witness.exchanges) == 5
+    histories = witness.histories()
+    assert {name: history.number for name, history in histories.items()} == dict(zip(names, range(5)))
+    granted = {name: leased[name]["leaseTimestamp"] for name in names}
+    assert [(e.method, e.status, e.delivered) for e in histories[deleted].deletes] == [("DELETE", 204, True)]
+    assert len(histories[deleted].acknowledged_deletes()) == 1
+    (renewal,) = histories[renewed].renewals
+    assert renewal[1] == int(answer["leaseTimestamp"]) > int(granted[renewed])
+    assert histories[renewed].grants[0].expires == renewal[1]
+    assert not histories[released].renewals
+    assert histories[released].grants[0].expires == int(granted[released])
+    # Carried out, though the client never heard: acknowledged all the same.
+    lost_deletes = [(e.status, e.delivered, e.fault) for e in histories[lost].deletes]
+    assert lost_deletes == [(204, False, "lost-answer")]
+    assert len(histories[lost].acknowledged_deletes()) == 1
+    assert [(e.status, e.fault) for e in histories[refused].deletes] == [(None, "503")]
+    assert not histories[refused].acknowledged_deletes()
 
 
 # -- the chaos ---------------------------------------------------------------------

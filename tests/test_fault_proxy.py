@@ -52,6 +52,11 @@ def test_the_proxy_forwards_to_its_upstream_as_its_own_host(upstream: Emulator) 
         ("POST", 200, True, None),
         ("DELETE", 204, True, None),
     ]
+    # The request's body and both content types are recorded too (the chaos test reads batches).
+    assert json.loads(seen[0].request_body)["id"] == "one"
+    assert seen[0].request_type == "application/json"
+    assert seen[0].content_type.startswith("application/json")
+    assert (seen[1].request_body, seen[1].request_type) == (b"", "")
 
 
 @pytest.mark.parametrize(

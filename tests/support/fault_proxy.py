@@ -75,6 +75,11 @@ class Exchange:
     delivered: bool = False
     #: ``"down"`` (nothing listened) or ``"lost"`` (dropped halfway) when the upstream failed.
     upstream_failure: str | None = None
+    #: The request's body and its Content-Type (``""`` when it declared none).
+    request_body: bytes = b""
+    request_type: str = ""
+    #: The Content-Type of the upstream's answer (``""`` when it declared none).
+    content_type: str = ""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -106,6 +111,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         proxy = self.server.proxy
         fault, stall = proxy.draw()
         exchange = Exchange(self.command, self.path, fault, time.time())
+        exchange.request_body, exchange.request_type = body, self.headers.get("Content-Type", "")
         try:
             if fault in ("503", "429"):
                 status = int(fault)
@@ -122,7 +128,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             elif exchange.upstream_failure == "lost" or fault == "lost-answer":
                 self._reset()
             else:
-                exchange.delivered = self._answer(exchange.status or 502, exchange.body, self._content_type)
+                content_type = exchange.content_type or "application/json"
+                exchange.delivered = self._answer(exchange.status or 502, exchange.body, content_type)
         finally:
             proxy.observe(exchange)
 
@@ -147,7 +154,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             exchange.upstream_failure = "lost"
             return
         exchange.status, exchange.answered = response.status, time.time()
-        self._content_type = response.getheader("Content-Type", "application/json")
+        exchange.content_type = response.getheader("Content-Type", "")
         if response.will_close:
             upstream.close()
             self._upstream = None

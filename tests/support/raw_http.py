@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import select
 import socket
 import time
@@ -188,21 +189,82 @@ def _parse_head(response_head: bytes) -> tuple[str, int, dict[str, str]]:
     return version, int(status), headers
 
 
-def batch_answers(answer: Answer) -> dict[str, Answer]:
-    """The parts of a batch answer by Content-ID (``""`` for a part without one)."""
-    boundary = answer.headers["content-type"].split("boundary=", 1)[1].strip('"')
-    parts = answer.body.split(b"--" + boundary.encode())
-    assert parts[-1].strip() == b"--"
-    found = {}
-    for part in parts[1:-1]:
-        outer, _, inner = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+class Part(NamedTuple):
+    """One part of a ``multipart/mixed`` body: its Content-ID (``""`` without one) and its content."""
+
+    content_id: str
+    content: bytes
+
+
+class PartRequest(NamedTuple):
+    """The HTTP request a batch part holds; ``target`` is the path with its query."""
+
+    method: str
+    target: str
+    body: bytes
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def multipart_parts(content_type: str, body: bytes) -> list[Part]:
+    """The parts of a ``multipart/mixed`` body, in order; lines may end in CRLF or LF alone
+    (google-api-python-client writes LF). The body must be closed by its last delimiter."""
+    assert content_type.lower().startswith("multipart/mixed"), content_type
+    boundary = content_type.split("boundary=", 1)[1].split(";", 1)[0].strip().strip('"')
+    chunks = re.split(rb"(?:\A|\r?\n)--" + re.escape(boundary.encode("ascii")), body)
+    assert len(chunks) >= 3, f"no part in multipart: {body[:200]!r}"
+    assert chunks[-1].strip() == b"--", f"not closed multipart: {body[-200:]!r}"
+    found = []
+    for chunk in chunks[1:-1]:
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk[1:] if chunk.startswith(b"\n") else chunk
+        end = _HEAD_END.search(chunk)
+        assert end is not None, f"a part without a head: {chunk[:200]!r}"
+        # A long header (google-api-python-client's Content-ID) may be folded.
+        lines = re.sub(rb"\r?\n[ \t]+", b" ", chunk[: end.start()]).splitlines()
         content_id = [
-            line.split(b":", 1)[1].strip().decode()
-            for line in outer.split(b"\r\n")
+            line.split(b":", 1)[1].strip().decode("ascii")
+            for line in lines
             if line.lower().startswith(b"content-id:")
         ]
-        found[content_id[0] if content_id else ""] = parse_raw(inner)
+        found.append(Part(content_id[0] if content_id else "", chunk[end.end() :]))
     return found
+
+
+def response_id(content_id: str) -> str:
+    """The Content-ID a batch answer gives the part answering request part ``content_id``."""
+    inner = content_id[1:-1] if content_id.startswith("<") and content_id.endswith(">") else content_id
+    return f"<response-{inner}>"
+
+
+def batch_requests(content_type: str, body: bytes) -> dict[str, PartRequest]:
+    """The requests of a batch request's body by Content-ID (``""`` for a part without one)."""
+    found = {}
+    for part in multipart_parts(content_type, body):
+        head, content = part.content, b""
+        end = _HEAD_END.search(part.content)
+        if end is not None:
+            head, content = part.content[: end.start()], part.content[end.end() :]
+        method, target, _ = head.splitlines()[0].decode("latin-1").split(" ", 2)
+        if "://" in target:
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        assert part.content_id not in found, f"two parts with Content-ID {part.content_id!r}"
+        found[part.content_id] = PartRequest(method, target, content.rstrip(b"\r\n"))
+    return found
+
+
+def batch_parts_answered(content_type: str, body: bytes) -> dict[str, Answer]:
+    """The answers of a batch answer's body by Content-ID (``""`` for a part without one)."""
+    found = {}
+    for part in multipart_parts(content_type, body):
+        assert part.content_id not in found, f"two parts with Content-ID {part.content_id!r}"
+        found[part.content_id] = parse_raw(part.content)
+    return found
+
+
+def batch_answers(answer: Answer) -> dict[str, Answer]:
+    """The parts of a batch answer by Content-ID (``""`` for a part without one)."""
+    return batch_parts_answered(answer.headers["content-type"], answer.body)
 
 
 # -- what the answers must be -----------------------------------------------------
