@@ -196,10 +196,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
         self.close_connection = True
-        if code == 501:
-            # An HTTP method no route knows: the client's mistake, not a
-            # server failure that clients would retry.
+        # The stdlib's 5xx are the client's mistakes, not server failures
+        # that clients would retry.
+        if code == 501:  # an HTTP method no route knows
             code, message = 405, f"Method {self.command} is not allowed"
+        elif code == 505:  # a request line of HTTP/2 or later: this server speaks HTTP/1.1
+            code = 400
         reason = {405: "httpMethodNotAllowed"}.get(code, "badRequest" if code < 500 else "backendError")
         # The stdlib gives no message for some errors (414): fall back to the status phrase.
         message = message or explain or self.responses.get(code, ("Bad request",))[0]

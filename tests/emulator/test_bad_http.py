@@ -87,6 +87,14 @@ def test_garbage_request_line_is_400(emulator: Emulator, line: bytes) -> None:
     assert answer.headers.get("connection") == "close"
 
 
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/10.1"])
+def test_request_line_of_a_later_http_version_is_400_not_a_5xx(emulator: Emulator, version: bytes) -> None:
+    """A client's mistake: a 5xx would be retried, as a server failure."""
+    answer = parse_raw(raw_exchange(emulator, b"GET " + QUEUE_PATH.encode() + b" " + version + b"\r\n\r\n"))
+    assert_google_error(answer, 400, "HTTP version")
+    assert answer.headers.get("connection") == "close"
+
+
 def test_very_long_header_is_431(emulator: Emulator) -> None:
     raw = raw_exchange(
         emulator,
