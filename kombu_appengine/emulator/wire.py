@@ -160,9 +160,11 @@ def body_framing(headers: Message) -> Framing:
     """How the body of a request with these headers is delimited (RFC 9112, section 6).
 
     Raises:
-        ApiError: 400 for a malformed or conflicting ``Content-Length``, or
-            ``Content-Length`` with chunked; 501 for a transfer coding other
-            than ``chunked`` alone (400 when it is not even a token).
+        ApiError: 400 for a malformed or conflicting ``Content-Length``,
+            ``Content-Length`` with chunked, or a transfer coding other than
+            ``chunked`` alone. (RFC 9112 suggests 501 for a coding the server
+            does not know; but a 5xx says the server failed, and clients
+            retry it, while the request is what is wrong.)
     """
     encodings = headers.get_all("Transfer-Encoding") or []
     lengths = headers.get_all("Content-Length") or []
@@ -171,9 +173,7 @@ def body_framing(headers: Message) -> Framing:
         if codings != ["chunked"]:
             named = ", ".join(codings)
             if all(_TOKEN.match(coding) for coding in codings):
-                raise ApiError(
-                    501, "notImplemented", f"Transfer-Encoding {named!r} is not supported: only chunked is"
-                )
+                raise bad_framing(f"Transfer-Encoding {named!r} is not supported: only chunked is")
             raise bad_framing(f"Malformed Transfer-Encoding {named!r}")
         if lengths:
             raise bad_framing("Content-Length and Transfer-Encoding: chunked may not come together")
