@@ -36,6 +36,7 @@ import ipaddress
 import logging
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -391,7 +392,10 @@ class _Server(http.server.ThreadingHTTPServer):
             self.requests += 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("connection from %s ended with an error", client_address)
+        # Mostly a client gone (a socket error); anything else is a bug of the
+        # server, which the traceback shows (and tests look for). Called from
+        # socketserver's exception handler, so the exception is the current one.
+        logger.debug("connection from %s ended with an error", client_address, exc_info=sys.exc_info())
 
 
 class Emulator:
