@@ -92,7 +92,8 @@ class OwnAddress:
             name, port = authority, "80"  # no port: HTTP's own
         else:
             name, _, port = authority.rpartition(":")
-        if not port.isdigit() or not port.isascii() or int(port) != self.port:
+        # Compared as text: int() refuses thousands of digits (ValueError).
+        if not port.isdigit() or not port.isascii() or (port.lstrip("0") or "0") != str(self.port):
             return False
         return name in self._names or (self.any_ip and _ip(name.strip("[]")) is not None)
 

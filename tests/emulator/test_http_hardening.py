@@ -384,6 +384,20 @@ def test_foreign_host_is_403_and_never_echoed(em: Emulator) -> None:
     assert b"evil.example" not in answer.body or b"rootUrl" not in answer.body
 
 
+@pytest.mark.parametrize("header", ["Host", "Origin"])
+def test_a_port_of_thousands_of_digits_is_403(em: Emulator, header: str) -> None:
+    """More digits than int() converts: refused like any other port, not a crash."""
+    authority = "localhost:" + "9" * 5000
+    value = authority if header == "Host" else f"http://{authority}"
+    answer = request(em, "GET", QUEUE_PATH, headers={header: value})
+    assert_google_error(answer, 403, header)
+
+
+def test_own_port_with_leading_zeros_is_accepted(em: Emulator) -> None:
+    answer = request(em, "GET", QUEUE_PATH, headers={"Host": f"localhost:00{address(em)[1]}"})
+    assert answer.status == 200, answer.body
+
+
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1", "https://localhost"])
 def test_foreign_origin_is_403_and_nothing_runs(em: Emulator, origin: str) -> None:
     answer = insert_json(em, {"payloadBase64": "eA=="}, {"Origin": origin})
