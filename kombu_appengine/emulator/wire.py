@@ -26,6 +26,9 @@ MAX_CHUNK_LINE = 4096
 MAX_TRAILER_LINES = 64
 #: Bytes asked of the socket at a time.
 RECV_SIZE = 64 * 1024
+#: Most digits of a ``Content-Length`` read as a number (leading zeros aside);
+#: a longer one is more bytes than any body a server takes.
+MAX_LENGTH_DIGITS = 18
 
 #: A chunk-size line: hexadecimal digits only, then optional extensions.
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?\r?\n\Z")
@@ -186,7 +189,11 @@ def body_framing(headers: Message) -> Framing:
     (value,) = values
     if not _DIGITS.match(value):
         raise bad_framing(f"Invalid Content-Length {value!r}")
-    return Framing(chunked=False, length=int(value))
+    digits = value.lstrip("0") or "0"
+    if len(digits) > MAX_LENGTH_DIGITS:
+        # Not converted: int() refuses thousands of digits. It is over every limit anyway.
+        return Framing(chunked=False, length=10**MAX_LENGTH_DIGITS)
+    return Framing(chunked=False, length=int(digits))
 
 
 def read_body(reader: RequestReader, framing: Framing, limit: int) -> bytes:

@@ -40,6 +40,25 @@ def test_non_integer_content_length_is_400(emulator: Emulator, length: bytes) ->
     assert answer.headers.get("connection") == "close"
 
 
+def test_content_length_of_thousands_of_digits_is_413(emulator: Emulator) -> None:
+    """More digits than int() converts: too long a body, not a crash."""
+    raw = raw_exchange(
+        emulator,
+        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n{}",
+    )
+    assert_google_error(parse_raw(raw), 413)
+
+
+def test_content_length_with_thousands_of_leading_zeros_is_its_value(emulator: Emulator) -> None:
+    body = b'{"payloadBase64": "eA=="}'
+    raw = raw_exchange(
+        emulator,
+        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + b"0" * 5000 + str(len(body)).encode() + b"\r\n\r\n" + body,
+    )
+    assert parse_raw(raw).status == 200
+
+
 def test_content_length_beyond_the_bytes_sent_drops_the_connection(emulator: Emulator) -> None:
     raw = raw_exchange(
         emulator,
