@@ -55,6 +55,8 @@ TOKENS_KEPT = 1000
 _TASK_BODY_METHODS = frozenset({api.TASKS_INSERT.id, api.TASKS_UPDATE.id, api.TASKS_PATCH.id})
 #: A JSON string, escapes included (unrolled, so long strings cost no backtracking).
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: A UTF-16 surrogate, which JSON text may name by escape but no text holds.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: An integer query parameter: an optional minus sign, then ASCII digits only.
 _INTEGER = re.compile(r"-?[0-9]+\Z")
 #: ACL roles: ``user_email`` entries consume, ``writer_email`` entries insert.
@@ -130,7 +132,8 @@ def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> 
     Raises:
         ApiError: 400 when the content type is not ``application/json``
             (what a page of another site cannot send without asking), or the
-            body is missing, not JSON, an array or a string, or too complex.
+            body is missing, not JSON, an array or a string, too complex, or
+            holds a string that is not text (an unpaired surrogate).
     """
     content_type = headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != "application/json":
@@ -152,13 +155,32 @@ def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> 
             reason="parseError",
         )
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(f"The request body is not valid JSON: {exc}", reason="parseError") from None
     except RecursionError:
         raise errors.bad_request(
             "The request body is not valid JSON: nested too deeply", reason="parseError"
         ) from None
+    if _holds_lone_surrogate(document):
+        # JSON's \uD800 escapes may name half a character, which no text
+        # holds: every later encode (of a tag, say) would raise.
+        raise errors.bad_request(
+            "The request body is not valid JSON text: a string holds an unpaired UTF-16 surrogate",
+            reason="parseError",
+        )
+    return document
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string with a surrogate (json pairs the valid ones)."""
+    if isinstance(value, str):
+        return not value.isascii() and _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(key) or _holds_lone_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(item) for item in value)
+    return False
 
 
 class RestApi:
