@@ -71,6 +71,12 @@ def raw_exchange(emulator: Emulator, data: bytes) -> bytes:
 
 def parse_raw(raw: bytes) -> Answer:
     """The first HTTP response in ``raw``."""
+    answer, _ = parse_next(raw)
+    return answer
+
+
+def parse_next(raw: bytes) -> tuple[Answer, bytes]:
+    """The first HTTP response in ``raw``, and the bytes after it."""
     head, separator, rest = raw.partition(b"\r\n\r\n")
     assert separator, f"no complete response head in {raw[:200]!r}"
     lines = head.decode("latin-1").split("\r\n")
@@ -80,9 +86,11 @@ def parse_raw(raw: bytes) -> Answer:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    if int(status) < 200:
+        return Answer(int(status), headers, b""), rest  # interim (100 Continue): no body
     length = int(headers["content-length"])
-    assert len(rest) >= length
-    return Answer(int(status), headers, rest[:length])
+    assert len(rest) >= length, f"response body cut short: {len(rest)} of {length} bytes"
+    return Answer(int(status), headers, rest[:length]), rest[length:]
 
 
 def assert_google_error(answer: Answer, code: int, *words: str) -> dict[str, Any]:

@@ -1,0 +1,35 @@
+"""scripts/fuzz_emulator.py runs the fuzz tests with the examples asked for and says how many ran."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.helpers import ROOT
+
+#: The script runs pytest in a process of its own.
+pytestmark = pytest.mark.slow
+
+
+def test_fuzz_script_runs_the_examples_asked_for_and_counts_them() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fuzz_emulator.py"), "--examples", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fuzz_emulator: 6 cases run (batch: 3, rest: 3)" in result.stdout
+
+
+def test_fuzz_script_refuses_no_examples() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fuzz_emulator.py"), "--examples", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--examples" in result.stderr
