@@ -111,6 +111,7 @@ HOSTILE_SEGMENTS = (
     "a#b",
     "x" * 600,
     "%41" * 200,
+    "x" * 70_000,  # a request line over the stdlib's 64 KiB
     "s~",
     "e~",
     "~",
