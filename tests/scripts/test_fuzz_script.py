@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -21,7 +22,14 @@ def test_fuzz_script_runs_the_examples_asked_for_and_counts_them() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "fuzz_emulator: 6 cases run (batch: 3, rest: 3)" in result.stdout
+    counted = re.search(r"fuzz_emulator: (\d+) cases run \(batch: (\d+), rest: (\d+)\)", result.stdout)
+    assert counted, result.stdout
+    total, batch, rest = map(int, counted.groups())
+    assert total == batch + rest
+    # 3 each, and any failing examples saved by earlier runs, which Hypothesis tries first;
+    # far fewer than the suite's own counts.
+    assert 3 <= batch < 100
+    assert 3 <= rest < 100
 
 
 def test_fuzz_script_refuses_no_examples() -> None:

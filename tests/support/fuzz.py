@@ -196,17 +196,9 @@ def fuzz_case(name: str) -> Iterator[Emulator]:
 # -- one exchange -------------------------------------------------------------------
 
 
-class Exchange(NamedTuple):
-    """What the server sent back for one request."""
-
-    #: Every final answer, in order (interim ``100 Continue`` left out).
-    answers: list[Answer]
-    #: Whether the server reset the connection (the last answer may then be lost).
-    reset: bool
-
-
-def exchange(emulator: Emulator, request: RawRequest, keep_open: bool) -> Exchange:
-    """Send ``request`` and read what comes back until the server closes the connection.
+def exchange(emulator: Emulator, request: RawRequest, keep_open: bool) -> list[Answer]:
+    """Send ``request`` and read every final answer (interim ``100 Continue`` left out)
+    until the server closes the connection.
 
     With ``keep_open`` the connection stays open until the first answer (or
     the server closes it): a request that never ends must be answered by the
@@ -247,7 +239,7 @@ def exchange(emulator: Emulator, request: RawRequest, keep_open: bool) -> Exchan
             if not chunk:
                 break
             received += chunk
-    return Exchange(_final_answers(bytes(received), reset), reset)
+    return _final_answers(bytes(received), reset)
 
 
 def _has_final_answer(data: bytearray) -> bool:
@@ -263,6 +255,7 @@ def _has_final_answer(data: bytearray) -> bool:
 
 
 def _final_answers(data: bytes, reset: bool) -> list[Answer]:
+    """The final answers in ``data``; after a reset (which may lose bytes) the last may be cut short."""
     answers = []
     while data:
         try:
@@ -414,7 +407,8 @@ def check_request(emulator: Emulator, request: RawRequest, keep_open: bool) -> l
     Returns the answers (a batch's parts after the batch's own answer).
     """
     before = service_state(emulator)
-    sent = exchange(emulator, request, keep_open)
-    answers = [checked for answer in sent.answers for checked in check_answer(answer)]
+    answers = [
+        checked for answer in exchange(emulator, request, keep_open) for checked in check_answer(answer)
+    ]
     check_state_change(before, service_state(emulator), answers)
     return answers

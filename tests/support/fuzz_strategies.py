@@ -682,6 +682,7 @@ def inner_requests(draw: st.DrawFn) -> bytes:
     body = call.body
     lines = [f"{call.method} {call.target}{draw(inner_versions)}".encode("utf-8", "surrogatepass")]
     lines += [b"Content-Type: " + value.encode("utf-8") for value in draw(json_content_types)]
+    lines += [line.encode("utf-8") for line in draw(extra_headers) + draw(bad_header_lines)]
     length = draw(inner_lengths)
     if length != "none":
         value = {
