@@ -27,7 +27,7 @@ from . import errors
 from .errors import ApiError
 from .faults import RETRY_TEST_HEADER
 from .rest import Response, RestApi, check_json_content_type, parse_headers
-from .wire import too_large
+from .wire import MAX_LENGTH_DIGITS, too_large
 
 _REQUEST_LINE = re.compile(rb"([A-Za-z]+) (\S+)(?: HTTP/\d\.\d)?\Z")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -77,7 +77,10 @@ def parse_part(payload: bytes) -> Request:
         length = headers["content-length"].encode("latin-1")
         if not _DIGITS.match(length):
             raise errors.bad_request("A batch part has a malformed Content-Length")
-        body = body[: int(length)]
+        digits = length.lstrip(b"0") or b"0"
+        # More digits than that is longer than any part (and int() refuses thousands).
+        if len(digits) <= MAX_LENGTH_DIGITS:
+            body = body[: int(digits)]
     return Request(method, target, headers, body)
 
 

@@ -133,7 +133,8 @@ def json_body(body: bytes, headers: Mapping[str, str], what: str = "a Task") -> 
     Raises:
         ApiError: 400 when the content type is not ``application/json``
             (what a page of another site cannot send without asking), or the
-            body is missing, not JSON, an array or a string, or too complex.
+            body is missing, not JSON, an array or a string, too complex, or
+            holds a string that is not text (an unpaired surrogate).
     """
     check_json_content_type(headers)
     if not body.strip():

@@ -40,6 +40,7 @@ import logging
 import math
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -96,7 +97,8 @@ class OwnAddress:
             name, port = authority, "80"  # no port: HTTP's own
         else:
             name, _, port = authority.rpartition(":")
-        if not port.isdigit() or not port.isascii() or int(port) != self.port:
+        # Compared as text: int() refuses thousands of digits (ValueError).
+        if not port.isdigit() or not port.isascii() or (port.lstrip("0") or "0") != str(self.port):
             return False
         return name in self._names or (self.any_ip and _ip(name.strip("[]")) is not None)
 
@@ -206,10 +208,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
         self.close_connection = True
-        if code == 501:
-            # An HTTP method no route knows: the client's mistake, not a
-            # server failure that clients would retry.
+        # The stdlib's 5xx are the client's mistakes, not server failures
+        # that clients would retry.
+        if code == 501:  # an HTTP method no route knows
             code, message = 405, f"Method {self.command} is not allowed"
+        elif code == 505:  # a request line of HTTP/2 or later: this server speaks HTTP/1.1
+            code = 400
         reason = {405: "httpMethodNotAllowed"}.get(code, "badRequest" if code < 500 else "backendError")
         # The stdlib gives no message for some errors (414): fall back to the status phrase.
         message = message or explain or self.responses.get(code, ("Bad request",))[0]
@@ -428,7 +432,10 @@ class _Server(http.server.ThreadingHTTPServer):
             self.requests += 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("connection from %s ended with an error", client_address)
+        # Mostly a client gone (a socket error); anything else is a bug of the
+        # server, which the traceback shows (and tests look for). Called from
+        # socketserver's exception handler, so the exception is the current one.
+        logger.debug("connection from %s ended with an error", client_address, exc_info=sys.exc_info())
 
 
 class Emulator:

@@ -47,6 +47,32 @@ def test_malformed_json_body_is_400(emulator: Emulator, body: bytes) -> None:
     assert error["errors"][0]["reason"] == "parseError"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"payloadBase64": "", "tag": "\\ud800"}',
+        b'{"payloadBase64": "", "tag": "a\\udfffb"}',
+        b'{"payloadBase64": "", "id": "\\udc00"}',
+        b'{"payloadBase64": "", "queueName": "default\\ud83d"}',
+        b'{"payloadBase64": "", "\\ud800": 1}',
+        b'{"payloadBase64": "", "x": [{"y": "\\ud800"}]}',
+        b'{"payloadBase64": "", "tag": "\xed\xa0\x80"}',  # encoded as bytes: json.loads lets them pass
+    ],
+)
+def test_json_string_with_an_unpaired_surrogate_is_400(emulator: Emulator, body: bytes) -> None:
+    """JSON may escape half a character (\\ud800); no text holds one."""
+    answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
+    assert_google_error(answer, 400, "not valid Unicode")
+    assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
+
+
+def test_json_string_with_a_surrogate_pair_is_its_character(emulator: Emulator) -> None:
+    body = b'{"payloadBase64": "", "tag": "\\ud83d\\ude00"}'
+    answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
+    assert answer.status == 200, answer.body
+    assert answer.json()["tag"] == "\U0001f600"
+
+
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 50_000])
 def test_deeply_nested_json_body_is_400(emulator: Emulator, body: bytes) -> None:
     answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
