@@ -20,25 +20,37 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from .. import api
 from ..api import (
-    LONG_QUEUE_NAME_RE,
     MAX_LEASE_BATCH_BYTES,
-    MAX_LEASE_SECONDS,
     MAX_LIST_TASKS,
-    MAX_NUM_TASKS,
-    MAX_PAYLOAD_BYTES,
-    MAX_TAG_BYTES,
     QUEUE_NAME_RE,
     TASK_NAME_RE,
     TOMBSTONE_SECONDS,
     bare_project,
 )
-from . import errors
+from ..rest import errors
+from ..rest.backend import (
+    QueueAcl,
+    check_lease,
+    check_queue_name,
+    check_queue_name_syntax,
+    check_task_name_syntax,
+    decode_payload,
+    not_leased,
+    parse_lease_change,
+    parse_new_task,
+    queue_resource,
+    stale_lease,
+    task_resource,
+)
+from ..rest.errors import ApiError
+
+__all__ = ["MalformedEntry", "QueueConfig", "Task", "TaskQueueService", "decode_payload"]
 
 #: How long a deleted task's name stays reserved, in microseconds.
 TOMBSTONE_MICROS = TOMBSTONE_SECONDS * 1_000_000
@@ -47,26 +59,6 @@ TOMBSTONE_MICROS = TOMBSTONE_SECONDS * 1_000_000
 HEAP_SLACK = 64
 
 _MICROS = 1_000_000
-
-
-def decode_payload(text: Any) -> bytes:
-    """Decode a request's ``payloadBase64`` within the API's limit.
-
-    Raises:
-        ApiError: 400 when it is not base64 or decodes to more than 1 MiB.
-    """
-    if not isinstance(text, str):
-        raise errors.bad_request("payloadBase64 must be a base64 string")
-    try:
-        payload = api.decode_payload(text)
-    except ValueError:
-        raise errors.bad_request("payloadBase64 is not valid base64") from None
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise errors.bad_request(
-            f"Task payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-            reason="taskTooLarge",
-        )
-    return payload
 
 
 @dataclass
@@ -128,19 +120,15 @@ class Task:
 
     def resource(self, queue_name: str, now: int, with_payload: bool = True) -> dict[str, Any]:
         """The ``taskqueues#task`` resource."""
-        resource: dict[str, Any] = {
-            "kind": api.TASK_KIND,
-            "id": self.name,
-            "queueName": queue_name,
-            "enqueueTimestamp": str(self.enqueued),
-            "leaseTimestamp": str(self.lease_expires if self.leased_at(now) else 0),
-            "retry_count": self.retry_count,
-        }
-        if with_payload:
-            resource["payloadBase64"] = api.encode_payload(self.payload)
-        if self.tag is not None:
-            resource["tag"] = self.tag
-        return resource
+        return task_resource(
+            self.name,
+            queue_name,
+            self.enqueued,
+            self.lease_expires if self.leased_at(now) else 0,
+            self.retry_count,
+            self.payload if with_payload else None,
+            self.tag,
+        )
 
 
 _HeapEntry = tuple[int, int, int, Task]
@@ -522,8 +510,7 @@ class TaskQueueService:
         bare = bare_project(project)
         if not bare or (self.project is not None and bare != self.project):
             raise errors.not_found(f"Project {project!r} is not known to this server")
-        if not QUEUE_NAME_RE.match(name):
-            raise errors.bad_request(f"Invalid queue name {name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -")
+        check_queue_name_syntax(name)
         config = self.configs.get(name)
         if config is None:
             raise errors.not_found(
@@ -539,8 +526,7 @@ class TaskQueueService:
         return queue
 
     def _task(self, queue: Queue, name: str) -> Task:
-        if not TASK_NAME_RE.match(name):
-            raise errors.bad_request(f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -")
+        check_task_name_syntax(name)
         task = queue.tasks.get(name)
         if task is None:
             raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
@@ -572,41 +558,19 @@ class TaskQueueService:
         with self.lock:
             queue = self.queue(project, name)
             config = queue.config
-            resource: dict[str, Any] = {
-                "kind": api.QUEUE_KIND,
-                "id": name,
-                "acl": {
-                    "consumerEmails": list(config.consumer_emails),
-                    "producerEmails": list(config.producer_emails),
-                    "adminEmails": [],
-                },
-            }
-            if config.max_leases is not None:
-                resource["maxLeases"] = config.max_leases
+            resource = queue_resource(
+                name, config.max_leases, QueueAcl(config.consumer_emails, config.producer_emails)
+            )
             if get_stats:
                 resource["stats"] = queue.stats(self.now())
             return resource
 
     def insert(self, project: str, name: str, body: Any) -> dict[str, Any]:
         """``tasks.insert``: add a task; a reserved name is 409."""
-        if not isinstance(body, dict):
-            raise errors.bad_request("The request body must be a Task object")
-        payload = decode_payload(body.get("payloadBase64", ""))
-        tag = body.get("tag")
-        if tag is not None:
-            if not isinstance(tag, str):
-                raise errors.bad_request("tag must be a string")
-            if len(tag.encode("utf-8")) > MAX_TAG_BYTES:
-                raise errors.bad_request(f"tag is longer than {MAX_TAG_BYTES} bytes")
-            tag = tag or None
-        task_name = body.get("id")
-        if task_name is not None and (not isinstance(task_name, str) or not TASK_NAME_RE.match(task_name)):
-            raise errors.bad_request(
-                f"Invalid task name {task_name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -"
-            )
+        task_name, payload, tag = parse_new_task(body)
         with self.lock:
             queue = self.queue(project, name)
-            self._check_queue_name(body, project, name)
+            check_queue_name(body, project, name)
             now = self.now()
             if task_name is None:
                 task_name = uuid.uuid4().hex
@@ -632,22 +596,6 @@ class TaskQueueService:
             self.queue(project, name, create=True).add(task)
             return task.resource(api.long_queue_name(project, name), now)
 
-    def _check_queue_name(self, body: dict[str, Any], project: str, name: str) -> None:
-        given = body.get("queueName")
-        if given is None:
-            return
-        if not isinstance(given, str):
-            raise errors.bad_request("queueName must be a string")
-        long_form = LONG_QUEUE_NAME_RE.match(given)
-        if long_form:
-            given_project, given = long_form.groups()
-            if bare_project(given_project) != bare_project(project):
-                raise errors.bad_request(
-                    f"queueName names project {given_project!r}, but the URL names {project!r}"
-                )
-        if given != name:
-            raise errors.bad_request(f"queueName {given!r} does not match the queue {name!r} of the URL")
-
     def lease(
         self,
         project: str,
@@ -658,12 +606,7 @@ class TaskQueueService:
         tag: str | None = None,
     ) -> dict[str, Any]:
         """``tasks.lease``: lease up to ``num_tasks`` due tasks, oldest first."""
-        if not 1 <= num_tasks <= MAX_NUM_TASKS:
-            raise errors.bad_request(f"numTasks must be between 1 and {MAX_NUM_TASKS}, not {num_tasks}")
-        if not 0 <= lease_secs <= MAX_LEASE_SECONDS:
-            raise errors.bad_request(f"leaseSecs must be between 0 and {MAX_LEASE_SECONDS}, not {lease_secs}")
-        if tag is not None and not group_by_tag:
-            raise errors.bad_request("tag is only allowed with groupByTag=true")
+        check_lease(num_tasks, lease_secs, group_by_tag, tag)
         with self.lock:
             queue = self.queue(project, name)
             now = self.now()
@@ -710,38 +653,42 @@ class TaskQueueService:
             self._record(self._delete_record(project, name, task_name, now))
             queue.remove(task, now)
 
+    def delete_tasks(self, project: str, name: str, tasks: Sequence[str]) -> list[ApiError | None]:
+        """Several ``tasks.delete`` of one queue: each one's error, or ``None``."""
+        with self.lock:
+            self.queue(project, name)
+            results: list[ApiError | None] = []
+            for task_name in tasks:
+                try:
+                    self.delete_task(project, name, task_name)
+                except ApiError as error:
+                    if error.code == 503:
+                        raise
+                    results.append(error)
+                else:
+                    results.append(None)
+            return results
+
+    def acl(self, project: str, name: str) -> QueueAcl | None:
+        """The ACL of queue ``name`` from ``queue.yaml``; ``None`` for an unknown queue."""
+        config = self.configs.get(name)
+        if config is None:
+            return None
+        return QueueAcl(config.consumer_emails, config.producer_emails)
+
     def update_task(
         self, project: str, name: str, task_name: str, new_lease_seconds: int, body: Any
     ) -> dict[str, Any]:
         """``tasks.update`` and ``tasks.patch``: change or release a held lease."""
-        if not 0 <= new_lease_seconds <= MAX_LEASE_SECONDS:
-            raise errors.bad_request(
-                f"newLeaseSeconds must be between 0 and {MAX_LEASE_SECONDS}, not {new_lease_seconds}"
-            )
-        if not isinstance(body, dict):
-            raise errors.bad_request("The request body must be a Task object")
-        if "queueName" not in body:
-            raise errors.bad_request("The Task in the request body must carry queueName")
+        given = parse_lease_change(new_lease_seconds, body, project, name)
         with self.lock:
             queue = self.queue(project, name)
-            self._check_queue_name(body, project, name)
             task = self._task(queue, task_name)
             now = self.now()
             if not task.leased_at(now):
-                raise errors.bad_request(
-                    f"Task {task_name!r} is not leased, or its lease has expired", reason="badRequest"
-                )
-            given = body.get("leaseTimestamp")
-            if given is not None:
-                try:
-                    matches = int(given) == task.lease_expires
-                except (TypeError, ValueError, OverflowError):
-                    raise errors.bad_request("leaseTimestamp must be an integer") from None
-                if not matches:
-                    raise errors.bad_request(
-                        f"leaseTimestamp does not match the current lease of task {task_name!r}",
-                        reason="badRequest",
-                    )
+                raise not_leased(task_name)
+            if given is not None and given != task.lease_expires:
+                raise stale_lease(task_name)
             if new_lease_seconds == 0:
                 eta, expires = now, 0
             else:

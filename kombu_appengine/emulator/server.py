@@ -41,12 +41,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
-from . import batch, wire
-from .errors import ApiError
-from .faults import Fault, ResetConnection
+from ..rest import batch
+from ..rest.errors import ApiError
+from ..rest.faults import Fault, ResetConnection
+from ..rest.front import RestApi, error_response
+from . import wire
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import load_queue_yaml
-from .rest import RestApi, error_response
 from .storage import FileJournal
 
 logger = logging.getLogger(__name__)

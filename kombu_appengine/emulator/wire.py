@@ -18,7 +18,7 @@ import time
 from email.message import Message
 from typing import NamedTuple
 
-from .errors import ApiError
+from ..rest.errors import ApiError, too_large
 
 #: Longest chunk-size line (with its extensions), in bytes.
 MAX_CHUNK_LINE = 4096
@@ -247,8 +247,3 @@ def _chunk_size(line: bytes) -> int:
 def bad_framing(message: str) -> ApiError:
     """400 for a request whose body cannot be delimited: the connection must close."""
     return ApiError(400, "badRequest", message)
-
-
-def too_large(limit: int) -> ApiError:
-    """413 for a body over ``limit`` bytes."""
-    return ApiError(413, "uploadTooLarge", f"Request body over {limit} bytes, the limit of this endpoint")
