@@ -6,7 +6,7 @@ of TASKQUEUE_API.md as dictionaries and raising
 :class:`~kombu_appengine.emulator.errors.ApiError` for every refusal.
 
 Leasing costs O(log n) in the depth of the queue: each queue keeps a heap of
-``(eta, sequence)`` for all its tasks and one per tag, and stale heap entries
+``(eta, name)`` for all its tasks and one per tag, and stale heap entries
 (tasks deleted or leased since) are recognised by a version number and
 dropped lazily when they reach the top.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import collections
 import heapq
+import itertools
 import json
 import threading
 import time
@@ -104,12 +105,14 @@ class Task:
         self.payload = payload
         self.tag = tag
         self.enqueued = enqueued
-        #: When the task may next be leased: enqueue time, then lease expiry.
-        self.eta = enqueued
+        #: When the task may next be leased: a microsecond before its
+        #: enqueue time (a task is due strictly after its ETA, as App
+        #: Engine's; so a new task is due at once), then its lease expiry.
+        self.eta = enqueued - 1
         #: Expiry of the current lease, 0 when never leased or released.
         self.lease_expires = 0
         self.retry_count = 0
-        #: Insertion order, the tie-breaker between equal ETAs.
+        #: Insertion order (kept in the journal); equal ETAs go by name, as App Engine's.
         self.seq = seq
         #: Bumped whenever the task's heap position changes or it is deleted.
         self.version = 0
@@ -123,7 +126,8 @@ class Task:
         return task_resource(
             self.name,
             queue_name,
-            self.enqueued,
+            # App Engine keeps the enqueue time in whole seconds.
+            self.enqueued // _MICROS * _MICROS,
             self.lease_expires if self.leased_at(now) else 0,
             self.retry_count,
             self.payload if with_payload else None,
@@ -131,7 +135,9 @@ class Task:
         )
 
 
-_HeapEntry = tuple[int, int, int, Task]
+#: ``(eta, name, seq, version, task)``: equal ETAs go by name; ``seq`` tells apart a task
+#: restored under the name of one forgotten.
+_HeapEntry = tuple[int, str, int, int, Task]
 #: One task's lease in a journal entry: name, ETA, lease expiry, retry count.
 _Lease = tuple[str, int, int, int]
 
@@ -181,7 +187,7 @@ class Queue:
 
     def _index(self, task: Task) -> None:
         task.version += 1
-        entry = (task.eta, task.seq, task.version, task)
+        entry = (task.eta, task.name, task.seq, task.version, task)
         self._push(self._heap, entry, len(self.tasks))
         tag_heap = self._tag_heaps.get(task.tag)
         if tag_heap is not None:
@@ -191,7 +197,7 @@ class Queue:
         """The heap of the tasks tagged ``tag``, built from the queue on first use."""
         heap = self._tag_heaps.get(tag)
         if heap is None:
-            heap = [(t.eta, t.seq, t.version, t) for t in self.tasks.values() if t.tag == tag]
+            heap = [(t.eta, t.name, t.seq, t.version, t) for t in self.tasks.values() if t.tag == tag]
             heapq.heapify(heap)
             self._tag_heaps[tag] = heap
         return heap
@@ -205,17 +211,17 @@ class Queue:
         """
         heapq.heappush(heap, entry)
         if len(heap) > 2 * live + HEAP_SLACK:
-            heap[:] = [e for e in heap if e[2] == e[3].version]
+            heap[:] = [e for e in heap if e[3] == e[4].version]
             heapq.heapify(heap)
 
     def _first_available(self, heap: list[_HeapEntry], now: int) -> Task | None:
         """Drop stale entries from the top of ``heap``; the top task if due."""
         while heap:
-            eta, _, version, task = heap[0]
+            eta, _, _, version, task = heap[0]
             if version != task.version:
                 heapq.heappop(heap)
                 continue
-            return task if eta <= now else None
+            return task if eta < now else None
         return None
 
     def add(self, task: Task) -> None:
@@ -276,27 +282,33 @@ class Queue:
         applied (:meth:`apply_lease`). Returns the tasks to lease and the
         tasks to delete instead, because they reached ``maxLeases``.
         """
-        heap = self._heap
-        if by_tag:
-            if tag is None:
-                oldest = self._first_available(self._heap, now)
-                if oldest is None:
-                    return [], []
-                tag = oldest.tag
-            heap = self._tag_heap(tag) if self._tag_counts.get(tag) else []
+        candidates: Iterable[Task] = self._due(self._heap, now)
+        if by_tag and tag is None:
+            # As App Engine: the oldest task's tag is the group; a tagged
+            # group is every due task of that tag, but an untagged one only
+            # the untagged among the oldest num_tasks due tasks.
+            window = list(itertools.islice(candidates, num_tasks))
+            if not window:
+                return [], []
+            tag = window[0].tag
+            candidates = [task for task in window if task.tag is None]
+        if by_tag and tag is not None:
+            candidates = self._due(self._tag_heap(tag), now) if self._tag_counts.get(tag) else []
         leased: list[Task] = []
         expired: list[Task] = []
         batch_bytes = 0
         max_leases = self.config.max_leases
-        for task in self._due(heap, now):
+        for task in candidates:
             if leased and batch_bytes + len(task.payload) > MAX_LEASE_BATCH_BYTES:
                 break
+            # A task out of leases is deleted instead, and takes its place
+            # among the num_tasks, as App Engine's.
             if max_leases is not None and task.retry_count >= max_leases:
                 expired.append(task)
-                continue
-            batch_bytes += len(task.payload)
-            leased.append(task)
-            if len(leased) == num_tasks:
+            else:
+                batch_bytes += len(task.payload)
+                leased.append(task)
+            if len(leased) + len(expired) == num_tasks:
                 break
         return leased, expired
 
@@ -311,8 +323,8 @@ class Queue:
             return
         frontier: list[tuple[_HeapEntry, int]] = [(heap[0], 0)]
         while frontier:
-            (eta, _, version, task), index = heapq.heappop(frontier)
-            if eta > now:
+            (eta, _, _, version, task), index = heapq.heappop(frontier)
+            if eta >= now:
                 return
             if version == task.version:
                 yield task
@@ -332,7 +344,7 @@ class Queue:
             self._leased_last_hour.add(now, len(leased))
 
     def ordered(self, limit: int) -> list[Task]:
-        """The first ``limit`` tasks in lease order (ETA, then insertion).
+        """The first ``limit`` tasks in lease order (ETA, then name).
 
         Walks the heap as the tree it is, smallest entry first, so the cost
         grows with ``limit`` and the stale entries met, not with the depth.
@@ -341,7 +353,7 @@ class Queue:
         found: list[Task] = []
         frontier: list[tuple[_HeapEntry, int]] = [(heap[0], 0)] if heap else []
         while frontier and len(found) < limit:
-            (_, _, version, task), index = heapq.heappop(frontier)
+            (_, _, _, version, task), index = heapq.heappop(frontier)
             if version == task.version:
                 found.append(task)
             for child in (2 * index + 1, 2 * index + 2):
@@ -350,8 +362,14 @@ class Queue:
         return found
 
     def stats(self, now: int) -> dict[str, Any]:
-        """The ``stats`` object of ``taskqueues.get``; exact, not approximate."""
-        oldest = next(iter(self.tasks.values())).enqueued // _MICROS if self.tasks else 0
+        """The ``stats`` object of ``taskqueues.get``; exact, not approximate.
+
+        ``oldestTask`` is the earliest ETA, as App Engine's queue statistics
+        have it: a leased task's is its lease expiry.
+        """
+        first = self.ordered(1)
+        # A new task's ETA is a microsecond before its enqueue time: given back here.
+        oldest = max(first[0].eta + 1, 0) // _MICROS if first else 0
         return {
             "totalTasks": len(self.tasks),
             "oldestTask": str(oldest),
@@ -751,6 +769,6 @@ class TaskQueueService:
                         "enqueued": task.enqueued,
                         "seq": task.seq,
                     }
-                    if task.retry_count or task.eta != task.enqueued:
+                    if task.retry_count or task.eta != task.enqueued - 1:
                         lease = (task.name, task.eta, task.lease_expires, task.retry_count)
                         yield self._lease_record(project, name, [lease])
