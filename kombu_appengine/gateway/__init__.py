@@ -15,6 +15,59 @@ another backend, :class:`~.appengine.AppEngineBackend`. On this machine,
 Needs the ``gateway`` extra (``appengine-python-standard``).
 """
 
-from .appengine import AppEngineBackend
+from __future__ import annotations
 
-__all__ = ["AppEngineBackend"]
+import contextlib
+import os
+from typing import Any
+
+from ..api import bare_project
+from ..rest.front import RestApi
+from ..rest.wsgi import WsgiApp
+from .appengine import AppEngineBackend
+from .auth import GOOGLE_TOKENINFO_URL, TokenInfoAuthenticator
+
+__all__ = ["AppEngineBackend", "TokenInfoAuthenticator", "make_app"]
+
+#: Seconds the deployed gateway reuses the queues' settings (mode, retry limit, ACL).
+QUEUES_TTL = 10.0
+
+
+def make_app(queue_yaml: str | None = "queue.yaml", environ: Any = None) -> Any:
+    """The gateway as a WSGI application on App Engine (what ``main.py`` serves).
+
+    Settings come from the environment (``env_variables`` in ``app.yaml``):
+
+    * ``GATEWAY_ALLOWED_SERVICE_ACCOUNTS``: emails, comma-separated, allowed on
+      every queue whatever its ``acl``;
+    * ``GATEWAY_TOKENINFO_URL``: the token-info endpoint (Google's by default).
+
+    The application id is App Engine's own (``GAE_APPLICATION``). ``queue_yaml``
+    (deployed beside ``main.py``) gives the ``writer_email`` entries, which
+    App Engine does not report.
+    """
+    from ..emulator.queue_yaml import load_queue_yaml
+
+    env = os.environ if environ is None else environ
+    writers: dict[str, list[str]] = {}
+    if queue_yaml and os.path.exists(queue_yaml):
+        writers = {config.name: list(config.producer_emails) for config in load_queue_yaml(queue_yaml)}
+    project = env.get("GAE_APPLICATION") or env.get("GOOGLE_CLOUD_PROJECT")
+    backend = AppEngineBackend(
+        bare_project(project) if project else None,
+        lock=contextlib.nullcontext(),
+        writers=writers,
+        queues_ttl=QUEUES_TTL,
+    )
+    authenticator = TokenInfoAuthenticator(
+        env.get("GATEWAY_TOKENINFO_URL") or GOOGLE_TOKENINFO_URL,
+        allowed_service_accounts=(env.get("GATEWAY_ALLOWED_SERVICE_ACCOUNTS") or "").split(","),
+    )
+    app: Any = WsgiApp(
+        RestApi(backend, authenticator=authenticator, keep_tokens=False, fault_injection=False)
+    )
+    if env.get("GAE_ENV") == "standard":
+        from google.appengine.api import wrap_wsgi_app
+
+        app = wrap_wsgi_app(app)
+    return app

@@ -1,0 +1,84 @@
+"""Bearer tokens verified at a token-info endpoint (the tests' OAuth server), and queues' ACLs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.gateway.auth import TokenInfoAuthenticator
+from kombu_appengine.gateway.local import LocalGateway
+from tests.gateway.conftest import APP_ID, QUEUES
+from tests.support.api import api_path, assert_google_error, raw
+from tests.support.oauth_server import OAuthServer
+
+ALLOWED = "robot@test-app.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def guarded(oauth: OAuthServer) -> Iterator[LocalGateway]:
+    """A gateway that verifies tokens at ``oauth``'s token-info endpoint."""
+    authenticator = TokenInfoAuthenticator(oauth.tokeninfo_uri, allowed_service_accounts=[ALLOWED])
+    with LocalGateway(QUEUES, project=APP_ID, authenticator=authenticator) as running:
+        yield running
+
+
+def token(oauth: OAuthServer, email: str, scope: str = TASKQUEUE_SCOPE) -> str:
+    oauth.user_email = email
+    return oauth._issue(oauth.client_id, scope, refresh=False, email=email)["access_token"]
+
+
+def call(server, token=None, queue="guarded", path=("tasks",), method="GET"):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return raw(server, method, api_path(*path, project=APP_ID, queue=queue), headers=headers)
+
+
+def test_no_token_is_401_login_required(guarded):
+    response = call(guarded)
+    assert response.status == 401
+    assert_google_error(response.json(), 401, "required")
+
+
+def test_a_token_the_endpoint_refuses_is_401(guarded):
+    response = call(guarded, "ya29.not-a-token")
+    assert response.status == 401
+    assert_google_error(response.json(), 401, "authError")
+
+
+def test_a_consumer_in_the_acl_may_list_and_others_get_403(guarded, oauth):
+    assert call(guarded, token(oauth, "worker@example.com")).status == 200
+    response = call(guarded, token(oauth, "stranger@example.com"))
+    assert response.status == 403
+    assert "queue.yaml" in assert_google_error(response.json(), 403, "forbidden")
+
+
+def test_a_writer_may_insert_but_not_lease(guarded, oauth):
+    writer = token(oauth, "app@example.com")
+    headers = {"Authorization": f"Bearer {writer}", "Content-Type": "application/json"}
+    inserted = raw(guarded, "POST", api_path("tasks", project=APP_ID, queue="guarded"), b"{}", headers)
+    assert inserted.status == 200
+    assert call(guarded, writer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 403
+
+
+def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
+    robot = token(oauth, ALLOWED)
+    assert call(guarded, robot).status == 200
+    assert call(guarded, robot, queue="pull-queue").status == 200
+
+
+def test_a_token_without_the_task_queue_scope_is_403(guarded, oauth):
+    response = call(guarded, token(oauth, ALLOWED, scope="email"))
+    assert response.status == 403
+
+
+def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplog):
+    caplog.set_level(logging.DEBUG)
+    worker = token(oauth, "worker@example.com")
+    for _ in range(3):
+        assert call(guarded, worker).status == 200
+    assert oauth.tokeninfo_requests == 1
+    call(guarded, "ya29.secret-looking-token")
+    assert worker not in caplog.text
+    assert "secret-looking" not in caplog.text
