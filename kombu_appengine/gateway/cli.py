@@ -1,4 +1,4 @@
-"""``pullqueue_gateway``: run the gateway locally on App Engine's task queue stub, or scaffold a deployment."""
+"""``pullqueue_gateway``: the gateway here, on App Engine's task queue stub, or a deployment scaffolded."""
 
 from __future__ import annotations
 

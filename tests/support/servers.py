@@ -21,3 +21,14 @@ def start_server(kind: str, **options: Any) -> RestServer:
 
         return LocalGateway(**options).start()
     return Emulator(**options).start()
+
+
+def parametrize_servers(metafunc: Any, tests: frozenset[str]) -> None:
+    """Run the tests named in ``tests`` against both servers: they take the
+    ``server_kind`` fixture (``"emulator"`` for every other test)."""
+    if (
+        "server_kind" in metafunc.fixturenames
+        and metafunc.definition.originalname in tests
+        and metafunc.definition.get_closest_marker("emulator_only") is None
+    ):
+        metafunc.parametrize("server_kind", SERVER_KINDS)
