@@ -181,7 +181,12 @@ class OAuthServer:
     def issue_user_tokens(self) -> dict[str, Any]:
         """A token response for the client, as after the user's consent (no browser)."""
         with self._lock:
-            answer = self._issue(self.client_id, "https://www.googleapis.com/auth/taskqueue", refresh=True)
+            answer = self._issue(
+                self.client_id,
+                "https://www.googleapis.com/auth/taskqueue",
+                refresh=True,
+                email=self.user_email,
+            )
         return answer
 
     def write_credentials_file(self, path: Any) -> Any:
