@@ -12,7 +12,7 @@ another backend, :class:`~.appengine.AppEngineBackend`. On this machine,
 ``pullqueue_gateway serve`` runs it on the SDK's task queue stub
 (:mod:`.local`), a second local server whose queue semantics are Google's own.
 
-Needs the ``gateway`` extra (``appengine-python-standard``).
+Serving needs the ``gateway`` extra (``appengine-python-standard``); scaffolding does not.
 """
 
 from __future__ import annotations
@@ -24,10 +24,20 @@ from typing import Any
 from ..api import bare_project
 from ..rest.front import RestApi
 from ..rest.wsgi import WsgiApp
-from .appengine import AppEngineBackend
 from .auth import GOOGLE_TOKENINFO_URL, TokenInfoAuthenticator
 
 __all__ = ["AppEngineBackend", "TokenInfoAuthenticator", "make_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # The App Engine SDK (the gateway extra) is imported only when the backend is
+    # used: scaffolding a deployment and --version need only this package.
+    if name == "AppEngineBackend":
+        from .appengine import AppEngineBackend
+
+        return AppEngineBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Seconds the deployed gateway reuses the queues' settings (mode, retry limit, ACL).
 QUEUES_TTL = 10.0
@@ -47,6 +57,7 @@ def make_app(queue_yaml: str | None = "queue.yaml", environ: Any = None) -> Any:
     App Engine does not report.
     """
     from ..emulator.queue_yaml import load_queue_yaml
+    from .appengine import AppEngineBackend
 
     env = os.environ if environ is None else environ
     writers: dict[str, list[str]] = {}

@@ -94,6 +94,12 @@ class TaskQueueBackend(Protocol):
         """The queue's ACL, or ``None`` when the queue is unknown (its call then answers 404)."""
 
 
+#: What App Engine counts of a pull task beside its payload, name and tag (its
+#: method, URL, headers and other fields) against the 1 MiB limit: the SDK
+#: refused an auto-named task whose payload was exactly 1 MiB, finding 1,048,640 bytes.
+TASK_OVERHEAD_BYTES = 64
+
+
 class NewTask(NamedTuple):
     """A Task body of ``tasks.insert``, checked."""
 
@@ -152,6 +158,13 @@ def parse_new_task(body: Any) -> NewTask:
     name = body.get("id")
     if name is not None and (not isinstance(name, str) or not TASK_NAME_RE.match(name)):
         raise invalid_task_name(name)
+    # As App Engine: the whole task counts, not the payload alone.
+    size = len(payload) + len(name or "") + len((tag or "").encode("utf-8")) + TASK_OVERHEAD_BYTES
+    if size > MAX_PAYLOAD_BYTES:
+        raise task_too_large(
+            f"Task size must be less than {MAX_PAYLOAD_BYTES}; found {size} (the payload, the name, "
+            f"the tag and {TASK_OVERHEAD_BYTES} bytes of the task's other fields)"
+        )
     return NewTask(name, payload, tag)
 
 
