@@ -82,3 +82,33 @@ def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplo
     call(guarded, "ya29.secret-looking-token")
     assert worker not in caplog.text
     assert "secret-looking" not in caplog.text
+
+
+def test_the_transport_reaches_the_gateway_with_a_service_account_key_and_a_users_file(
+    guarded, oauth, tmp_path
+):
+    """End to end, as the README says: kombu with credentials, the gateway asking the token-info endpoint."""
+    from kombu import Connection
+
+    from tests.support.helpers import write_json
+
+    key = write_json(tmp_path / "key.json", oauth.service_account_info(ALLOWED))
+    oauth.user_email = "worker@example.com"
+    user_file = oauth.write_credentials_file(tmp_path / "credentials")
+
+    def connect(credentials_file):
+        options = {
+            "api_endpoint": guarded.url,
+            "project_name": APP_ID,
+            "credentials_file": str(credentials_file),
+        }
+        return Connection(transport="kombu_appengine:Transport", transport_options=options)
+
+    with connect(key) as connection:
+        connection.SimpleQueue("guarded").put({"from": "a service account"})
+    with connect(user_file) as connection:
+        queue = connection.SimpleQueue("guarded")
+        message = queue.get(timeout=10)
+        assert message.payload == {"from": "a service account"}
+        message.ack()
+        queue.close()
