@@ -405,10 +405,7 @@ class RestApi:
     def _delete_together(
         self, project: str, queue: str, calls: list[tuple[int, Call]], answers: list[Response]
     ) -> None:
-        names: list[str] = []
-        for _, call in calls:
-            if call.task not in names:
-                names.append(call.task)
+        names = list(dict.fromkeys(call.task for _, call in calls))
         try:
             results = dict(zip(names, self.backend.delete_tasks(project, queue, names)))
         except ApiError as error:
