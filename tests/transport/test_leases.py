@@ -9,7 +9,7 @@ from queue import Empty
 import pytest
 
 from tests.support.helpers import wait_for
-from tests.support.transport import PROJECT, connect, listed, only_task, prefill, total_tasks
+from tests.support.transport import PROJECT, connect, listed, only_task, payload_of, prefill, total_tasks
 
 
 @pytest.mark.slow  # waits for a lease of 2 s to end
@@ -19,7 +19,12 @@ def test_buffered_task_whose_lease_ended_is_not_delivered(emulator):
         queue = connection.SimpleQueue("default")
         first = queue.get(timeout=5)
         assert first.payload == {"n": 0}
-        second_name = listed(emulator)[1]["id"]
+        # Leased together, the two share an ETA and are listed by name: found by payload.
+        second_name = next(
+            task["id"]
+            for task in listed(emulator)
+            if payload_of(emulator.service.get_task(PROJECT, "default", task["id"])) == b'{"n": 1}'
+        )
 
         def second_lease_ended() -> bool:
             return emulator.service.get_task(PROJECT, "default", second_name)["leaseTimestamp"] == "0"
