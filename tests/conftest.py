@@ -1,11 +1,13 @@
-"""Fixtures shared by the test suite: real emulators and an OAuth 2.0 server
-on loopback, and google-api-python-client built from the shipped discovery
-document. Fixtures only one directory uses live in its own conftest.py."""
+"""Fixtures shared by the test suite: real emulators (in this process and as
+processes of their own) and an OAuth 2.0 server on loopback, and
+google-api-python-client built from the shipped discovery document. Fixtures
+only one directory uses live in its own conftest.py."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import pathlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httplib2
@@ -14,6 +16,7 @@ from googleapiclient.discovery import build_from_document
 
 from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import Emulator
+from tests.support.emulator_process import EmulatorProcess, Spawn
 from tests.support.helpers import TEST_QUEUES, MakeEmulator, build_service
 from tests.support.oauth_server import OAuthServer
 
@@ -35,6 +38,34 @@ def make_emulator() -> Iterator[MakeEmulator]:
 def emulator(make_emulator: MakeEmulator) -> Emulator:
     """A running emulator with :data:`~tests.support.helpers.TEST_QUEUES`."""
     return make_emulator(queues=TEST_QUEUES)
+
+
+@pytest.fixture
+def spawn(tmp_path: pathlib.Path) -> Iterator[Spawn]:
+    """Start emulator processes: ``spawn(*args, port=0, wait=True, cwd=None, env=None)``
+    runs ``python -m kombu_appengine.emulator --port PORT ARGS`` and, unless
+    ``wait`` is false, waits for its listening line. Every one is killed at teardown."""
+    started: list[EmulatorProcess] = []
+
+    def start(
+        *args: str,
+        port: int = 0,
+        wait: bool = True,
+        cwd: pathlib.Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> EmulatorProcess:
+        stderr_path = tmp_path / f"stderr-{len(started)}.txt"
+        emulator = EmulatorProcess(["--port", str(port), *args], stderr_path, cwd=cwd, env=env)
+        started.append(emulator)
+        if not wait:
+            return emulator
+        emulator.wait_listening()
+        assert port in (0, emulator.port), emulator.line
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.kill()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.support.helpers import CELERY_EXAMPLE, ROOT
+from tests.support.transport import total_tasks
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The emulator address the README's examples use.
@@ -89,8 +90,7 @@ def test_python_examples_run_in_order(make_emulator, tmp_path):
         result = run_python(code, readme_emulator.host, tmp_path)
         assert result.returncode == 0, f"the example under {heading!r} failed:\n{code}\n{result.stderr}"
     # The producer's ten messages were all consumed by the consumer example.
-    stats = readme_emulator.service.get_queue("emulator", "pull-queue", get_stats=True)["stats"]
-    assert stats["totalTasks"] == 0
+    assert total_tasks(readme_emulator, "pull-queue") == 0
 
 
 @pytest.mark.slow
@@ -115,8 +115,7 @@ def test_real_service_example_signs_with_the_stored_token(make_emulator, oauth, 
         assert result.returncode == 0, f"{code}\n{result.stderr}"
     assert server.tokens
     assert set(server.tokens) <= set(oauth.issued)
-    stats = server.service.get_queue("my-app", "pull-queue", get_stats=True)["stats"]
-    assert stats["totalTasks"] == len(CREDENTIAL_BLOCKS)
+    assert total_tasks(server, "pull-queue", project="my-app") == len(CREDENTIAL_BLOCKS)
 
 
 @pytest.mark.slow

@@ -5,14 +5,63 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import signal
 import sys
 
 from ..cli_common import add_log_level_option, add_version_option
 from .model import QueueConfig
 from .queue_yaml import QueueYamlError, load_queue_yaml
-from .server import Emulator
+from .server import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT, REQUEST_TIMEOUT, Emulator
 from .storage import StorageError
+
+
+def positive_int(value: str) -> int:
+    """An argparse ``type=``: a positive integer.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else; argparse makes it one error line naming the option.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    """An argparse ``type=``: a positive, finite number of seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+    """
+    seconds = _number(value)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+def milliseconds(value: str) -> float:
+    """An argparse ``type=``: zero or a positive, finite number of milliseconds, as seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+    """
+    number = _number(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not zero or a positive number of milliseconds")
+    return number / 1000
+
+
+def _number(value: str) -> float:
+    """``value`` as a finite float; NaN (which every comparison refuses) for anything else."""
+    try:
+        number = float(value)
+    except ValueError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +89,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--require-auth", action="store_true", help="answer 401 to requests without an OAuth bearer token"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="most connections served at once; at the cap the one idle longest is closed, or new ones"
+        " wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=positive_seconds,
+        default=REQUEST_TIMEOUT,
+        metavar="SECS",
+        help="seconds a request may take to arrive, from its first byte to the end of its body;"
+        " slower ones are answered 408 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=positive_seconds,
+        default=IDLE_TIMEOUT,
+        metavar="SECS",
+        help="seconds a keep-alive connection may wait for its next request (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=milliseconds,
+        default=0.0,
+        metavar="MS",
+        help="delay every answer by MS milliseconds, to test clients' timeouts; the request is carried"
+        " out at once, and other connections are not held up (default: 0)",
     )
     add_log_level_option(parser, default="WARNING")
     add_version_option(parser)
@@ -95,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             require_auth=args.require_auth,
+            max_connections=args.max_connections,
+            request_timeout=args.request_timeout,
+            idle_timeout=args.idle_timeout,
+            latency=args.latency,
         )
     except (OSError, StorageError) as exc:
         sys.exit(f"pullqueue_emulator: cannot start: {exc}")

@@ -18,6 +18,9 @@ It holds up against clients that misbehave, on purpose or not:
   ``idle_timeout`` (:data:`IDLE_TIMEOUT`) is closed.
 * Framing is strict (:mod:`.wire`) and bodies are bounded per endpoint
   (:meth:`RestApi.body_limit <kombu_appengine.emulator.rest.RestApi.body_limit>`).
+* ``latency`` delays every answer, for clients that test their timeouts. A
+  delayed answer waits in its own connection's thread and holds no lock, so
+  it delays no other connection's.
 * Only requests addressed to the server itself are served: a ``Host`` that
   is not its own address, or an ``Origin`` that is not its own origin, is
   refused with 403, so a page of another site (through DNS rebinding, too)
@@ -34,6 +37,7 @@ import errno
 import http.server
 import ipaddress
 import logging
+import math
 import select
 import socket
 import threading
@@ -151,6 +155,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
     rfile: wire.RequestReader
+    #: Seconds the answer to the current request waits before it is sent.
+    latency = 0.0
 
     def setup(self) -> None:
         super().setup()
@@ -166,6 +172,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not self._await_request():
             self.close_connection = True
             return
+        # Read once, as the request begins: a change of the latency applies
+        # to the requests that begin after it.
+        self.latency = self.server.latency
         self.rfile.start_deadline(self.server.request_timeout)
         super().handle_one_request()
         if self.rfile.expired:
@@ -262,6 +271,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, response: Any) -> None:
         self.rfile.end_deadline()
+        if self.latency:
+            self.server.delay(self.latency)
         head = [f"{self.protocol_version} {response.status} {self.responses.get(response.status, ('',))[0]}"]
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}")
@@ -288,12 +299,18 @@ class _Server(http.server.ThreadingHTTPServer):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        latency: float = 0.0,
     ) -> None:
         super().__init__(address, _Handler)
         self.api = api
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        #: Seconds every answer waits before it is sent.
+        self.latency = latency
+        #: Set when connections are dropped: answers still waiting out their
+        #: latency go at once (to closed connections) instead of lingering.
+        self._dropped = threading.Event()
         host, port = self.socket.getsockname()[:2]
         self.address = f"{host}:{port}"
         self.own = OwnAddress(host, port)
@@ -377,8 +394,13 @@ class _Server(http.server.ThreadingHTTPServer):
             self._room.notify_all()
         super().shutdown()
 
+    def delay(self, seconds: float) -> None:
+        """Wait ``seconds`` before an answer, holding no lock: other connections go on meanwhile."""
+        self._dropped.wait(seconds)
+
     def drop_connections(self) -> None:
         """Close every open connection, as a stopped server's would be."""
+        self._dropped.set()
         with self._room:
             connections = list(self._connections)
         for connection in connections:
@@ -415,9 +437,15 @@ class RestServer:
             slower ones are answered 408 and cut off.
         idle_timeout: seconds a keep-alive connection may wait for its next
             request (:data:`IDLE_TIMEOUT`).
+        latency: seconds every answer waits before it is sent (``0``, the
+            default: none), for clients that test their timeouts. The request
+            is carried out at once; only its answer waits, in its own
+            connection, so other connections are not held up. Settable
+            while running (:attr:`latency`).
 
     Raises:
-        ValueError: a connection option that is not positive.
+        ValueError: a connection option that is not positive and finite, or
+            a latency that is negative or not finite.
         OSError: the address cannot be bound.
     """
 
@@ -429,16 +457,20 @@ class RestServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        latency: float = 0.0,
     ) -> None:
         for option, value in (
             ("max_connections", max_connections),
             ("request_timeout", request_timeout),
             ("idle_timeout", idle_timeout),
         ):
-            if not value > 0:
+            if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{option} must be positive, not {value!r}")
+        _check_latency(latency)
         self.api = api
-        self._server = _Server((host, port), self.api, max_connections, request_timeout, idle_timeout)
+        self._server = _Server(
+            (host, port), self.api, max_connections, request_timeout, idle_timeout, latency
+        )
         self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
             self.api, headers, body, self._server.address, token
         )
@@ -459,6 +491,17 @@ class RestServer:
         """The bearer tokens received, oldest first: the latest
         :data:`~kombu_appengine.rest.front.TOKENS_KEPT` only, so memory stays bounded."""
         return list(self.api.tokens)
+
+    @property
+    def latency(self) -> float:
+        """Seconds every answer waits before it is sent; set it to change that
+        for the requests that begin afterwards."""
+        return self._server.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        _check_latency(seconds)
+        self._server.latency = seconds
 
     @property
     def requests(self) -> int:
@@ -532,8 +575,8 @@ class Emulator(RestServer):
         data_dir: durable storage; without it, memory only.
         fsync: with ``data_dir``, sync each change to the disk before answering,
             so it survives power loss, not only the death of the process.
-        host, port, max_connections, request_timeout, idle_timeout: as
-            :class:`RestServer` takes them.
+        host, port, max_connections, request_timeout, idle_timeout, latency:
+            as :class:`RestServer` takes them.
         require_auth: answer 401 to requests without a bearer token.
         accepted_tokens: when given, the only bearer tokens accepted.
         identities: the account (email) of each bearer token; when given,
@@ -541,7 +584,8 @@ class Emulator(RestServer):
         clock: seconds since the epoch, as :func:`time.time`.
 
     Raises:
-        ValueError: a connection option that is not positive, or fsync without data_dir.
+        ValueError: a connection option that is not positive and finite, a
+            latency that is negative or not finite, or fsync without data_dir.
         DataDirInUse: another emulator runs on ``data_dir``.
         CorruptJournal: the journal in ``data_dir`` holds a line that is not an entry.
         OSError: the address cannot be bound, or ``data_dir`` cannot be used.
@@ -563,6 +607,7 @@ class Emulator(RestServer):
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
         fsync: bool = False,
+        latency: float = 0.0,
     ) -> None:
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
@@ -576,7 +621,7 @@ class Emulator(RestServer):
             identities=identities,
         )
         self._journal: FileJournal | None = None
-        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout)
+        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout, latency)
         try:
             self._journal = FileJournal(data_dir, self.service, fsync=fsync) if data_dir else None
         except BaseException:
@@ -593,6 +638,11 @@ class Emulator(RestServer):
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+
+def _check_latency(seconds: float) -> None:
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ValueError(f"latency must be zero or a positive number of seconds, not {seconds!r}")
 
 
 @contextlib.contextmanager

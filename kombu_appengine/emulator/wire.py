@@ -80,12 +80,19 @@ class RequestReader(io.BufferedIOBase):
     def end_deadline(self) -> None:
         """The request arrived: back to the idle timeout (which also bounds writes)."""
         self.deadline = None
-        self._sock.settimeout(self.idle_timeout)
+        self._set_timeout(self.idle_timeout)
+
+    def _set_timeout(self, seconds: float) -> None:
+        # Only when it changes: settimeout is a system call that lets go of
+        # the GIL, and under load each of those makes the thread wait its
+        # turn again behind every other connection's.
+        if self._sock.gettimeout() != seconds:
+            self._sock.settimeout(seconds)
 
     def _fill(self) -> bool:
         """Receive more bytes into the buffer; ``False`` at the end of the stream."""
         if self.deadline is None:
-            self._sock.settimeout(self.idle_timeout)
+            self._set_timeout(self.idle_timeout)
         else:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:

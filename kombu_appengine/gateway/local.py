@@ -125,7 +125,7 @@ class LocalGateway(RestServer):
             ``None`` asks for nothing, as the emulator does by default.
         identities: as the emulator's, when no ``authenticator`` is given
             (requests held to the ACLs by a static token to email map).
-        host, port, max_connections, request_timeout, idle_timeout: as the emulator takes them.
+        host, port, max_connections, request_timeout, idle_timeout, latency: as the emulator takes them.
     """
 
     def __init__(
@@ -143,6 +143,7 @@ class LocalGateway(RestServer):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        latency: float = 0.0,
     ) -> None:
         configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
@@ -158,7 +159,7 @@ class LocalGateway(RestServer):
             identities=identities,
             authenticator=authenticator,
         )
-        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout)
+        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout, latency)
         self.local_stub.install()
 
     def declare_queue(self, name: str, **settings: Any) -> None:

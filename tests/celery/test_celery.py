@@ -9,7 +9,6 @@ wait is a poll with a deadline.
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -52,22 +51,15 @@ def test_a_few_hundred_tasks_with_results_through_rpc(emulator, start_worker, cl
     assert_clean(worker.log())
 
 
-def test_the_readme_example(tmp_path):
+def test_the_readme_example(spawn, tmp_path):
     # The README's files, and its commands: an emulator reading queue.yaml,
     # a worker, and a producer in another process.
     shutil.copy(CELERY_EXAMPLE, tmp_path / "tasks.py")
     (tmp_path / "queue.yaml").write_text(README_QUEUE_YAML, encoding="utf-8")
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "kombu_appengine.emulator", "--port", "0", "--queue-yaml", "queue.yaml"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    emulator = spawn("--queue-yaml", "queue.yaml", cwd=tmp_path)
     worker = None
     try:
-        assert select.select([emulator.stdout], [], [], 15)[0], "the emulator did not start"
-        host = emulator.stdout.readline().split("http://")[1].strip()
-        env = {**os.environ, "TASKQUEUE_EMULATOR_HOST": host, "C_FORCE_ROOT": "1"}
+        env = {**os.environ, "TASKQUEUE_EMULATOR_HOST": emulator.host, "C_FORCE_ROOT": "1"}
         worker = Worker("example", env, tmp_path / "worker.log", "celery,images", app="tasks", cwd=tmp_path)
         worker.wait_ready()
         producer = subprocess.run(
@@ -92,9 +84,6 @@ def test_the_readme_example(tmp_path):
     finally:
         if worker is not None:
             worker.kill()
-        emulator.kill()
-        emulator.wait(10)
-        emulator.stdout.close()
 
 
 def test_a_separate_result_backend(settings, start_worker, client, tmp_path):

@@ -31,6 +31,7 @@ from kombu_appengine.credentials import (
 )
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
+from tests.support import transport
 from tests.support.helpers import MakeEmulator, write_json
 from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent
 
@@ -46,15 +47,8 @@ def utcnow() -> datetime.datetime:
 
 
 def connect(emulator: Emulator, **options: Any) -> Connection:
-    return Connection(
-        transport="kombu_appengine:Transport",
-        transport_options={
-            "project_name": PROJECT,
-            "api_endpoint": emulator.url,
-            "polling_interval": 0.05,
-            **options,
-        },
-    )
+    """A kombu connection to ``emulator`` for :data:`PROJECT`."""
+    return transport.connect(emulator, project_name=PROJECT, **options)
 
 
 def round_trip(connection: Connection) -> None:

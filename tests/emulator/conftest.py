@@ -1,33 +1,14 @@
-"""Fixtures of the emulator tests: emulator processes, and the check that bad
-input leaves the server serving."""
+"""Fixtures of the emulator tests: the check that bad input leaves the server serving."""
 
 from __future__ import annotations
 
 import logging
-import pathlib
 from collections.abc import Iterator
-from typing import Callable
 
 import pytest
 
 from kombu_appengine.emulator import Emulator
-from tests.support.emulator_process import EmulatorProcess
 from tests.support.raw_http import assert_serving
-
-
-@pytest.fixture
-def spawn(tmp_path: pathlib.Path) -> Iterator[Callable[..., EmulatorProcess]]:
-    """Start emulator processes (``--port 0`` added); all are killed at teardown."""
-    started: list[EmulatorProcess] = []
-
-    def start(*args: str, wait: bool = True) -> EmulatorProcess:
-        emulator = EmulatorProcess(["--port", "0", *args], tmp_path / f"stderr-{len(started)}.txt")
-        started.append(emulator)
-        return emulator.wait_listening() if wait else emulator
-
-    yield start
-    for emulator in started:
-        emulator.kill()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kombu_appengine.emulator import Emulator
-from tests.support.raw_http import QUEUE_PATH, Answer, assert_google_error, parse_raw, request
+from tests.support.raw_http import QUEUE_PATH, Answer, assert_google_error, batch_answers, request
 
 #: Every test must leave the server serving, and no handler may crash.
 pytestmark = pytest.mark.usefixtures("still_serving_and_no_crash")
@@ -64,23 +64,6 @@ def test_batch_with_too_many_parts_is_400(emulator: Emulator) -> None:
     assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
 
 
-def sub_responses(answer: Answer) -> dict[str, Answer]:
-    """The batch answer's parts by Content-ID."""
-    boundary = answer.headers["content-type"].split("boundary=", 1)[1].strip('"')
-    parts = answer.body.split(b"--" + boundary.encode())
-    assert parts[-1].strip() == b"--"
-    found = {}
-    for part in parts[1:-1]:
-        outer, _, inner = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
-        content_id = [
-            line.split(b":", 1)[1].strip().decode()
-            for line in outer.split(b"\r\n")
-            if line.lower().startswith(b"content-id:")
-        ]
-        found[content_id[0] if content_id else ""] = parse_raw(inner)
-    return found
-
-
 @pytest.mark.parametrize(
     "inner",
     [
@@ -97,7 +80,7 @@ def test_batch_part_that_is_not_an_http_request_fails_alone(emulator: Emulator, 
         emulator, "multipart/mixed; boundary=b", b"--b\r\n" + bad + b"--b\r\n" + INSERT_PART + b"--b--\r\n"
     )
     assert answer.status == 200, answer.body[:300]
-    parts = sub_responses(answer)
+    parts = batch_answers(answer)
     assert set(parts) == {"<response-bad>", "<response-1>"}
     assert_google_error(parts["<response-bad>"], 400)
     assert parts["<response-1>"].status == 200
@@ -112,7 +95,7 @@ def test_batch_part_with_a_bad_request_gets_its_own_4xx(emulator: Emulator) -> N
     answer = batch(
         emulator, "multipart/mixed; boundary=b", b"--b\r\n" + lease + b"--b\r\n" + INSERT_PART + b"--b--\r\n"
     )
-    parts = sub_responses(answer)
+    parts = batch_answers(answer)
     assert_google_error(parts["<response-lease>"], 400, "numTasks")
     assert parts["<response-1>"].status == 200
 
@@ -138,7 +121,7 @@ def nested_batch(depth: int) -> tuple[str, bytes]:
 def test_batch_inside_a_batch_is_refused(emulator: Emulator, depth: int) -> None:
     answer = batch(emulator, *nested_batch(depth))
     assert answer.status == 200
-    (part,) = sub_responses(answer).values()
+    (part,) = batch_answers(answer).values()
     assert_google_error(part, 400, "batch")
     assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
 

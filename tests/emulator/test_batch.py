@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.support.api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, raw, stats
+from tests.support import raw_http
+from tests.support.api import PROJECT, QUEUE, api_path, assert_google_error, insert, list_ids, stats
 from tests.support.helpers import b64
 
 #: Separator of the hand-made batch bodies.
@@ -171,7 +172,7 @@ def multipart(parts):
 
 def post_batch(emulator, parts, path="/batch", headers=None):
     headers = {"Content-Type": f"multipart/mixed; boundary={BOUNDARY}", **(headers or {})}
-    return raw(emulator, "POST", path, multipart(parts), headers)
+    return raw_http.request(emulator, "POST", path, multipart(parts), headers)
 
 
 class Answer:
@@ -192,7 +193,7 @@ class Answer:
 def answers(response):
     """The parts of a batch response, in the order they came."""
     assert response.status == 200
-    content_type = response.headers["Content-Type"]
+    content_type = response.headers["content-type"]
     assert content_type.startswith("multipart/mixed; boundary=")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + response.body
@@ -331,7 +332,7 @@ def test_1001_parts_are_refused(emulator, service):
 
 
 def test_a_body_that_is_not_multipart_is_400(emulator):
-    response = raw(emulator, "POST", "/batch", b"{}", {"Content-Type": "application/json"})
+    response = raw_http.request(emulator, "POST", "/batch", b"{}", {"Content-Type": "application/json"})
     assert response.status == 400
     assert_google_error(response.json(), 400)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 import textwrap
+import time
 from typing import Callable
 
 import pytest
 
-from tests.support.emulator_process import EmulatorProcess, tasks_path
+from tests.support.emulator_process import REQUEST_TIMEOUT, EmulatorProcess, tasks_path
 from tests.support.helpers import b64
 
 #: Every test runs the emulator as a process.
@@ -109,10 +111,7 @@ def test_loopback_host_does_not_warn(spawn: Callable[..., EmulatorProcess], host
 
 def assert_fails_cleanly(emulator: EmulatorProcess, *words: str) -> None:
     """The process exits non-zero with one error line naming ``words``, no traceback."""
-    code = emulator.wait_exit()
-    assert code != 0
-    assert emulator.process.stdout is not None
-    assert emulator.process.stdout.read() == b""
+    assert emulator.wait_refused() != 0
     lines = emulator.stderr().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("pullqueue_emulator: ")
@@ -140,3 +139,72 @@ def test_malformed_queue_yaml_is_one_clear_error(
 
 def test_illegal_queue_name_is_one_clear_error(spawn: Callable[..., EmulatorProcess]) -> None:
     assert_fails_cleanly(spawn("--queue", "bad_name", wait=False), "bad_name")
+
+
+def connect(emulator: EmulatorProcess, data: bytes = b"") -> socket.socket:
+    sock = socket.create_connection((emulator.host, emulator.port), timeout=REQUEST_TIMEOUT)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def get_request(emulator: EmulatorProcess) -> bytes:
+    return f"GET {tasks_path()} HTTP/1.1\r\nHost: {emulator.host}:{emulator.port}\r\n\r\n".encode()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closing)."""
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def test_max_connections_flag_sets_the_cap(spawn: Callable[..., EmulatorProcess]) -> None:
+    emulator = spawn("--queue", "default", "--max-connections", "1")
+    idle = connect(emulator)
+    try:
+        # At the cap of one, the idle connection makes room for the next.
+        client = emulator.client()
+        status, _ = client.call("GET", tasks_path())
+        assert status == 200
+        client.close()
+        assert read_until_closed(idle) == b""
+    finally:
+        idle.close()
+
+
+def test_idle_timeout_flag_closes_idle_connections(spawn: Callable[..., EmulatorProcess]) -> None:
+    emulator = spawn("--queue", "default", "--idle-timeout", "0.5")
+    sock = connect(emulator, get_request(emulator))
+    try:
+        # The answer, then the close: well before the default of 60 s (the
+        # socket's timeout would fail the read first).
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+    finally:
+        sock.close()
+
+
+def test_request_timeout_flag_cuts_off_slow_requests(spawn: Callable[..., EmulatorProcess]) -> None:
+    emulator = spawn("--queue", "default", "--request-timeout", "0.5", "--idle-timeout", "600")
+    sock = connect(emulator, get_request(emulator)[:-2])
+    try:
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+    finally:
+        sock.close()
+
+
+def test_latency_flag_delays_answers_by_milliseconds(spawn: Callable[..., EmulatorProcess]) -> None:
+    emulator = spawn("--queue", "default", "--latency", "300")
+    client = emulator.client()
+    started = time.monotonic()
+    status, _ = client.call("GET", tasks_path())
+    # A lower bound, which a slow machine cannot break.
+    assert time.monotonic() - started >= 0.3
+    assert status == 200
+    client.close()

@@ -183,15 +183,14 @@ def test_racing_inserts_of_one_name_succeed_once(spawn: Callable[..., EmulatorPr
 
 
 def test_in_process_emulator_serves_clients_at_once(emulator: Emulator) -> None:
-    host, port = emulator.host.rsplit(":", 1)
-    idle = Client(host, int(port))
-    busy = Client(host, int(port))
+    idle = Client(emulator.host)
+    busy = Client(emulator.host)
     try:
         assert idle.call("GET", "/taskqueue/v1beta2/projects/demo/taskqueues/default")[0] == 200
         # The idle keep-alive connection holds its server thread; others are served anyway.
         for index in range(50):
             assert busy.call("POST", tasks_path(), {"id": f"t{index}", "payloadBase64": ""})[0] == 200
-        others = [Client(host, int(port)) for _ in range(20)]
+        others = [Client(emulator.host) for _ in range(20)]
         for client in others:
             status, leased = client.call("POST", tasks_path() + "/lease?numTasks=2&leaseSecs=600")
             assert status == 200
@@ -212,14 +211,13 @@ def test_in_process_emulator_serves_clients_at_once(emulator: Emulator) -> None:
 
 
 def test_in_process_emulator_parallel_clients(emulator: Emulator) -> None:
-    host, port = emulator.host.rsplit(":", 1)
     leased: list[str] = []
     lock = threading.Lock()
     for index in range(400):
         emulator.service.insert("demo", "default", {"id": f"t{index}", "payloadBase64": ""})
 
     def lease(number: int) -> None:
-        client = Client(host, int(port))
+        client = Client(emulator.host)
         for _ in range(400):
             status, answer = client.call("POST", tasks_path() + "/lease?numTasks=3&leaseSecs=600")
             assert status == 200

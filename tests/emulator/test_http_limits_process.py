@@ -24,10 +24,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from tests.support.raw_http import QUEUE_PATH, Answer, exchange, head, open_connection
+
 pytestmark = pytest.mark.slow
 
-#: The queue the tests talk to, below the server's root.
-QUEUE_PATH = "/taskqueue/v1beta2/projects/demo/taskqueues/default"
 #: Longest any single step may take, in seconds.
 DEADLINE = 10.0
 MIB = 1024 * 1024
@@ -81,11 +81,8 @@ class Child:
         )
         url = self._line()
         assert url.startswith("http://"), url
-        parsed = urllib.parse.urlsplit(url)
-        assert parsed.hostname is not None
-        assert parsed.port is not None
-        self.address = (parsed.hostname, parsed.port)
-        self.host = parsed.netloc
+        #: ``host:port``, as the helpers of :mod:`tests.support.raw_http` take it.
+        self.host = urllib.parse.urlsplit(url).netloc
 
     def _line(self) -> str:
         assert self.process.stdout is not None
@@ -128,46 +125,21 @@ def child(fd_limit: int = 0) -> Iterator[Child]:
         running.close()
 
 
-def exchange(target: Child, data: bytes) -> tuple[int, bytes] | None:
-    """Send ``data`` and read one answer: ``(status, body)``, or ``None`` when the server
-    closed the connection (or reset it while ``data`` was still being sent)."""
-    with socket.create_connection(target.address, timeout=DEADLINE) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(data)
-        received = b""
-        while True:
-            head, separator, rest = received.partition(b"\r\n\r\n")
-            if separator:
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                if len(rest) >= length:
-                    return int(head.split(b" ", 2)[1]), rest[:length]
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return None
-            received += chunk
-
-
-def post(target: Child, path: str, content_type: str, body: bytes) -> tuple[int, bytes] | None:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+def post(target: Child, path: str, content_type: str, body: bytes) -> Answer | None:
+    data = head(
+        target,
+        f"POST {path} HTTP/1.1",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
     )
-    return exchange(target, head.encode() + body)
+    return exchange(target, data + body, wait=DEADLINE)
 
 
 def get(target: Child, path: str) -> tuple[int, Any]:
-    answer = exchange(
-        target, f"GET {path} HTTP/1.1\r\nHost: {target.host}\r\nConnection: close\r\n\r\n".encode()
-    )
+    answer = exchange(target, head(target, f"GET {path} HTTP/1.1", "Connection: close"), wait=DEADLINE)
     assert answer is not None
-    return answer[0], json.loads(answer[1])
+    return answer.status, json.loads(answer.body)
 
 
 def inner_insert(body: bytes) -> bytes:
@@ -225,7 +197,7 @@ def test_a_hostile_body_costs_a_small_multiple_of_its_size(
         assert growth < 5 * len(body), (
             f"{what}: peak memory grew {growth / MIB:.0f} MiB for {len(body) / MIB:.1f} MiB"
         )
-        assert (answer and answer[0]) in statuses, answer and answer[1][:300]
+        assert (answer and answer.status) in statuses, answer and answer.body[:300]
         assert get(emulator, QUEUE_PATH + "?getStats=true")[1]["stats"]["totalTasks"] == 2
 
 
@@ -239,9 +211,7 @@ def test_running_out_of_file_descriptors_does_not_spin_and_recovers() -> None:
         try:
             partial = f"GET {QUEUE_PATH} HTTP/1.1\r\nHost: {emulator.host}\r\n".encode()
             for _ in range(80):
-                sock = socket.create_connection(emulator.address, timeout=DEADLINE)
-                sock.sendall(partial)
-                flood.append(sock)
+                flood.append(open_connection(emulator, partial))
             start = emulator.stats()
             # A window of time to measure the CPU the server uses while the
             # flood holds (not a wait for some state): it should wait for a

@@ -3,53 +3,23 @@ while the emulator runs, and a restart after that restores the exact state."""
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
 import os
 import pathlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from kombu_appengine.emulator import Emulator, storage
+from tests.support.emulator_process import Client, tasks_path
+from tests.support.helpers import b64
 
 #: Seconds any one request may take.
 REQUEST_TIMEOUT = 30.0
-PROJECT = "demo"
 #: Concurrent clients churning tasks.
 CLIENTS = 4
 #: Insert, lease, delete cycles per client.
 CYCLES = 50
 #: Each churned task's payload: a few dozen of them pass any compaction floor.
 BIG = b"c" * 48 * 1024
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def tasks_path(queue: str) -> str:
-    return f"/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/{queue}/tasks"
-
-
-class Client:
-    """One keep-alive connection speaking JSON to an in-process emulator."""
-
-    def __init__(self, emulator: Emulator) -> None:
-        host, port = emulator.host.rsplit(":", 1)
-        self.connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT)
-
-    def call(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:
-        body = None if document is None else json.dumps(document).encode()
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        self.connection.request(method, path, body=body, headers=headers)
-        response = self.connection.getresponse()
-        data = response.read()
-        return response.status, (json.loads(data) if data else None)
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 def test_churn_keeps_the_journal_bounded_and_a_restart_restores_the_exact_state(
@@ -69,7 +39,7 @@ def test_churn_keeps_the_journal_bounded_and_a_restart_restores_the_exact_state(
             largest = max(largest, size)
 
     def churn(number: int, emulator: Emulator) -> None:
-        client = Client(emulator)
+        client = Client(emulator.host, REQUEST_TIMEOUT)
         try:
             for cycle in range(CYCLES):
                 name = f"c{number}-{cycle}"
@@ -89,7 +59,7 @@ def test_churn_keeps_the_journal_bounded_and_a_restart_restores_the_exact_state(
             client.close()
 
     with Emulator(queues=queues, data_dir=data_dir) as emulator:
-        client = Client(emulator)
+        client = Client(emulator.host, REQUEST_TIMEOUT)
         # Live data past any floor, so the bound is relative to it.
         kept = [f"k{number}" for number in range(16)]
         for name in kept:
@@ -120,7 +90,7 @@ def test_churn_keeps_the_journal_bounded_and_a_restart_restores_the_exact_state(
     with Emulator(queues=queues, data_dir=data_dir) as emulator:
         # At start the journal is compacted to the live data alone.
         live = journal.stat().st_size
-        client = Client(emulator)
+        client = Client(emulator.host, REQUEST_TIMEOUT)
         after = {
             name: client.call("GET", tasks_path(task["queueName"].rsplit("/", 1)[1]) + f"/{name}")[1]
             for name, task in before.items()

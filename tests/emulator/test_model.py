@@ -12,7 +12,6 @@ its lazily cleaned heaps do not grow without bound.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import re
@@ -33,7 +32,7 @@ from hypothesis.stateful import (
 )
 
 from kombu_appengine.emulator import QueueConfig, TaskQueueService
-from tests.support.helpers import MakeEmulator
+from tests.support.helpers import FakeClock, MakeEmulator, b64
 
 #: Where the fake clock starts, in seconds since the epoch.
 START_SECONDS = 1_700_000_000
@@ -54,26 +53,6 @@ CLOCK_STEPS = (0.5, 1, 2, 5, 61, 3601, 7 * 24 * 3600)
 TASK_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,500}\Z")
 
 SETTINGS = settings(max_examples=50, stateful_step_count=30, deadline=None)
-
-
-class FakeClock:
-    """Seconds since the epoch that move only when a test says so.
-
-    Kept in half seconds so that the emulator's ``int(clock() * 1e6)`` is exact.
-    """
-
-    def __init__(self) -> None:
-        self._halves = START_SECONDS * 2
-
-    def __call__(self) -> float:
-        return self._halves / 2
-
-    def advance(self, seconds: float) -> None:
-        self._halves += int(seconds * 2)
-
-    @property
-    def micros(self) -> int:
-        return self._halves * 500_000
 
 
 @dataclass
@@ -101,7 +80,7 @@ class ModelTask:
             "retry_count": self.retry_count,
         }
         if with_payload:
-            resource["payloadBase64"] = base64.b64encode(self.payload).decode("ascii")
+            resource["payloadBase64"] = b64(self.payload)
         if self.tag is not None:
             resource["tag"] = self.tag
         return resource
@@ -236,7 +215,7 @@ class QueueMachine(RuleBasedStateMachine):
         payload=st.binary(max_size=16),
     )
     def insert(self, name: str | None, tag: str | None, payload: bytes) -> None:
-        body: dict[str, Any] = {"payloadBase64": base64.b64encode(payload).decode("ascii")}
+        body: dict[str, Any] = {"payloadBase64": b64(payload)}
         if name is not None:
             body["id"] = name
         if tag is not None:
@@ -355,7 +334,7 @@ class QueueMachine(RuleBasedStateMachine):
 
 
 def test_queue_semantics_match_the_model(make_emulator: MakeEmulator) -> None:
-    clock = FakeClock()
+    clock = FakeClock(START_SECONDS)
     queues = [QueueConfig(PLAIN_QUEUE), QueueConfig(LIMITED_QUEUE, max_leases=LIMITED_MAX_LEASES)]
     running = make_emulator(queues=queues, clock=clock)
     machine = type("BoundQueueMachine", (QueueMachine,), {"clock": clock, "client": Client(running.url)})
@@ -375,7 +354,7 @@ def heap_sizes(service: TaskQueueService, project: str, queue: str) -> tuple[int
 def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: str | None) -> None:
     """Leased-then-deleted tasks leave stale heap entries behind; they must be reclaimed
     even when the clock stands still, in the main heap and in a tag's."""
-    clock = FakeClock()
+    clock = FakeClock(START_SECONDS)
     service = TaskQueueService([QueueConfig("q")], clock=clock)
     body: dict[str, Any] = {"payloadBase64": "", **({"tag": tag} if tag else {})}
     for _ in range(10):
@@ -392,7 +371,7 @@ def test_lease_and_delete_cycles_do_not_grow_the_heaps(tag: str | None) -> None:
 
 
 def test_lease_extensions_do_not_grow_the_heaps() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START_SECONDS)
     service = TaskQueueService([QueueConfig("q")], clock=clock)
     service.insert("p", "q", {"payloadBase64": "", "id": "worker-task"})
     service.lease("p", "q", num_tasks=1, lease_secs=60)
@@ -404,7 +383,7 @@ def test_lease_extensions_do_not_grow_the_heaps() -> None:
 
 
 def test_a_queue_never_leased_by_tag_keeps_one_heap() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START_SECONDS)
     service = TaskQueueService([QueueConfig("q")], clock=clock)
     for number in range(50):
         service.insert("p", "q", {"payloadBase64": "", "tag": f"tag-{number % 5}"})
@@ -417,7 +396,7 @@ def test_a_queue_never_leased_by_tag_keeps_one_heap() -> None:
 
 
 def test_tags_of_deleted_tasks_are_forgotten() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START_SECONDS)
     service = TaskQueueService([QueueConfig("q")], clock=clock)
     for number in range(2000):
         task = service.insert("p", "q", {"payloadBase64": "", "tag": f"tag-{number}"})
@@ -427,7 +406,7 @@ def test_tags_of_deleted_tasks_are_forgotten() -> None:
 
 def test_a_zero_second_lease_takes_each_task_once_per_call() -> None:
     """With leaseSecs=0 a leased task is due again at once; the same call must not lease it again."""
-    service = TaskQueueService([QueueConfig("q")], clock=FakeClock())
+    service = TaskQueueService([QueueConfig("q")], clock=FakeClock(START_SECONDS))
     service.insert("p", "q", {"payloadBase64": "", "id": "only"})
     items = service.lease("p", "q", num_tasks=3, lease_secs=0)["items"]
     assert [(task["id"], task["retry_count"]) for task in items] == [("only", 1)]

@@ -7,65 +7,29 @@ or in-process :class:`Emulator` objects, always spoken to over HTTP.
 
 from __future__ import annotations
 
-import base64
 import errno
-import http.client
 import json
 import logging
 import os
 import pathlib
-import re
 import resource
-import selectors
 import socket
 import stat
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import pytest
 
 from kombu_appengine.emulator import Emulator, storage
+from tests.support.emulator_process import EmulatorProcess, Spawn, call, tasks_path
+from tests.support.helpers import b64
 
-#: Seconds an emulator may take to print its listening line, or to exit.
-START_DEADLINE = 30.0
-#: Seconds any one request may take.
-REQUEST_TIMEOUT = 10.0
-#: What the emulator prints on stdout once it accepts connections.
-LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)\n\Z")
 #: Project of every request.
 PROJECT = "demo"
 #: Long enough that a journal entry naming the task cannot fit in the few
 #: bytes left at the end of a tmpfs page once the disk is full.
 LONG = "x" * 400
-
-
-def b64(data: bytes) -> str:
-    """Standard base64 text, as payloadBase64 carries it."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def tasks_path(queue: str = "default") -> str:
-    """The tasks collection of ``queue``."""
-    return f"/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/{queue}/tasks"
-
-
-def call(port: int, method: str, path: str, document: Any = None) -> tuple[int, Any]:
-    """One request on a fresh connection; status and decoded JSON answer."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    body = None if document is None else json.dumps(document).encode()
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise AssertionError(f"{method} {path[:120]}: no answer ({exc!r})") from None
-    finally:
-        connection.close()
-    return response.status, (json.loads(data) if data else None)
 
 
 def assert_backend_error(answer: tuple[int, Any]) -> None:
@@ -109,102 +73,6 @@ def write_journal(data_dir: pathlib.Path, *lines: bytes) -> pathlib.Path:
     return journal
 
 
-class EmulatorProcess:
-    """``python -m kombu_appengine.emulator --port 0 ...`` in a child process."""
-
-    def __init__(self, args: tuple[str, ...], stderr_path: pathlib.Path) -> None:
-        self.stderr_path = stderr_path
-        with open(stderr_path, "wb") as stderr:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "kombu_appengine.emulator", "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-            )
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def _read_stdout(self, until: Callable[[bytes], bool]) -> bytes:
-        """Stdout until ``until`` says so or it closes, within :data:`START_DEADLINE`."""
-        assert self.popen.stdout is not None
-        fd = self.popen.stdout.fileno()
-        deadline = time.monotonic() + START_DEADLINE
-        data = b""
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while not until(data):
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"emulator neither listening nor gone; stderr: {self.stderr()}"
-                if selector.select(remaining):
-                    chunk = os.read(fd, 1024)
-                    if not chunk:
-                        break
-                    data += chunk
-        return data
-
-    def wait_listening(self) -> EmulatorProcess:
-        line = self._read_stdout(lambda data: data.endswith(b"\n")).decode()
-        match = LISTENING_RE.match(line)
-        assert match, f"no listening line ({line!r}); stderr: {self.stderr()}"
-        self.port = int(match.group(1))
-        return self
-
-    def wait_refused(self) -> int:
-        """The exit status of an emulator that must not start."""
-        out = self._read_stdout(bool)
-        assert not out, f"the emulator started: {out!r}"
-        return self.popen.wait(START_DEADLINE)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def call(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:
-        return call(self.port, method, path, document)
-
-    def insert(self, name: str, queue: str = "default", payload: bytes = b"") -> tuple[int, Any]:
-        return self.call("POST", tasks_path(queue), {"id": name, "payloadBase64": b64(payload)})
-
-    def get(self, name: str, queue: str = "default") -> tuple[int, Any]:
-        return self.call("GET", f"{tasks_path(queue)}/{name}")
-
-    def lease(self, queue: str = "default", num_tasks: int = 1, lease_secs: int = 600) -> tuple[int, Any]:
-        return self.call("POST", f"{tasks_path(queue)}/lease?numTasks={num_tasks}&leaseSecs={lease_secs}")
-
-    def listed(self, queue: str = "default") -> set[str]:
-        status, listed = self.call("GET", tasks_path(queue))
-        assert status == 200, listed
-        return {task["id"] for task in listed["items"]}
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(START_DEADLINE)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
-
-
-Spawn = Callable[..., EmulatorProcess]
-
-
-@pytest.fixture
-def spawn(tmp_path: pathlib.Path) -> Iterator[Spawn]:
-    """Start emulator processes (waiting for their listening line unless
-    ``wait=False``); every one is killed at the end of the test."""
-    started: list[EmulatorProcess] = []
-
-    def start(*args: str, wait: bool = True) -> EmulatorProcess:
-        process = EmulatorProcess(args, tmp_path / f"stderr-{len(started)}.txt")
-        started.append(process)
-        return process.wait_listening() if wait else process
-
-    yield start
-    for process in started:
-        process.kill()
-
-
 # -- a full disk -------------------------------------------------------------
 
 
@@ -213,9 +81,9 @@ class Disk(Protocol):
 
     data_dir: pathlib.Path
 
-    def fill(self, process: EmulatorProcess) -> None: ...
+    def fill(self, emulator: EmulatorProcess) -> None: ...
 
-    def make_room(self, process: EmulatorProcess) -> None: ...
+    def make_room(self, emulator: EmulatorProcess) -> None: ...
 
 
 class TmpfsDisk:
@@ -235,7 +103,7 @@ class TmpfsDisk:
         self.data_dir = self.mount_point / "data"
         self._filler = self.mount_point / "filler"
 
-    def fill(self, process: EmulatorProcess) -> None:
+    def fill(self, emulator: EmulatorProcess) -> None:
         with open(self._filler, "wb", buffering=0) as filler:
             while True:
                 try:
@@ -245,7 +113,7 @@ class TmpfsDisk:
                         raise
                     return
 
-    def make_room(self, process: EmulatorProcess) -> None:
+    def make_room(self, emulator: EmulatorProcess) -> None:
         self._filler.unlink()
 
     def close(self) -> None:
@@ -267,12 +135,12 @@ class FileSizeLimit:
         self.data_dir = root / "data"
         self._hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
 
-    def fill(self, process: EmulatorProcess) -> None:
+    def fill(self, emulator: EmulatorProcess) -> None:
         size = (self.data_dir / storage.JOURNAL_NAME).stat().st_size
-        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (size + 16, self._hard))
+        resource.prlimit(emulator.process.pid, resource.RLIMIT_FSIZE, (size + 16, self._hard))
 
-    def make_room(self, process: EmulatorProcess) -> None:
-        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (self._hard, self._hard))
+    def make_room(self, emulator: EmulatorProcess) -> None:
+        resource.prlimit(emulator.process.pid, resource.RLIMIT_FSIZE, (self._hard, self._hard))
 
     def close(self) -> None:
         pass
@@ -411,11 +279,11 @@ def test_a_second_emulator_on_the_same_data_dir_refuses_to_start(
     assert second.wait_refused() == 1
     assert second.stderr() == (
         f"pullqueue_emulator: cannot start: data dir {data_dir} is in use by another emulator"
-        f" (pid {first.pid})\n"
+        f" (pid {first.process.pid})\n"
     )
     with pytest.raises(storage.DataDirInUse) as raised:
         Emulator(queues=["default"], data_dir=str(data_dir))
-    assert str(raised.value) == f"data dir {data_dir} is in use by another emulator (pid {first.pid})"
+    assert str(raised.value) == f"data dir {data_dir} is in use by another emulator (pid {first.process.pid})"
 
     assert first.insert("after")[0] == 200
     first.kill()  # SIGKILL: the lock goes with the process
@@ -429,12 +297,10 @@ def test_in_process_emulators_do_not_share_a_data_dir(tmp_path: pathlib.Path) ->
         with pytest.raises(storage.DataDirInUse) as raised:
             Emulator(queues=["default"], data_dir=data_dir)
         assert str(raised.value) == f"data dir {data_dir} is in use by another emulator (pid {os.getpid()})"
-        port = int(first.host.rsplit(":", 1)[1])
-        assert call(port, "POST", tasks_path(), {"id": "kept", "payloadBase64": ""})[0] == 200
+        assert call(first, "POST", tasks_path(), {"id": "kept", "payloadBase64": ""})[0] == 200
     # Stopping releases the directory.
     with Emulator(queues=["default"], data_dir=data_dir) as again:
-        port = int(again.host.rsplit(":", 1)[1])
-        assert call(port, "GET", f"{tasks_path()}/kept")[0] == 200
+        assert call(again, "GET", f"{tasks_path()}/kept")[0] == 200
 
 
 def test_an_emulator_that_cannot_bind_gives_the_data_dir_back(tmp_path: pathlib.Path) -> None:
@@ -500,14 +366,13 @@ def test_a_task_inserted_again_in_a_later_entry_is_the_later_one(tmp_path: pathl
         journal_line(entry(tag="new", payload=b64(b"new"), seq=2)),
     )
     with Emulator(queues=["default"], data_dir=str(data_dir)) as started:
-        port = int(started.host.rsplit(":", 1)[1])
-        status, task = call(port, "GET", f"{tasks_path()}/a")
+        status, task = call(started, "GET", f"{tasks_path()}/a")
         assert (status, task["tag"], task["payloadBase64"]) == (200, "new", b64(b"new"))
         status, queue = call(
-            port, "GET", f"/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/default?getStats=true"
+            started, "GET", f"/taskqueue/v1beta2/projects/{PROJECT}/taskqueues/default?getStats=true"
         )
         assert queue["stats"]["totalTasks"] == 1
-        status, leased = call(port, "POST", f"{tasks_path()}/lease?numTasks=5&leaseSecs=60")
+        status, leased = call(started, "POST", f"{tasks_path()}/lease?numTasks=5&leaseSecs=60")
         assert [(task["id"], task["payloadBase64"]) for task in leased["items"]] == [("a", b64(b"new"))]
 
 
@@ -541,8 +406,7 @@ def umask_022() -> Iterator[None]:
 def test_a_new_data_dir_and_its_files_are_private(tmp_path: pathlib.Path) -> None:
     data_dir = tmp_path / "parent" / "data"
     with Emulator(queues=["default"], data_dir=str(data_dir)) as running:
-        port = int(running.host.rsplit(":", 1)[1])
-        assert call(port, "POST", tasks_path(), {"id": "secret", "payloadBase64": b64(b"s")})[0] == 200
+        assert call(running, "POST", tasks_path(), {"id": "secret", "payloadBase64": b64(b"s")})[0] == 200
         assert mode_of(data_dir) == 0o700
         files = {path.name: mode_of(path) for path in data_dir.iterdir()}
     assert files == {storage.JOURNAL_NAME: 0o600, storage.LOCK_NAME: 0o600}
@@ -601,10 +465,8 @@ def test_fsync_needs_a_data_dir(spawn: Spawn) -> None:
 def test_fsync_from_python(tmp_path: pathlib.Path) -> None:
     data_dir = str(tmp_path / "data")
     with Emulator(queues=["default"], data_dir=data_dir, fsync=True) as running:
-        port = int(running.host.rsplit(":", 1)[1])
-        assert call(port, "POST", tasks_path(), {"id": "a", "payloadBase64": ""})[0] == 200
+        assert call(running, "POST", tasks_path(), {"id": "a", "payloadBase64": ""})[0] == 200
     with Emulator(queues=["default"], data_dir=data_dir) as running:
-        port = int(running.host.rsplit(":", 1)[1])
-        assert call(port, "GET", f"{tasks_path()}/a")[0] == 200
+        assert call(running, "GET", f"{tasks_path()}/a")[0] == 200
     with pytest.raises(ValueError, match="data_dir"):
         Emulator(queues=["default"], fsync=True)

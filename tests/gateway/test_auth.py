@@ -11,8 +11,9 @@ from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
 from tests.gateway.conftest import APP_ID, QUEUES
-from tests.support.api import api_path, assert_google_error, raw
+from tests.support.api import api_path
 from tests.support.oauth_server import OAuthServer
+from tests.support.raw_http import assert_google_error, post_json, request
 
 ALLOWED = "robot@test-app.iam.gserviceaccount.com"
 
@@ -32,32 +33,29 @@ def token(oauth: OAuthServer, email: str, scope: str = TASKQUEUE_SCOPE) -> str:
 
 def call(server, token=None, queue="guarded", path=("tasks",), method="GET"):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return raw(server, method, api_path(*path, project=APP_ID, queue=queue), headers=headers)
+    return request(server, method, api_path(*path, project=APP_ID, queue=queue), headers=headers)
 
 
 def test_no_token_is_401_login_required(guarded):
-    response = call(guarded)
-    assert response.status == 401
-    assert_google_error(response.json(), 401, "required")
+    error = assert_google_error(call(guarded), 401)
+    assert error["errors"][0]["reason"] == "required"
 
 
 def test_a_token_the_endpoint_refuses_is_401(guarded):
-    response = call(guarded, "ya29.not-a-token")
-    assert response.status == 401
-    assert_google_error(response.json(), 401, "authError")
+    error = assert_google_error(call(guarded, "ya29.not-a-token"), 401)
+    assert error["errors"][0]["reason"] == "authError"
 
 
 def test_a_consumer_in_the_acl_may_list_and_others_get_403(guarded, oauth):
     assert call(guarded, token(oauth, "worker@example.com")).status == 200
-    response = call(guarded, token(oauth, "stranger@example.com"))
-    assert response.status == 403
-    assert "queue.yaml" in assert_google_error(response.json(), 403, "forbidden")
+    error = assert_google_error(call(guarded, token(oauth, "stranger@example.com")), 403, "queue.yaml")
+    assert error["errors"][0]["reason"] == "forbidden"
 
 
 def test_a_writer_may_insert_but_not_lease(guarded, oauth):
     writer = token(oauth, "app@example.com")
-    headers = {"Authorization": f"Bearer {writer}", "Content-Type": "application/json"}
-    inserted = raw(guarded, "POST", api_path("tasks", project=APP_ID, queue="guarded"), b"{}", headers)
+    headers = {"Authorization": f"Bearer {writer}"}
+    inserted = post_json(guarded, api_path("tasks", project=APP_ID, queue="guarded"), {}, headers)
     assert inserted.status == 200
     assert call(guarded, writer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 403
 
@@ -69,8 +67,7 @@ def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
 
 
 def test_a_token_without_the_task_queue_scope_is_403(guarded, oauth):
-    response = call(guarded, token(oauth, ALLOWED, scope="email"))
-    assert response.status == 403
+    assert_google_error(call(guarded, token(oauth, ALLOWED, scope="email")), 403, "scope")
 
 
 def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplog):

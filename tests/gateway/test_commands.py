@@ -14,8 +14,9 @@ from kombu import Connection
 
 from kombu_appengine.api import TASKQUEUE_SCOPE
 from tests.gateway.conftest import APP_ID
-from tests.support.api import api_path, raw
+from tests.support.api import api_path
 from tests.support.helpers import ROOT
+from tests.support.raw_http import request_to
 
 
 @pytest.mark.slow
@@ -82,19 +83,14 @@ def test_a_scaffolded_main_py_serves_requests(gateway, oauth, tmp_path, monkeypa
     thread.start()
     try:
         token = oauth._issue(oauth.client_id, TASKQUEUE_SCOPE, refresh=False, email="robot@example.com")
-        host = type("Server", (), {"host": f"127.0.0.1:{server.server_port}"})
+        where = ("127.0.0.1", server.server_port)
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        assert (
-            raw(host, "GET", api_path("tasks", project=APP_ID, queue="pull-queue"), headers=headers).status
-            == 200
+        ours, other = (
+            api_path("tasks", project=project, queue="pull-queue") for project in (APP_ID, "other-app")
         )
-        assert raw(host, "GET", api_path("tasks", project=APP_ID, queue="pull-queue")).status == 401
-        assert (
-            raw(
-                host, "GET", api_path("tasks", project="other-app", queue="pull-queue"), headers=headers
-            ).status
-            == 404
-        )
+        assert request_to(where, "GET", ours, headers=headers).status == 200
+        assert request_to(where, "GET", ours).status == 401
+        assert request_to(where, "GET", other, headers=headers).status == 404
     finally:
         server.shutdown()
         server.server_close()

@@ -1,8 +1,7 @@
 """Helpers of the emulator's API conformance tests (tests/emulator/api/) and
 batch tests: requests through google-api-python-client, as users send them,
-and through plain HTTP, as the wire carries them; and the fake clock."""
+and the paths of plain HTTP requests (sent with :mod:`tests.support.raw_http`)."""
 
-import http.client
 import json
 
 import pytest
@@ -22,19 +21,6 @@ START = 1_700_000_000.75
 SERVICE_PATH = "/taskqueue/v1beta2/projects/"
 #: Where the emulator serves its discovery document.
 DISCOVERY_PATH = "/discovery/v1/apis/taskqueue/v1beta2/rest"
-
-
-class FakeClock:
-    """Seconds since the epoch that move only when a test says so."""
-
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 def micros(seconds):
@@ -115,40 +101,8 @@ def assert_google_error(document, status, reason=None):
     return error["message"]
 
 
-# -- plain HTTP ---------------------------------------------------------------
-
-
-class RawResponse:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self):
-        assert self.headers["Content-Type"].startswith("application/json")
-        return json.loads(self.body)
-
-
-def raw(emulator, method, target, body=None, headers=None):
-    """One request over a fresh connection, answered as it is on the wire."""
-    connection = http.client.HTTPConnection(emulator.host, timeout=10)
-    try:
-        connection.request(method, target, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return RawResponse(response.status, response.headers, response.read())
-    finally:
-        connection.close()
+# -- paths ------------------------------------------------------------------
 
 
 def api_path(*segments, project=PROJECT, queue=QUEUE):
     return SERVICE_PATH + "/".join((project, "taskqueues", queue, *segments))
-
-
-def raw_insert(emulator, document, project=PROJECT, queue=QUEUE):
-    return raw(
-        emulator,
-        "POST",
-        api_path("tasks", project=project, queue=queue),
-        json.dumps(document),
-        {"Content-Type": "application/json"},
-    )

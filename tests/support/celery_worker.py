@@ -19,9 +19,8 @@ import pytest
 from kombu_appengine.emulator import Emulator
 from tests.support import celery_app
 from tests.support.helpers import ROOT, wait_for
+from tests.support.transport import PROJECT
 
-#: The emulator's project when TASKQUEUE_EMULATOR_HOST is used.
-PROJECT = "emulator"
 #: Pull queues of the test project: Celery's default queue, a routed one, and
 #: the shared queue that holds reply queues and ``reports``.
 PULL_QUEUES = ("celery", "images", celery_app.SHARED_QUEUE)

@@ -1,7 +1,7 @@
-"""Small helpers many test modules use: polling with a deadline, base64 as the
-API carries it, private JSON files, a google-api-python-client service for an
-emulator, the type of the ``make_emulator`` fixture, and the paths the
-processes started by the tests need."""
+"""Small helpers many test modules use: polling with a deadline, a fake clock,
+base64 as the API carries it, private JSON files, a google-api-python-client
+service for an emulator, the type of the ``make_emulator`` fixture, and the
+paths the processes started by the tests need."""
 
 from __future__ import annotations
 
@@ -45,6 +45,35 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class FakeClock:
+    """Seconds since the epoch that move only when a test says so: a ``clock``
+    for :class:`~kombu_appengine.emulator.Emulator` and its service.
+
+    Kept in quarter seconds, which floats hold exactly, so that the emulator's
+    ``int(clock() * 1e6)`` is exact.
+    """
+
+    def __init__(self, start: float) -> None:
+        self._quarters = self._in_quarters(start)
+
+    def __call__(self) -> float:
+        return self._quarters / 4
+
+    def advance(self, seconds: float) -> None:
+        self._quarters += self._in_quarters(seconds)
+
+    @property
+    def micros(self) -> int:
+        """Now, in whole microseconds."""
+        return self._quarters * 250_000
+
+    @staticmethod
+    def _in_quarters(seconds: float) -> int:
+        quarters = seconds * 4
+        assert quarters == int(quarters), f"{seconds}s is not a whole number of quarter seconds"
+        return int(quarters)
 
 
 def b64(data: bytes) -> str:

@@ -7,23 +7,20 @@ are reads of a process's output or polls, each with a deadline.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from kombu import Connection, Queue
 
-from tests.support.helpers import b64
-from tests.support.transport import PROJECT
+from tests.support.emulator_process import Spawn
+from tests.support.transport import PROJECT, connect, prefill, total_tasks
 
 #: Every test runs a consumer, an emulator or a forked child as a process.
 pytestmark = pytest.mark.slow
@@ -67,17 +64,6 @@ class Lines:
         return line
 
 
-def connect(url: str, **options: Any) -> Connection:
-    options.setdefault("polling_interval", 0.05)
-    return Connection(
-        transport="kombu_appengine:Transport", transport_options={"api_endpoint": url, **options}
-    )
-
-
-def total_tasks(emulator: Any, queue_name: str = "default") -> int:
-    return emulator.service.get_queue(PROJECT, queue_name, get_stats=True)["stats"]["totalTasks"]
-
-
 def kill(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGKILL)
@@ -88,10 +74,7 @@ def kill(process: subprocess.Popen) -> None:
 
 
 def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
-    for number in range(6):
-        emulator.service.insert(
-            PROJECT, "default", {"payloadBase64": b64(json.dumps({"n": number}).encode())}
-        )
+    prefill(emulator, 6)
     consumer = subprocess.Popen(
         [sys.executable, "-c", HOLDING_CONSUMER, emulator.url, "5"],
         stdin=subprocess.PIPE,
@@ -107,7 +90,7 @@ def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
         tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
         assert [task["leaseTimestamp"] != "0" for task in tasks] == [True] * 6
 
-        with connect(emulator.url, lease_secs=3, num_tasks=10) as survivor:
+        with connect(emulator, lease_secs=3, num_tasks=10) as survivor:
             survivor_queue = survivor.SimpleQueue("default")
             with pytest.raises(queue.Empty):
                 survivor_queue.get(block=False)
@@ -140,37 +123,6 @@ def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
 # -- the emulator restarts ----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_emulator(port: int, data_dir: Path) -> subprocess.Popen:
-    """``python -m kombu_appengine.emulator`` on ``port``, once it says it listens."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kombu_appengine.emulator",
-            "--port",
-            str(port),
-            "--queue",
-            "default",
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert Lines(process).next() == f"listening on http://127.0.0.1:{port}"
-    except BaseException:
-        kill(process)
-        raise
-    return process
-
-
 def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     """Run ``work`` in a started thread; the dict gets ``done`` or the ``error`` it raised."""
     outcome: dict[str, Any] = {}
@@ -187,101 +139,93 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, 
     return thread, outcome
 
 
-def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_emulator(port, tmp_path)
-    try:
-        with connect(url, max_retries=1) as connection:
-            producer = connection.Producer(serializer="json")
-            failures: list[BaseException] = []
-            failed = threading.Event()
+def test_ensure_publishes_through_an_emulator_restart_and_nothing_is_lost(spawn: Spawn, tmp_path):
+    arguments = ("--queue", "default", "--data-dir", str(tmp_path / "data"))
+    server = spawn(*arguments)
+    with connect(server, max_retries=1) as connection:
+        producer = connection.Producer(serializer="json")
+        failures: list[BaseException] = []
+        failed = threading.Event()
 
-            def errback(error: BaseException, interval: float) -> None:
-                failures.append(error)
-                failed.set()
+        def errback(error: BaseException, interval: float) -> None:
+            failures.append(error)
+            failed.set()
 
-            publish = connection.ensure(
-                producer,
-                producer.publish,
-                errback=errback,
+        publish = connection.ensure(
+            producer,
+            producer.publish,
+            errback=errback,
+            max_retries=100,
+            interval_start=0.05,
+            interval_step=0.05,
+            interval_max=0.2,
+        )
+        publish({"n": 0}, routing_key="default")
+        publish({"n": 1}, routing_key="default")
+
+        server.kill()
+        publisher, outcome = in_background(lambda: publish({"n": 2}, routing_key="default"))
+        assert failed.wait(timeout=20), "publishing never noticed the emulator was down"
+        server = spawn(*arguments, port=server.port)
+        publisher.join(timeout=30)
+        assert not publisher.is_alive()
+        assert outcome == {"done": True}
+        assert all(isinstance(error, tuple(connection.connection_errors)) for error in failures)
+
+        publish({"n": 3}, routing_key="default")
+
+    with connect(server) as consumer:
+        consumer_queue = consumer.SimpleQueue("default")
+        received = []
+        while True:
+            try:
+                message = consumer_queue.get(timeout=1)
+            except queue.Empty:
+                break
+            received.append(message.payload["n"])
+            message.ack()
+        consumer_queue.close()
+    assert received == [0, 1, 2, 3]
+
+
+def test_consumer_reconnects_after_the_emulator_restarts(spawn: Spawn, tmp_path):
+    arguments = ("--queue", "default", "--data-dir", str(tmp_path / "data"))
+    server = spawn(*arguments)
+    with connect(server, max_retries=1) as connection:
+        connection.SimpleQueue("default").put({"n": 0})
+        server.kill()
+
+        received: list[Any] = []
+
+        def on_message(body: Any, message: Any) -> None:
+            received.append(body)
+            message.ack()
+
+        def consume_once(connection_: Connection = connection) -> None:
+            with connection_.Consumer(Queue("default"), callbacks=[on_message]):
+                connection_.drain_events(timeout=5)
+
+        failed = threading.Event()
+
+        def consume() -> None:
+            connection.ensure_connection(max_retries=3)
+            connection.ensure(
+                connection,
+                consume_once,
                 max_retries=100,
+                errback=lambda error, interval: failed.set(),
                 interval_start=0.05,
                 interval_step=0.05,
                 interval_max=0.2,
-            )
-            publish({"n": 0}, routing_key="default")
-            publish({"n": 1}, routing_key="default")
+            )()
 
-            kill(server)
-            publisher, outcome = in_background(lambda: publish({"n": 2}, routing_key="default"))
-            assert failed.wait(timeout=20), "publishing never noticed the emulator was down"
-            server = start_emulator(port, tmp_path)
-            publisher.join(timeout=30)
-            assert not publisher.is_alive()
-            assert outcome == {"done": True}
-            assert all(isinstance(error, tuple(connection.connection_errors)) for error in failures)
-
-            publish({"n": 3}, routing_key="default")
-
-        with connect(url) as consumer:
-            consumer_queue = consumer.SimpleQueue("default")
-            received = []
-            while True:
-                try:
-                    message = consumer_queue.get(timeout=1)
-                except queue.Empty:
-                    break
-                received.append(message.payload["n"])
-                message.ack()
-            consumer_queue.close()
-        assert received == [0, 1, 2, 3]
-    finally:
-        kill(server)
-
-
-def test_consumer_reconnects_after_the_emulator_restarts(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_emulator(port, tmp_path)
-    try:
-        with connect(url, max_retries=1) as connection:
-            connection.SimpleQueue("default").put({"n": 0})
-            kill(server)
-
-            received: list[Any] = []
-
-            def on_message(body: Any, message: Any) -> None:
-                received.append(body)
-                message.ack()
-
-            def consume_once(connection_: Connection = connection) -> None:
-                with connection_.Consumer(Queue("default"), callbacks=[on_message]):
-                    connection_.drain_events(timeout=5)
-
-            failed = threading.Event()
-
-            def consume() -> None:
-                connection.ensure_connection(max_retries=3)
-                connection.ensure(
-                    connection,
-                    consume_once,
-                    max_retries=100,
-                    errback=lambda error, interval: failed.set(),
-                    interval_start=0.05,
-                    interval_step=0.05,
-                    interval_max=0.2,
-                )()
-
-            consumer, outcome = in_background(consume)
-            assert failed.wait(timeout=20), "consuming never noticed the emulator was down"
-            server = start_emulator(port, tmp_path)
-            consumer.join(timeout=30)
-            assert not consumer.is_alive()
-            assert outcome == {"done": True}
-            assert received == [{"n": 0}]
-    finally:
-        kill(server)
+        consumer, outcome = in_background(consume)
+        assert failed.wait(timeout=20), "consuming never noticed the emulator was down"
+        server = spawn(*arguments, port=server.port)
+        consumer.join(timeout=30)
+        assert not consumer.is_alive()
+        assert outcome == {"done": True}
+        assert received == [{"n": 0}]
 
 
 # -- fork -----------------------------------------------------------------------
@@ -293,7 +237,7 @@ def test_forked_child_uses_the_connection_with_its_own_http_client(emulator):
     child_started = context.Event()
     rounds = 30
 
-    with connect(emulator.url) as connection:
+    with connect(emulator) as connection:
         default_queue = connection.SimpleQueue("default")
         other_queue = connection.SimpleQueue("other")
         default_queue.put({"from": "parent", "n": -1})
@@ -350,7 +294,7 @@ def test_forked_child_uses_the_connection_with_its_own_http_client(emulator):
 
 def test_a_forked_child_closing_the_inherited_connection_keeps_the_parents_leases(emulator):
     context = multiprocessing.get_context("fork")
-    with connect(emulator.url, num_tasks=3) as connection:
+    with connect(emulator, num_tasks=3) as connection:
         default_queue = connection.SimpleQueue("default")
         for number in range(3):
             default_queue.put({"n": number})

@@ -7,18 +7,16 @@ delivered once and acknowledged, with no copy left behind.
 
 from __future__ import annotations
 
-import http.client
-import json
 import queue
-from collections.abc import Iterator
 from typing import Any
 
 import google.auth.credentials
 import pytest
-from kombu import Connection
 
 from kombu_appengine import api
 from kombu_appengine.emulator import Emulator
+from tests.support.raw_http import post_json, request
+from tests.support.transport import connect, total_tasks
 
 #: Longest any single exchange of a test may take, in seconds.
 DEADLINE = 5.0
@@ -41,37 +39,9 @@ class RetryTestCredentials(google.auth.credentials.Credentials):
         headers["x-retry-test-id"] = self.test_id
 
 
-@pytest.fixture
-def em() -> Iterator[Emulator]:
-    with Emulator(queues=["default"]) as running:
-        yield running
-
-
-def call(emulator: Emulator, method: str, path: str, document: Any = None) -> Any:
-    host, port = emulator.host.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=DEADLINE)
-    try:
-        body = None if document is None else json.dumps(document).encode()
-        connection.request(
-            method, path, body=body, headers={"Content-Type": "application/json"} if body else {}
-        )
-        response = connection.getresponse()
-        answer = response.read()
-        assert response.status == 200, answer
-        return json.loads(answer)
-    finally:
-        connection.close()
-
-
-def total_tasks(emulator: Emulator) -> int:
-    stats = emulator.service.get_queue("my-app", "default", get_stats=True)["stats"]
-    return int(stats["totalTasks"])
-
-
-def test_lease_and_delete_failing_transiently_deliver_once_and_ack(em: Emulator) -> None:
-    retry_test = call(
-        em,
-        "POST",
+def test_lease_and_delete_failing_transiently_deliver_once_and_ack(emulator: Emulator) -> None:
+    created = post_json(
+        emulator,
         "/retry_test",
         {
             "instructions": {
@@ -80,24 +50,22 @@ def test_lease_and_delete_failing_transiently_deliver_once_and_ack(em: Emulator)
             }
         },
     )
-    options = {
-        "api_endpoint": em.url,
-        "project_name": "my-app",
-        "credentials": RetryTestCredentials(retry_test["id"]),
-        "polling_interval": 0.05,
-    }
-    with Connection(transport="kombu_appengine:Transport", transport_options=options) as connection:
+    assert created.status == 200, created.body
+    retry_test = created.json()
+    credentials = RetryTestCredentials(retry_test["id"])
+    with connect(emulator, project_name="my-app", credentials=credentials) as connection:
         simple = connection.SimpleQueue("default")
         simple.put({"n": 1})
         message = simple.get(timeout=DEADLINE)
         assert message.payload == {"n": 1}
         message.ack()
-        assert total_tasks(em) == 0
+        assert total_tasks(emulator, project="my-app") == 0
         with pytest.raises(queue.Empty):
             simple.get(timeout=0.3)
         simple.close()
 
-    shown = call(em, "GET", f"/retry_test/{retry_test['id']}")
-    assert shown["completed"] is True, shown
-    assert em.tokens
-    assert set(em.tokens) == {"retry-test-token"}
+    shown = request(emulator, "GET", f"/retry_test/{retry_test['id']}")
+    assert shown.status == 200, shown.body
+    assert shown.json()["completed"] is True, shown.body
+    assert emulator.tokens
+    assert set(emulator.tokens) == {"retry-test-token"}

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection
 
 from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.emulator.server import RestServer
 from tests.support.servers import parametrize_servers, start_server
+from tests.support.transport import connect
 from tests.support.worker_run import Run
 
 #: Tests that run against the gateway too (App Engine's task queue stub): the
@@ -63,8 +63,6 @@ def run_worker(emulator: RestServer, tmp_path: pathlib.Path) -> Iterator[Callabl
 @pytest.fixture
 def channel(emulator: RestServer) -> Iterator[Any]:
     """A kombu channel on the emulator, with one task on the queue ``jobs``."""
-    with Connection(
-        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
-    ) as conn:
+    with connect(emulator) as conn:
         conn.SimpleQueue("jobs").put({"image": "cat.png"})
         yield conn.default_channel

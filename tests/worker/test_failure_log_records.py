@@ -16,6 +16,7 @@ import pytest
 
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.worker import Counters, WorkerSettings, _handle
+from tests.support.transport import total_tasks
 
 
 class ImageBroken(Exception):
@@ -69,7 +70,7 @@ def test_a_dropped_task_logs_its_traceback_as_exc_info(
     assert record.levelno == logging.ERROR
     assert record.getMessage().endswith("deleting it")
     assert_traceback_apart(record, caplog)
-    assert emulator.service.get_queue("emulator", "jobs", get_stats=True)["stats"]["totalTasks"] == 0
+    assert total_tasks(emulator, "jobs") == 0
 
 
 def test_a_dead_lettered_task_logs_its_traceback_as_exc_info(
@@ -79,4 +80,4 @@ def test_a_dead_lettered_task_logs_its_traceback_as_exc_info(
     assert record.levelno == logging.ERROR
     assert record.getMessage().endswith("moving it to 'dead'")
     assert_traceback_apart(record, caplog)
-    assert emulator.service.get_queue("emulator", "dead", get_stats=True)["stats"]["totalTasks"] == 1
+    assert total_tasks(emulator, "dead") == 1

@@ -1,6 +1,5 @@
 """pullqueue_worker end to end: real worker processes, a real emulator over HTTP."""
 
-import base64
 import os
 import signal
 import subprocess
@@ -8,29 +7,21 @@ import sys
 import time
 
 import pytest
-from kombu import Connection
 
 from kombu_appengine.worker import Supervisor, WorkerSettings
-from tests.support.helpers import ROOT
+from tests.support.helpers import ROOT, b64
+from tests.support.transport import PROJECT, connect, total_tasks
 from tests.support.worker_run import JOBS
 
 #: Every test runs worker processes.
 pytestmark = pytest.mark.slow
 
-PROJECT = "emulator"
-
 
 def publish(emulator, count, queue="jobs"):
-    with Connection(
-        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
-    ) as conn:
+    with connect(emulator) as conn:
         simple = conn.SimpleQueue(queue)
         for n in range(count):
             simple.put({"n": n})
-
-
-def total(emulator, queue="jobs"):
-    return emulator.service.get_queue(PROJECT, queue, get_stats=True)["stats"]["totalTasks"]
 
 
 def released(emulator, queue="jobs"):
@@ -41,7 +32,7 @@ def released(emulator, queue="jobs"):
 def test_every_task_processed_exactly_once_over_four_processes(emulator, run_worker):
     publish(emulator, 1000)
     run = run_worker("record", "--processes", "4", "--num-tasks", "20")
-    run.wait_for(lambda: total(emulator) == 0, "the queue to drain")
+    run.wait_for(lambda: total_tasks(emulator, "jobs") == 0, "the queue to drain")
     code, stdout, _ = run.stop()
     done = run.count("done")
     assert sorted(done) == list(range(1000))
@@ -54,7 +45,7 @@ def test_every_task_processed_exactly_once_over_four_processes(emulator, run_wor
 def test_random_failures_are_retried_until_every_task_is_done(emulator, run_worker):
     publish(emulator, 300)
     run = run_worker("flaky", "--processes", "3", "--retry-backoff", "0")
-    run.wait_for(lambda: total(emulator) == 0, "the queue to drain")
+    run.wait_for(lambda: total_tasks(emulator, "jobs") == 0, "the queue to drain")
     code, stdout, stderr = run.stop()
     assert sorted(run.count("done")) == list(range(300))
     assert set(run.count("done").values()) == {1}
@@ -66,10 +57,10 @@ def test_random_failures_are_retried_until_every_task_is_done(emulator, run_work
 
 
 def test_raw_json_and_binary_payloads_reach_the_function_decoded(emulator, run_worker):
-    emulator.service.insert(PROJECT, "jobs", {"payloadBase64": base64.b64encode(b'{"n": 7}').decode()})
-    emulator.service.insert(PROJECT, "jobs", {"payloadBase64": base64.b64encode(b"plain bytes").decode()})
+    emulator.service.insert(PROJECT, "jobs", {"payloadBase64": b64(b'{"n": 7}')})
+    emulator.service.insert(PROJECT, "jobs", {"payloadBase64": b64(b"plain bytes")})
     run = run_worker("raw_payload", "--processes", "1")
-    run.wait_for(lambda: total(emulator) == 0, "the queue to drain")
+    run.wait_for(lambda: total_tasks(emulator, "jobs") == 0, "the queue to drain")
     run.stop()
     assert sorted((e["event"], e["n"]) for e in run.events()) == [("int", 7), ("str", "plain bytes")]
 
@@ -82,7 +73,7 @@ def test_a_child_killed_mid_task_is_replaced_and_its_task_processed_later(emulat
     os.kill(victim, signal.SIGKILL)
     run.release.touch()
     run.wait_for(lambda: run.count("done"), "the task to be done by another process")
-    run.wait_for(lambda: total(emulator) == 0, "the task to be acked")
+    run.wait_for(lambda: total_tasks(emulator, "jobs") == 0, "the task to be acked")
     code, _, stderr = run.stop()
     done = [e for e in run.events() if e["event"] == "done"]
     assert [e["n"] for e in done] == [0]
@@ -108,7 +99,7 @@ def test_sigterm_finishes_running_tasks_and_releases_buffered_ones_at_once(emula
     assert code == 0
     assert run.count("done") == {running: 1}
     assert "summary: processed=1 " in stdout
-    assert total(emulator) == 4
+    assert total_tasks(emulator, "jobs") == 4
 
 
 def test_a_second_signal_stops_at_once_and_loses_nothing(emulator, run_worker):
@@ -123,7 +114,7 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(emulator, run_worker):
     code, _, _ = run.stop(sig=None)
     assert code == 0
     assert not run.count("done")
-    assert total(emulator) == 3, "an interrupted task stays in the queue"
+    assert total_tasks(emulator, "jobs") == 3, "an interrupted task stays in the queue"
 
 
 def test_max_retries_then_dead_letter_queue(emulator, run_worker):
@@ -139,16 +130,14 @@ def test_max_retries_then_dead_letter_queue(emulator, run_worker):
         "--dead-letter-queue",
         "dead",
     )
-    run.wait_for(lambda: total(emulator, "dead") == 2, "both tasks to reach the dead-letter queue")
+    run.wait_for(lambda: total_tasks(emulator, "dead") == 2, "both tasks to reach the dead-letter queue")
     _code, stdout, stderr = run.stop()
     assert run.count("failed") == {0: 3, 1: 3}, "one try and two retries each"
-    assert total(emulator) == 0
+    assert total_tasks(emulator, "jobs") == 0
     assert "dead_lettered=2" in stdout
     assert "moving it to 'dead'" in stderr
     # The dead letters hold the original payload, readable by kombu.
-    with Connection(
-        transport="kombu_appengine:Transport", transport_options={"api_endpoint": emulator.url}
-    ) as conn:
+    with connect(emulator) as conn:
         dead = conn.SimpleQueue("dead")
         payloads = sorted(dead.get(timeout=5).payload["n"] for _ in range(2))
     assert payloads == [0, 1]
@@ -157,7 +146,7 @@ def test_max_retries_then_dead_letter_queue(emulator, run_worker):
 def test_max_retries_without_dead_letter_queue_deletes(emulator, run_worker):
     publish(emulator, 1)
     run = run_worker("always_fail", "--processes", "1", "--max-retries", "1", "--retry-backoff", "0")
-    run.wait_for(lambda: total(emulator) == 0, "the task to be dropped")
+    run.wait_for(lambda: total_tasks(emulator, "jobs") == 0, "the task to be dropped")
     _code, stdout, stderr = run.stop()
     assert run.count("failed") == {0: 2}
     assert "dropped=1" in stdout
@@ -176,7 +165,7 @@ def test_the_queues_max_leases_is_respected(emulator, run_worker):
         "dead",
         queue="limited",
     )
-    run.wait_for(lambda: total(emulator, "dead") == 1, "the task to be dead-lettered")
+    run.wait_for(lambda: total_tasks(emulator, "dead") == 1, "the task to be dead-lettered")
     run.stop()
     assert run.count("failed") == {0: 3}, "maxLeases 3 allows three attempts"
 
@@ -213,7 +202,7 @@ def test_a_task_running_longer_than_its_lease_keeps_it_and_runs_once(emulator, r
     assert tasks[0]["leaseTimestamp"] != "0"
     assert tasks[0]["retry_count"] == 1
     run.release.touch()
-    run.wait_for(lambda: total(emulator) == 0, "the task to be acked")
+    run.wait_for(lambda: total_tasks(emulator, "jobs") == 0, "the task to be acked")
     run.stop()
     assert run.count("started") == {0: 1}
     assert run.count("done") == {0: 1}

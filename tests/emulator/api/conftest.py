@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from kombu_appengine.emulator.server import RestServer
-from tests.support.api import START, FakeClock
-from tests.support.helpers import TEST_QUEUES
+from tests.support.api import START
+from tests.support.helpers import TEST_QUEUES, FakeClock
 from tests.support.servers import SERVER_KINDS, start_server
 
 

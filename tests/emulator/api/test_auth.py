@@ -8,7 +8,8 @@ from googleapiclient.discovery import build_from_document
 
 from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import QueueConfig
-from tests.support.api import PROJECT, QUEUE, api_path, assert_google_error, expect_error, raw
+from tests.support import raw_http
+from tests.support.api import PROJECT, QUEUE, api_path, assert_google_error, expect_error
 from tests.support.helpers import build_service
 
 
@@ -19,7 +20,7 @@ def authorized_service(url, token):
 
 def test_require_auth_refuses_requests_without_a_token(make_emulator, clock):
     running = make_emulator(queues=[QUEUE], require_auth=True, clock=clock)
-    response = raw(running, "GET", api_path())
+    response = raw_http.request(running, "GET", api_path())
     assert response.status == 401
     assert_google_error(response.json(), 401, "required")
     expect_error(
@@ -32,14 +33,14 @@ def test_require_auth_accepts_a_bearer_token_and_records_it(make_emulator, clock
     running = make_emulator(queues=[QUEUE], require_auth=True, clock=clock)
     service = authorized_service(running.url, "token-1")
     assert service.taskqueues().get(project=PROJECT, taskqueue=QUEUE).execute()["id"] == QUEUE
-    response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer token-2"})
+    response = raw_http.request(running, "GET", api_path(), headers={"Authorization": "Bearer token-2"})
     assert response.status == 200
     assert running.tokens == ["token-1", "token-2"]
 
 
 def test_accepted_tokens_refuse_other_tokens(make_emulator, clock):
     running = make_emulator(queues=[QUEUE], accepted_tokens=["good"], clock=clock)
-    response = raw(running, "GET", api_path(), headers={"Authorization": "Bearer bad"})
+    response = raw_http.request(running, "GET", api_path(), headers={"Authorization": "Bearer bad"})
     assert response.status == 401
     assert_google_error(response.json(), 401, "authError")
     assert (

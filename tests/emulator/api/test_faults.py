@@ -6,6 +6,7 @@ import http.client
 import httplib2
 import pytest
 
+from tests.support import raw_http
 from tests.support.api import (
     PROJECT,
     QUEUE,
@@ -16,23 +17,22 @@ from tests.support.api import (
     insert,
     leased_ids,
     list_ids,
-    raw,
 )
 
 
 def test_an_injected_status_answers_with_googles_error_body_once(emulator):
     emulator.inject_failures(status=500)
-    response = raw(emulator, "GET", api_path())
+    response = raw_http.request(emulator, "GET", api_path())
     assert response.status == 500
     assert_google_error(response.json(), 500, "backendError")
-    assert raw(emulator, "GET", api_path()).status == 200
+    assert raw_http.request(emulator, "GET", api_path()).status == 200
 
 
 def test_an_injected_reset_drops_the_connection(emulator):
     emulator.inject_failures(reset=True)
     with pytest.raises((http.client.HTTPException, OSError)):
-        raw(emulator, "GET", api_path())
-    assert raw(emulator, "GET", api_path()).status == 200
+        raw_http.request(emulator, "GET", api_path())
+    assert raw_http.request(emulator, "GET", api_path()).status == 200
 
 
 def test_httplib2_raises_on_injected_resets(emulator):

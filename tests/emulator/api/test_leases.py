@@ -1,10 +1,10 @@
 """tasks.lease, and lease changes by tasks.update and tasks.patch."""
 
 import base64
-import json
 
 import pytest
 
+from tests.support import raw_http
 from tests.support.api import (
     LONG_QUEUE_NAME,
     PROJECT,
@@ -20,7 +20,6 @@ from tests.support.api import (
     leased_ids,
     list_ids,
     micros,
-    raw,
     stats,
 )
 from tests.support.helpers import b64
@@ -315,12 +314,11 @@ def test_changing_the_lease_of_an_unknown_task_is_404(service, method):
 def test_post_with_method_override_patch(emulator, service):
     insert(service, id="t1")
     lease(service)
-    response = raw(
+    response = raw_http.post_json(
         emulator,
-        "POST",
         api_path("tasks", "t1") + "?newLeaseSeconds=90",
-        json.dumps({"queueName": QUEUE}),
-        {"Content-Type": "application/json", "X-HTTP-Method-Override": "PATCH"},
+        {"queueName": QUEUE},
+        {"X-HTTP-Method-Override": "PATCH"},
     )
     assert response.status == 200
     assert response.json()["leaseTimestamp"] == micros(START + 90)

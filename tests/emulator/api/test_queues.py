@@ -4,6 +4,7 @@ queues (unknown, push)."""
 import pytest
 
 from kombu_appengine.emulator import QueueConfig
+from tests.support import raw_http
 from tests.support.api import (
     PROJECT,
     QUEUE,
@@ -14,7 +15,6 @@ from tests.support.api import (
     insert,
     lease,
     list_ids,
-    raw,
     stats,
 )
 from tests.support.helpers import build_service
@@ -139,7 +139,7 @@ def test_prefixed_and_bare_ids_are_one_project(service):
 @pytest.mark.parametrize("project", ["s%7Etest-app", "test%2Dapp"])
 def test_percent_encoded_project_ids_are_decoded(emulator, service, project):
     insert(service, id="t1")
-    response = raw(emulator, "GET", api_path("tasks", "t1", project=project))
+    response = raw_http.request(emulator, "GET", api_path("tasks", "t1", project=project))
     assert response.status == 200
     assert response.json()["id"] == "t1"
 

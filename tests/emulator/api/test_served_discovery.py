@@ -7,12 +7,13 @@ import httplib2
 from googleapiclient.discovery import build
 
 from kombu_appengine.discovery import load_document
-from tests.support.api import DISCOVERY_PATH, PROJECT, QUEUE, api_path, insert, lease, raw
+from tests.support import raw_http
+from tests.support.api import DISCOVERY_PATH, PROJECT, QUEUE, api_path, insert, lease
 from tests.support.helpers import b64
 
 
 def test_discovery_document_points_at_the_emulator(emulator):
-    response = raw(emulator, "GET", DISCOVERY_PATH)
+    response = raw_http.request(emulator, "GET", DISCOVERY_PATH)
     assert response.status == 200
     document = response.json()
     root = emulator.url + "/"
@@ -51,6 +52,6 @@ def test_standard_parameters_do_not_break_client_requests(service):
 def test_standard_and_unknown_query_parameters_are_ignored(emulator, service):
     insert(service, id="t1")
     query = "alt=json&fields=items(id)&prettyPrint=false&quotaUser=u&key=k&oauth_token=t&unknownParam=1"
-    response = raw(emulator, "GET", api_path("tasks") + "?" + query)
+    response = raw_http.request(emulator, "GET", api_path("tasks") + "?" + query)
     assert response.status == 200
     assert [task["id"] for task in response.json()["items"]] == ["t1"]

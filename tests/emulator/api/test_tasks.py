@@ -4,6 +4,7 @@ import base64
 
 import pytest
 
+from tests.support import raw_http
 from tests.support.api import (
     LONG_QUEUE_NAME,
     PROJECT,
@@ -17,8 +18,6 @@ from tests.support.api import (
     lease,
     list_ids,
     micros,
-    raw,
-    raw_insert,
     stats,
 )
 from tests.support.helpers import b64
@@ -96,7 +95,7 @@ def test_insert_accepts_queue_name_in_either_form(service, queue_name):
 
 
 def test_insert_accepts_a_body_without_queue_name(emulator):
-    response = raw_insert(emulator, {"payloadBase64": b64(b"x")})
+    response = raw_http.post_json(emulator, api_path("tasks"), {"payloadBase64": b64(b"x")})
     assert response.status == 200
     assert response.json()["queueName"] == LONG_QUEUE_NAME
 
@@ -124,7 +123,7 @@ AWKWARD_PAYLOAD = b"\xfb\xfe\xfe\xff"
 @pytest.mark.parametrize("encoded", ["+/7+/w==", "+/7+/w", "-_7-_w==", "-_7-_w"])
 def test_insert_accepts_url_safe_and_unpadded_base64(emulator, service, encoded):
     assert base64.b64encode(AWKWARD_PAYLOAD).decode() == "+/7+/w=="
-    response = raw_insert(emulator, {"payloadBase64": encoded})
+    response = raw_http.post_json(emulator, api_path("tasks"), {"payloadBase64": encoded})
     assert response.status == 200
     task = response.json()
     assert task["payloadBase64"] == "+/7+/w=="
@@ -195,7 +194,7 @@ def test_list_includes_leased_tasks_without_payloads(service):
 
 
 def test_list_of_an_empty_queue(emulator):
-    response = raw(emulator, "GET", api_path("tasks"))
+    response = raw_http.request(emulator, "GET", api_path("tasks"))
     assert response.status == 200
     document = response.json()
     assert document["kind"] == "taskqueues#tasks"
@@ -214,8 +213,8 @@ def test_list_returns_at_most_100_tasks_in_order(service):
 
 def test_delete_over_http_is_204_without_a_body(emulator, service):
     insert(service, id="t1")
-    response = raw(emulator, "DELETE", api_path("tasks", "t1"))
-    assert (response.status, response.body, response.headers["Content-Length"]) == (204, b"", "0")
+    response = raw_http.request(emulator, "DELETE", api_path("tasks", "t1"))
+    assert (response.status, response.body, response.headers["content-length"]) == (204, b"", "0")
     expect_error(service.tasks().get(project=PROJECT, taskqueue=QUEUE, task="t1"), 404, "notFound")
 
 
@@ -238,6 +237,8 @@ def test_delete_of_an_unknown_or_deleted_task_is_404(service):
 
 def test_post_with_method_override_delete(emulator, service):
     insert(service, id="t1")
-    response = raw(emulator, "POST", api_path("tasks", "t1"), b"", {"X-HTTP-Method-Override": "DELETE"})
+    response = raw_http.request(
+        emulator, "POST", api_path("tasks", "t1"), b"", {"X-HTTP-Method-Override": "DELETE"}
+    )
     assert response.status == 204
     assert list_ids(service) == []
