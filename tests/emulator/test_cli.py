@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.emulator_process import REQUEST_TIMEOUT, EmulatorProcess, tasks_path
 from tests.support.helpers import b64
+from tests.support.raw_http import address
 
 #: Every test runs the emulator as a process.
 pytestmark = pytest.mark.slow
@@ -142,14 +143,15 @@ def test_illegal_queue_name_is_one_clear_error(spawn: Callable[..., EmulatorProc
 
 
 def connect(emulator: EmulatorProcess, data: bytes = b"") -> socket.socket:
-    sock = socket.create_connection((emulator.host, emulator.port), timeout=REQUEST_TIMEOUT)
+    # ``host`` is ``host:port``, as TASKQUEUE_EMULATOR_HOST takes it.
+    sock = socket.create_connection(address(emulator), timeout=REQUEST_TIMEOUT)
     if data:
         sock.sendall(data)
     return sock
 
 
 def get_request(emulator: EmulatorProcess) -> bytes:
-    return f"GET {tasks_path()} HTTP/1.1\r\nHost: {emulator.host}:{emulator.port}\r\n\r\n".encode()
+    return f"GET {tasks_path()} HTTP/1.1\r\nHost: {emulator.host}\r\n\r\n".encode()
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
