@@ -18,7 +18,7 @@ import time
 from email.message import Message
 from typing import NamedTuple
 
-from .errors import ApiError
+from ..rest.errors import MAX_LENGTH_DIGITS, ApiError, too_large
 
 #: Longest chunk-size line (with its extensions), in bytes.
 MAX_CHUNK_LINE = 4096
@@ -26,9 +26,6 @@ MAX_CHUNK_LINE = 4096
 MAX_TRAILER_LINES = 64
 #: Bytes asked of the socket at a time.
 RECV_SIZE = 64 * 1024
-#: Most digits of a ``Content-Length`` read as a number (leading zeros aside);
-#: a longer one is more bytes than any body a server takes.
-MAX_LENGTH_DIGITS = 18
 
 #: A chunk-size line: hexadecimal digits only, then optional extensions.
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?\r?\n\Z")
@@ -261,8 +258,3 @@ def _chunk_size(line: bytes) -> int:
 def bad_framing(message: str) -> ApiError:
     """400 for a request whose body cannot be delimited: the connection must close."""
     return ApiError(400, "badRequest", message)
-
-
-def too_large(limit: int) -> ApiError:
-    """413 for a body over ``limit`` bytes."""
-    return ApiError(413, "uploadTooLarge", f"Request body over {limit} bytes, the limit of this endpoint")

@@ -143,12 +143,19 @@ def test_bad_base64_is_400(emulator: Emulator, payload: Any) -> None:
     assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
 
 
-def test_payload_over_one_mib_is_400_and_exactly_one_mib_is_accepted(emulator: Emulator) -> None:
+def test_payload_over_one_mib_is_400_and_the_whole_task_counts(emulator: Emulator) -> None:
     too_big = post_json(emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * (ONE_MIB + 1))})
     assert_google_error(too_big, 400, str(ONE_MIB))
+    # As App Engine: the payload, the name, the tag and the task's other fields count.
+    exactly = post_json(emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * ONE_MIB)})
+    assert_google_error(exactly, 400, "1048640")
+    tagged = post_json(
+        emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * (ONE_MIB - 100)), "tag": "t" * 40}
+    )
+    assert_google_error(tagged, 400, "Task size")
     assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
 
-    payload = bytes(range(256)) * (ONE_MIB // 256)
+    payload = bytes(range(256)) * (ONE_MIB // 256 - 1)
     accepted = post_json(emulator, QUEUE_PATH + "/tasks", {"id": "max", "payloadBase64": b64(payload)})
     assert accepted.status == 200, accepted.body[:300]
     leased = request(emulator, "POST", QUEUE_PATH + "/tasks/lease?numTasks=10&leaseSecs=60")

@@ -168,7 +168,7 @@ def fuzz_case(name: str) -> Iterator[Emulator]:
     CASES[name] += 1
     # Debug records (a line a request) go to the crash log alone: pytest
     # would keep them all, for thousands of cases.
-    logger = logging.getLogger("kombu_appengine.emulator")
+    logger = logging.getLogger("kombu_appengine")  # the emulator and its REST front (kombu_appengine.rest)
     crash_log = CrashLog()
     level, propagate = logger.level, logger.propagate
     logger.addHandler(crash_log)
