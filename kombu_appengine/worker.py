@@ -460,6 +460,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", help="the App Engine application id (not needed with an emulator)")
     parser.add_argument("--hrd-project", action="store_true", help="send the project as s~PROJECT")
     parser.add_argument(
+        "--api-endpoint",
+        metavar="URL",
+        help="base URL of another server speaking the API, such as a deployed gateway (default: Google's)",
+    )
+    parser.add_argument(
         "--credentials",
         metavar="FILE",
         help="credentials file (from pullqueue_authenticate, a service-account key, an authorized-user "
@@ -516,6 +521,8 @@ def main(argv: list[str] | None = None) -> None:
         options["project_name"] = args.project
     if args.credentials:
         options["credentials_file"] = args.credentials
+    if args.api_endpoint:
+        options["api_endpoint"] = args.api_endpoint
     settings = WorkerSettings(
         function=args.function,
         queue=args.queue,

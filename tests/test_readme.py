@@ -20,6 +20,8 @@ from tests.support.transport import total_tasks
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The emulator address the README's examples use.
 README_HOST = "127.0.0.1:8123"
+#: The deployed gateway the README's examples name: the test server stands in for it.
+README_GATEWAY = "https://pullqueue-gateway-dot-my-app.appspot.com"
 #: The queues the README's examples use.
 README_QUEUES = ["pull-queue", "other", "images", "celery", "shared"]
 #: Commands of this project whose flags the README may use.
@@ -27,6 +29,7 @@ COMMANDS = {
     "pullqueue_emulator": [sys.executable, "-m", "kombu_appengine.emulator"],
     "pullqueue_worker": [sys.executable, "-m", "kombu_appengine.worker"],
     "pullqueue_authenticate": [sys.executable, "-m", "kombu_appengine.authenticate"],
+    "pullqueue_gateway": [sys.executable, "-m", "kombu_appengine.gateway.cli"],
 }
 
 
@@ -61,7 +64,7 @@ def test_the_readme_has_examples_to_run():
 def run_python(code, host, cwd, timeout=120, env=None):
     env = env or dict(os.environ, TASKQUEUE_EMULATOR_HOST=host)
     return subprocess.run(
-        [sys.executable, "-c", code.replace(README_HOST, host)],
+        [sys.executable, "-c", code.replace(README_HOST, host).replace(README_GATEWAY, f"http://{host}")],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -154,9 +157,10 @@ def test_shell_commands_exist_with_the_flags_used():
         if words[0] not in COMMANDS:
             continue
         seen.add(words[0])
-        help_text = subprocess.run(
-            COMMANDS[words[0]] + ["--help"], capture_output=True, text=True, timeout=60
-        ).stdout
+        command = COMMANDS[words[0]]
+        if words[0] == "pullqueue_gateway" and len(words) > 1 and not words[1].startswith("-"):
+            command = [*command, words[1]]  # its subcommand's flags
+        help_text = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60).stdout
         for word in words[1:]:
             if word.startswith("--"):
                 assert word.split("=")[0] in help_text, f"{words[0]} has no {word} (README: {line})"

@@ -13,7 +13,7 @@ or in-process::
 on request over HTTP (``POST /retry_test``, see :mod:`.faults`).
 """
 
-from .errors import ApiError
+from ..rest.errors import ApiError
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import QueueYamlError, load_queue_yaml
 from .server import Emulator, emulator

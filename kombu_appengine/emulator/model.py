@@ -6,7 +6,7 @@ of TASKQUEUE_API.md as dictionaries and raising
 :class:`~kombu_appengine.emulator.errors.ApiError` for every refusal.
 
 Leasing costs O(log n) in the depth of the queue: each queue keeps a heap of
-``(eta, sequence)`` for all its tasks and one per tag, and stale heap entries
+``(eta, name)`` for all its tasks and one per tag, and stale heap entries
 (tasks deleted or leased since) are recognised by a version number and
 dropped lazily when they reach the top.
 """
@@ -16,29 +16,42 @@ from __future__ import annotations
 import base64
 import collections
 import heapq
+import itertools
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from .. import api
 from ..api import (
-    LONG_QUEUE_NAME_RE,
     MAX_LEASE_BATCH_BYTES,
-    MAX_LEASE_SECONDS,
     MAX_LIST_TASKS,
-    MAX_NUM_TASKS,
-    MAX_PAYLOAD_BYTES,
-    MAX_TAG_BYTES,
     QUEUE_NAME_RE,
     TASK_NAME_RE,
     TOMBSTONE_SECONDS,
     bare_project,
 )
-from . import errors
+from ..rest import errors
+from ..rest.backend import (
+    QueueAcl,
+    check_lease,
+    check_queue_name,
+    check_queue_name_syntax,
+    check_task_name_syntax,
+    decode_payload,
+    not_leased,
+    parse_lease_change,
+    parse_new_task,
+    queue_resource,
+    stale_lease,
+    task_resource,
+)
+from ..rest.errors import ApiError
+
+__all__ = ["MalformedEntry", "QueueConfig", "Task", "TaskQueueService", "decode_payload"]
 
 #: How long a deleted task's name stays reserved, in microseconds.
 TOMBSTONE_MICROS = TOMBSTONE_SECONDS * 1_000_000
@@ -47,26 +60,6 @@ TOMBSTONE_MICROS = TOMBSTONE_SECONDS * 1_000_000
 HEAP_SLACK = 64
 
 _MICROS = 1_000_000
-
-
-def decode_payload(text: Any) -> bytes:
-    """Decode a request's ``payloadBase64`` within the API's limit.
-
-    Raises:
-        ApiError: 400 when it is not base64 or decodes to more than 1 MiB.
-    """
-    if not isinstance(text, str):
-        raise errors.bad_request("payloadBase64 must be a base64 string")
-    try:
-        payload = api.decode_payload(text)
-    except ValueError:
-        raise errors.bad_request("payloadBase64 is not valid base64") from None
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise errors.bad_request(
-            f"Task payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-            reason="taskTooLarge",
-        )
-    return payload
 
 
 @dataclass
@@ -112,12 +105,14 @@ class Task:
         self.payload = payload
         self.tag = tag
         self.enqueued = enqueued
-        #: When the task may next be leased: enqueue time, then lease expiry.
-        self.eta = enqueued
+        #: When the task may next be leased: a microsecond before its
+        #: enqueue time (a task is due strictly after its ETA, as App
+        #: Engine's; so a new task is due at once), then its lease expiry.
+        self.eta = enqueued - 1
         #: Expiry of the current lease, 0 when never leased or released.
         self.lease_expires = 0
         self.retry_count = 0
-        #: Insertion order, the tie-breaker between equal ETAs.
+        #: Insertion order (kept in the journal); equal ETAs go by name, as App Engine's.
         self.seq = seq
         #: Bumped whenever the task's heap position changes or it is deleted.
         self.version = 0
@@ -128,22 +123,21 @@ class Task:
 
     def resource(self, queue_name: str, now: int, with_payload: bool = True) -> dict[str, Any]:
         """The ``taskqueues#task`` resource."""
-        resource: dict[str, Any] = {
-            "kind": api.TASK_KIND,
-            "id": self.name,
-            "queueName": queue_name,
-            "enqueueTimestamp": str(self.enqueued),
-            "leaseTimestamp": str(self.lease_expires if self.leased_at(now) else 0),
-            "retry_count": self.retry_count,
-        }
-        if with_payload:
-            resource["payloadBase64"] = api.encode_payload(self.payload)
-        if self.tag is not None:
-            resource["tag"] = self.tag
-        return resource
+        return task_resource(
+            self.name,
+            queue_name,
+            # App Engine keeps the enqueue time in whole seconds.
+            self.enqueued // _MICROS * _MICROS,
+            self.lease_expires if self.leased_at(now) else 0,
+            self.retry_count,
+            self.payload if with_payload else None,
+            self.tag,
+        )
 
 
-_HeapEntry = tuple[int, int, int, Task]
+#: ``(eta, name, seq, version, task)``: equal ETAs go by name; ``seq`` tells apart a task
+#: restored under the name of one forgotten.
+_HeapEntry = tuple[int, str, int, int, Task]
 #: One task's lease in a journal entry: name, ETA, lease expiry, retry count.
 _Lease = tuple[str, int, int, int]
 
@@ -193,7 +187,7 @@ class Queue:
 
     def _index(self, task: Task) -> None:
         task.version += 1
-        entry = (task.eta, task.seq, task.version, task)
+        entry = (task.eta, task.name, task.seq, task.version, task)
         self._push(self._heap, entry, len(self.tasks))
         tag_heap = self._tag_heaps.get(task.tag)
         if tag_heap is not None:
@@ -203,7 +197,7 @@ class Queue:
         """The heap of the tasks tagged ``tag``, built from the queue on first use."""
         heap = self._tag_heaps.get(tag)
         if heap is None:
-            heap = [(t.eta, t.seq, t.version, t) for t in self.tasks.values() if t.tag == tag]
+            heap = [(t.eta, t.name, t.seq, t.version, t) for t in self.tasks.values() if t.tag == tag]
             heapq.heapify(heap)
             self._tag_heaps[tag] = heap
         return heap
@@ -217,17 +211,17 @@ class Queue:
         """
         heapq.heappush(heap, entry)
         if len(heap) > 2 * live + HEAP_SLACK:
-            heap[:] = [e for e in heap if e[2] == e[3].version]
+            heap[:] = [e for e in heap if e[3] == e[4].version]
             heapq.heapify(heap)
 
     def _first_available(self, heap: list[_HeapEntry], now: int) -> Task | None:
         """Drop stale entries from the top of ``heap``; the top task if due."""
         while heap:
-            eta, _, version, task = heap[0]
+            eta, _, _, version, task = heap[0]
             if version != task.version:
                 heapq.heappop(heap)
                 continue
-            return task if eta <= now else None
+            return task if eta < now else None
         return None
 
     def add(self, task: Task) -> None:
@@ -288,27 +282,33 @@ class Queue:
         applied (:meth:`apply_lease`). Returns the tasks to lease and the
         tasks to delete instead, because they reached ``maxLeases``.
         """
-        heap = self._heap
-        if by_tag:
-            if tag is None:
-                oldest = self._first_available(self._heap, now)
-                if oldest is None:
-                    return [], []
-                tag = oldest.tag
-            heap = self._tag_heap(tag) if self._tag_counts.get(tag) else []
+        candidates: Iterable[Task] = self._due(self._heap, now)
+        if by_tag and tag is None:
+            # As App Engine: the oldest task's tag is the group; a tagged
+            # group is every due task of that tag, but an untagged one only
+            # the untagged among the oldest num_tasks due tasks.
+            window = list(itertools.islice(candidates, num_tasks))
+            if not window:
+                return [], []
+            tag = window[0].tag
+            candidates = [task for task in window if task.tag is None]
+        if by_tag and tag is not None:
+            candidates = self._due(self._tag_heap(tag), now) if self._tag_counts.get(tag) else []
         leased: list[Task] = []
         expired: list[Task] = []
         batch_bytes = 0
         max_leases = self.config.max_leases
-        for task in self._due(heap, now):
+        for task in candidates:
             if leased and batch_bytes + len(task.payload) > MAX_LEASE_BATCH_BYTES:
                 break
+            # A task out of leases is deleted instead, and takes its place
+            # among the num_tasks, as App Engine's.
             if max_leases is not None and task.retry_count >= max_leases:
                 expired.append(task)
-                continue
-            batch_bytes += len(task.payload)
-            leased.append(task)
-            if len(leased) == num_tasks:
+            else:
+                batch_bytes += len(task.payload)
+                leased.append(task)
+            if len(leased) + len(expired) == num_tasks:
                 break
         return leased, expired
 
@@ -323,8 +323,8 @@ class Queue:
             return
         frontier: list[tuple[_HeapEntry, int]] = [(heap[0], 0)]
         while frontier:
-            (eta, _, version, task), index = heapq.heappop(frontier)
-            if eta > now:
+            (eta, _, _, version, task), index = heapq.heappop(frontier)
+            if eta >= now:
                 return
             if version == task.version:
                 yield task
@@ -344,7 +344,7 @@ class Queue:
             self._leased_last_hour.add(now, len(leased))
 
     def ordered(self, limit: int) -> list[Task]:
-        """The first ``limit`` tasks in lease order (ETA, then insertion).
+        """The first ``limit`` tasks in lease order (ETA, then name).
 
         Walks the heap as the tree it is, smallest entry first, so the cost
         grows with ``limit`` and the stale entries met, not with the depth.
@@ -353,7 +353,7 @@ class Queue:
         found: list[Task] = []
         frontier: list[tuple[_HeapEntry, int]] = [(heap[0], 0)] if heap else []
         while frontier and len(found) < limit:
-            (_, _, version, task), index = heapq.heappop(frontier)
+            (_, _, _, version, task), index = heapq.heappop(frontier)
             if version == task.version:
                 found.append(task)
             for child in (2 * index + 1, 2 * index + 2):
@@ -362,8 +362,14 @@ class Queue:
         return found
 
     def stats(self, now: int) -> dict[str, Any]:
-        """The ``stats`` object of ``taskqueues.get``; exact, not approximate."""
-        oldest = next(iter(self.tasks.values())).enqueued // _MICROS if self.tasks else 0
+        """The ``stats`` object of ``taskqueues.get``; exact, not approximate.
+
+        ``oldestTask`` is the earliest ETA, as App Engine's queue statistics
+        have it: a leased task's is its lease expiry.
+        """
+        first = self.ordered(1)
+        # A new task's ETA is a microsecond before its enqueue time: given back here.
+        oldest = max(first[0].eta + 1, 0) // _MICROS if first else 0
         return {
             "totalTasks": len(self.tasks),
             "oldestTask": str(oldest),
@@ -522,8 +528,7 @@ class TaskQueueService:
         bare = bare_project(project)
         if not bare or (self.project is not None and bare != self.project):
             raise errors.not_found(f"Project {project!r} is not known to this server")
-        if not QUEUE_NAME_RE.match(name):
-            raise errors.bad_request(f"Invalid queue name {name!r}: use 1 to 100 of a-z, A-Z, 0-9 and -")
+        check_queue_name_syntax(name)
         config = self.configs.get(name)
         if config is None:
             raise errors.not_found(
@@ -539,8 +544,7 @@ class TaskQueueService:
         return queue
 
     def _task(self, queue: Queue, name: str) -> Task:
-        if not TASK_NAME_RE.match(name):
-            raise errors.bad_request(f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -")
+        check_task_name_syntax(name)
         task = queue.tasks.get(name)
         if task is None:
             raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
@@ -572,41 +576,19 @@ class TaskQueueService:
         with self.lock:
             queue = self.queue(project, name)
             config = queue.config
-            resource: dict[str, Any] = {
-                "kind": api.QUEUE_KIND,
-                "id": name,
-                "acl": {
-                    "consumerEmails": list(config.consumer_emails),
-                    "producerEmails": list(config.producer_emails),
-                    "adminEmails": [],
-                },
-            }
-            if config.max_leases is not None:
-                resource["maxLeases"] = config.max_leases
+            resource = queue_resource(
+                name, config.max_leases, QueueAcl(config.consumer_emails, config.producer_emails)
+            )
             if get_stats:
                 resource["stats"] = queue.stats(self.now())
             return resource
 
     def insert(self, project: str, name: str, body: Any) -> dict[str, Any]:
         """``tasks.insert``: add a task; a reserved name is 409."""
-        if not isinstance(body, dict):
-            raise errors.bad_request("The request body must be a Task object")
-        payload = decode_payload(body.get("payloadBase64", ""))
-        tag = body.get("tag")
-        if tag is not None:
-            if not isinstance(tag, str):
-                raise errors.bad_request("tag must be a string")
-            if len(tag.encode("utf-8")) > MAX_TAG_BYTES:
-                raise errors.bad_request(f"tag is longer than {MAX_TAG_BYTES} bytes")
-            tag = tag or None
-        task_name = body.get("id")
-        if task_name is not None and (not isinstance(task_name, str) or not TASK_NAME_RE.match(task_name)):
-            raise errors.bad_request(
-                f"Invalid task name {task_name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -"
-            )
+        task_name, payload, tag = parse_new_task(body)
         with self.lock:
             queue = self.queue(project, name)
-            self._check_queue_name(body, project, name)
+            check_queue_name(body, project, name)
             now = self.now()
             if task_name is None:
                 task_name = uuid.uuid4().hex
@@ -632,22 +614,6 @@ class TaskQueueService:
             self.queue(project, name, create=True).add(task)
             return task.resource(api.long_queue_name(project, name), now)
 
-    def _check_queue_name(self, body: dict[str, Any], project: str, name: str) -> None:
-        given = body.get("queueName")
-        if given is None:
-            return
-        if not isinstance(given, str):
-            raise errors.bad_request("queueName must be a string")
-        long_form = LONG_QUEUE_NAME_RE.match(given)
-        if long_form:
-            given_project, given = long_form.groups()
-            if bare_project(given_project) != bare_project(project):
-                raise errors.bad_request(
-                    f"queueName names project {given_project!r}, but the URL names {project!r}"
-                )
-        if given != name:
-            raise errors.bad_request(f"queueName {given!r} does not match the queue {name!r} of the URL")
-
     def lease(
         self,
         project: str,
@@ -658,12 +624,7 @@ class TaskQueueService:
         tag: str | None = None,
     ) -> dict[str, Any]:
         """``tasks.lease``: lease up to ``num_tasks`` due tasks, oldest first."""
-        if not 1 <= num_tasks <= MAX_NUM_TASKS:
-            raise errors.bad_request(f"numTasks must be between 1 and {MAX_NUM_TASKS}, not {num_tasks}")
-        if not 0 <= lease_secs <= MAX_LEASE_SECONDS:
-            raise errors.bad_request(f"leaseSecs must be between 0 and {MAX_LEASE_SECONDS}, not {lease_secs}")
-        if tag is not None and not group_by_tag:
-            raise errors.bad_request("tag is only allowed with groupByTag=true")
+        check_lease(num_tasks, lease_secs, group_by_tag, tag)
         with self.lock:
             queue = self.queue(project, name)
             now = self.now()
@@ -710,38 +671,42 @@ class TaskQueueService:
             self._record(self._delete_record(project, name, task_name, now))
             queue.remove(task, now)
 
+    def delete_tasks(self, project: str, name: str, tasks: Sequence[str]) -> list[ApiError | None]:
+        """Several ``tasks.delete`` of one queue: each one's error, or ``None``."""
+        with self.lock:
+            self.queue(project, name)
+            results: list[ApiError | None] = []
+            for task_name in tasks:
+                try:
+                    self.delete_task(project, name, task_name)
+                except ApiError as error:
+                    if error.code == 503:
+                        raise
+                    results.append(error)
+                else:
+                    results.append(None)
+            return results
+
+    def acl(self, project: str, name: str) -> QueueAcl | None:
+        """The ACL of queue ``name`` from ``queue.yaml``; ``None`` for an unknown queue."""
+        config = self.configs.get(name)
+        if config is None:
+            return None
+        return QueueAcl(config.consumer_emails, config.producer_emails)
+
     def update_task(
         self, project: str, name: str, task_name: str, new_lease_seconds: int, body: Any
     ) -> dict[str, Any]:
         """``tasks.update`` and ``tasks.patch``: change or release a held lease."""
-        if not 0 <= new_lease_seconds <= MAX_LEASE_SECONDS:
-            raise errors.bad_request(
-                f"newLeaseSeconds must be between 0 and {MAX_LEASE_SECONDS}, not {new_lease_seconds}"
-            )
-        if not isinstance(body, dict):
-            raise errors.bad_request("The request body must be a Task object")
-        if "queueName" not in body:
-            raise errors.bad_request("The Task in the request body must carry queueName")
+        given = parse_lease_change(new_lease_seconds, body, project, name)
         with self.lock:
             queue = self.queue(project, name)
-            self._check_queue_name(body, project, name)
             task = self._task(queue, task_name)
             now = self.now()
             if not task.leased_at(now):
-                raise errors.bad_request(
-                    f"Task {task_name!r} is not leased, or its lease has expired", reason="badRequest"
-                )
-            given = body.get("leaseTimestamp")
-            if given is not None:
-                try:
-                    matches = int(given) == task.lease_expires
-                except (TypeError, ValueError, OverflowError):
-                    raise errors.bad_request("leaseTimestamp must be an integer") from None
-                if not matches:
-                    raise errors.bad_request(
-                        f"leaseTimestamp does not match the current lease of task {task_name!r}",
-                        reason="badRequest",
-                    )
+                raise not_leased(task_name)
+            if given is not None and given != task.lease_expires:
+                raise stale_lease(task_name)
             if new_lease_seconds == 0:
                 eta, expires = now, 0
             else:
@@ -804,6 +769,6 @@ class TaskQueueService:
                         "enqueued": task.enqueued,
                         "seq": task.seq,
                     }
-                    if task.retry_count or task.eta != task.enqueued:
+                    if task.retry_count or task.eta != task.enqueued - 1:
                         lease = (task.name, task.eta, task.lease_expires, task.retry_count)
                         yield self._lease_record(project, name, [lease])

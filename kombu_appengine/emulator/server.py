@@ -40,18 +40,20 @@ import logging
 import math
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ..api import PROJECT_ID_RE, bare_project
-from . import batch, wire
-from .errors import ApiError
-from .faults import Fault, ResetConnection
+from ..rest import batch
+from ..rest.errors import ApiError
+from ..rest.faults import Fault, ResetConnection
+from ..rest.front import RestApi, error_response, loggable_target
+from . import wire
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import load_queue_yaml
-from .rest import RestApi, error_response, loggable_target
 from .storage import FileJournal
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ class OwnAddress:
             name, port = authority, "80"  # no port: HTTP's own
         else:
             name, _, port = authority.rpartition(":")
-        if not port.isdigit() or not port.isascii() or int(port) != self.port:
+        # Compared as text: int() refuses thousands of digits (ValueError).
+        if not port.isdigit() or not port.isascii() or (port.lstrip("0") or "0") != str(self.port):
             return False
         return name in self._names or (self.any_ip and _ip(name.strip("[]")) is not None)
 
@@ -206,10 +209,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser, rendered as Google's error body."""
         self.close_connection = True
-        if code == 501:
-            # An HTTP method no route knows: the client's mistake, not a
-            # server failure that clients would retry.
+        # The stdlib's 5xx are the client's mistakes, not server failures
+        # that clients would retry.
+        if code == 501:  # an HTTP method no route knows
             code, message = 405, f"Method {self.command} is not allowed"
+        elif code == 505:  # a request line of HTTP/2 or later: this server speaks HTTP/1.1
+            code = 400
         reason = {405: "httpMethodNotAllowed"}.get(code, "badRequest" if code < 500 else "backendError")
         # The stdlib gives no message for some errors (414): fall back to the status phrase.
         message = message or explain or self.responses.get(code, ("Bad request",))[0]
@@ -428,31 +433,26 @@ class _Server(http.server.ThreadingHTTPServer):
             self.requests += 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("connection from %s ended with an error", client_address)
+        # Mostly a client gone (a socket error); anything else is a bug of the
+        # server, which the traceback shows (and tests look for). Called from
+        # socketserver's exception handler, so the exception is the current one.
+        logger.debug("connection from %s ended with an error", client_address, exc_info=sys.exc_info())
 
 
-class Emulator:
-    """A Task Queue REST API server, run in a background thread.
+_S = TypeVar("_S", bound="RestServer")
 
-    Use it as a context manager::
 
-        with Emulator(queues=["default"]) as emulator:
-            os.environ["TASKQUEUE_EMULATOR_HOST"] = emulator.host
+class RestServer:
+    """A server of the REST front (:class:`~kombu_appengine.rest.front.RestApi`), run in a background thread.
+
+    The emulator is one; the gateway's local server
+    (:class:`~kombu_appengine.gateway.local.LocalGateway`) is another. Use
+    it as a context manager: entering starts it, leaving stops it.
 
     Parameters:
-        queues: queue names, or :class:`QueueConfig` objects, to declare.
-        queue_yaml: path of an App Engine ``queue.yaml`` to read queues from.
-        project: serve only this project (with or without ``s~``/``e~``).
-        data_dir: durable storage; without it, memory only.
-        fsync: with ``data_dir``, sync each change to the disk before answering,
-            so it survives power loss, not only the death of the process.
+        api: the front, with its backend.
         host: address to bind; loopback by default.
         port: port to bind; 0 picks a free one.
-        require_auth: answer 401 to requests without a bearer token.
-        accepted_tokens: when given, the only bearer tokens accepted.
-        identities: the account (email) of each bearer token; when given,
-            requests are held to the queues' ACLs from ``queue.yaml`` (403).
-        clock: seconds since the epoch, as :func:`time.time`.
         max_connections: most connections served at once
             (:data:`DEFAULT_MAX_CONNECTIONS`); at the cap the connection idle
             longest is closed, or new ones wait until one closes.
@@ -466,6 +466,146 @@ class Emulator:
             is carried out at once; only its answer waits, in its own
             connection, so other connections are not held up. Settable
             while running (:attr:`latency`).
+
+    Raises:
+        ValueError: a connection option that is not positive and finite, or
+            a latency that is negative or not finite.
+        OSError: the address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        api: RestApi,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        latency: float = 0.0,
+    ) -> None:
+        for option, value in (
+            ("max_connections", max_connections),
+            ("request_timeout", request_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{option} must be positive, not {value!r}")
+        _check_latency(latency)
+        self.api = api
+        self._server = _Server(
+            (host, port), self.api, max_connections, request_timeout, idle_timeout, latency
+        )
+        self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
+            self.api, headers, body, self._server.address, token
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        """``host:port``, as ``TASKQUEUE_EMULATOR_HOST`` takes it."""
+        return self._server.address
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, ``http://host:port``."""
+        return f"http://{self._server.address}"
+
+    @property
+    def tokens(self) -> list[str]:
+        """The bearer tokens received, oldest first: the latest
+        :data:`~kombu_appengine.rest.front.TOKENS_KEPT` only, so memory stays bounded."""
+        return list(self.api.tokens)
+
+    @property
+    def latency(self) -> float:
+        """Seconds every answer waits before it is sent; set it to change that
+        for the requests that begin afterwards."""
+        return self._server.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        _check_latency(seconds)
+        self._server.latency = seconds
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests received so far (a batch counts as one)."""
+        return self._server.requests
+
+    def inject_failures(
+        self,
+        count: int = 1,
+        status: int = 503,
+        reason: str = "backendError",
+        path_contains: str | None = None,
+        method: str | None = None,
+        reset: bool = False,
+    ) -> None:
+        """Fail the next ``count`` requests whose verb is ``method`` and whose URL holds ``path_contains``.
+
+        With ``reset`` the connection is dropped without an answer; otherwise
+        the answer is ``status`` with Google's error body and ``reason``.
+        Retry tests (``POST /retry_test``, see :mod:`kombu_appengine.rest.faults`)
+        do the same over HTTP, by API method id.
+        """
+        self.api.faults.add_fault(Fault(count, status, reason, path_contains, method, reset))
+
+    def start(self: _S) -> _S:
+        """Serve in a background thread; returns at once, ready for requests."""
+        if self._thread is None:
+            # stop() waits up to one poll interval: keep it short, as test
+            # suites start and stop a server for every test.
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                name=f"taskqueue-server-{self.host}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until :meth:`stop` is called from another."""
+        self._server.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+        self._server.drop_connections()
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+class Emulator(RestServer):
+    """A Task Queue REST API server on the emulated queues, run in a background thread.
+
+    Use it as a context manager::
+
+        with Emulator(queues=["default"]) as emulator:
+            os.environ["TASKQUEUE_EMULATOR_HOST"] = emulator.host
+
+    Parameters:
+        queues: queue names, or :class:`QueueConfig` objects, to declare.
+        queue_yaml: path of an App Engine ``queue.yaml`` to read queues from.
+        project: serve only this project (with or without ``s~``/``e~``).
+        data_dir: durable storage; without it, memory only.
+        fsync: with ``data_dir``, sync each change to the disk before answering,
+            so it survives power loss, not only the death of the process.
+        host, port, max_connections, request_timeout, idle_timeout, latency:
+            as :class:`RestServer` takes them.
+        require_auth: answer 401 to requests without a bearer token.
+        accepted_tokens: when given, the only bearer tokens accepted.
+        identities: the account (email) of each bearer token; when given,
+            requests are held to the queues' ACLs from ``queue.yaml`` (403).
+        clock: seconds since the epoch, as :func:`time.time`.
 
     Raises:
         ValueError: a connection option that is not positive and finite, a
@@ -500,127 +640,33 @@ class Emulator:
             raise ValueError(f"project {project!r} is not an application id: no request could name it")
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
-        for option, value in (
-            ("max_connections", max_connections),
-            ("request_timeout", request_timeout),
-            ("idle_timeout", idle_timeout),
-        ):
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{option} must be positive, not {value!r}")
-        _check_latency(latency)
         configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
         configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
         self.service = TaskQueueService(configs, project=project, clock=clock)
-        self._journal = FileJournal(data_dir, self.service, fsync=fsync) if data_dir else None
-        self.api = RestApi(
+        api = RestApi(
             self.service,
             require_auth=require_auth,
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
             identities=identities,
         )
+        self._journal: FileJournal | None = None
+        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout, latency)
         try:
-            self._server = _Server(
-                (host, port), self.api, max_connections, request_timeout, idle_timeout, latency
-            )
+            self._journal = FileJournal(data_dir, self.service, fsync=fsync) if data_dir else None
         except BaseException:
-            # Give the data directory back: this emulator never ran.
-            if self._journal is not None:
-                self._journal.close()
+            self._server.server_close()
             raise
-        self.api.batch_handler = lambda headers, body, token: batch.answer_batch(
-            self.api, headers, body, self._server.address, token
-        )
-        self._thread: threading.Thread | None = None
-
-    @property
-    def host(self) -> str:
-        """``host:port``, as ``TASKQUEUE_EMULATOR_HOST`` takes it."""
-        return self._server.address
-
-    @property
-    def url(self) -> str:
-        """The server's base URL, ``http://host:port``."""
-        return f"http://{self._server.address}"
-
-    @property
-    def tokens(self) -> list[str]:
-        """The bearer tokens received, oldest first: the latest
-        :data:`~kombu_appengine.emulator.rest.TOKENS_KEPT` only, so memory stays bounded."""
-        return list(self.api.tokens)
-
-    @property
-    def latency(self) -> float:
-        """Seconds every answer waits before it is sent; set it to change that
-        for the requests that begin afterwards."""
-        return self._server.latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        _check_latency(seconds)
-        self._server.latency = seconds
-
-    @property
-    def requests(self) -> int:
-        """HTTP requests received so far (a batch counts as one)."""
-        return self._server.requests
 
     def declare_queue(self, name: str, **settings: Any) -> None:
         """Declare a pull queue at run time (what editing queue.yaml does)."""
         self.service.declare_queue(QueueConfig(name, **settings))
 
-    def inject_failures(
-        self,
-        count: int = 1,
-        status: int = 503,
-        reason: str = "backendError",
-        path_contains: str | None = None,
-        method: str | None = None,
-        reset: bool = False,
-    ) -> None:
-        """Fail the next ``count`` requests whose verb is ``method`` and whose URL holds ``path_contains``.
-
-        With ``reset`` the connection is dropped without an answer; otherwise
-        the answer is ``status`` with Google's error body and ``reason``.
-        Retry tests (``POST /retry_test``, see :mod:`.faults`) do the same
-        over HTTP, by API method id.
-        """
-        self.api.faults.add_fault(Fault(count, status, reason, path_contains, method, reset))
-
-    def start(self) -> Emulator:
-        """Serve in a background thread; returns at once, ready for requests."""
-        if self._thread is None:
-            # stop() waits up to one poll interval: keep it short, as test
-            # suites start and stop an emulator for every test.
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.01},
-                name=f"taskqueue-emulator-{self.host}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` is called from another."""
-        self._server.serve_forever(poll_interval=0.2)
-
     def stop(self) -> None:
         """Stop serving, drop open connections and close storage."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-        self._server.drop_connections()
+        super().stop()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
 
 
 def _check_latency(seconds: float) -> None:

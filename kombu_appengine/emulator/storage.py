@@ -48,8 +48,8 @@ import os
 import stat
 from typing import Any
 
-from . import errors
-from .errors import ApiError
+from ..rest import errors
+from ..rest.errors import ApiError
 from .model import MalformedEntry, TaskQueueService
 
 logger = logging.getLogger(__name__)

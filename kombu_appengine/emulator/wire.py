@@ -18,7 +18,7 @@ import time
 from email.message import Message
 from typing import NamedTuple
 
-from .errors import ApiError
+from ..rest.errors import MAX_LENGTH_DIGITS, ApiError, too_large
 
 #: Longest chunk-size line (with its extensions), in bytes.
 MAX_CHUNK_LINE = 4096
@@ -167,9 +167,11 @@ def body_framing(headers: Message) -> Framing:
     """How the body of a request with these headers is delimited (RFC 9112, section 6).
 
     Raises:
-        ApiError: 400 for a malformed or conflicting ``Content-Length``, or
-            ``Content-Length`` with chunked; 501 for a transfer coding other
-            than ``chunked`` alone (400 when it is not even a token).
+        ApiError: 400 for a malformed or conflicting ``Content-Length``,
+            ``Content-Length`` with chunked, or a transfer coding other than
+            ``chunked`` alone. (RFC 9112 suggests 501 for a coding the server
+            does not know; but a 5xx says the server failed, and clients
+            retry it, while the request is what is wrong.)
     """
     encodings = headers.get_all("Transfer-Encoding") or []
     lengths = headers.get_all("Content-Length") or []
@@ -178,9 +180,7 @@ def body_framing(headers: Message) -> Framing:
         if codings != ["chunked"]:
             named = ", ".join(codings)
             if all(_TOKEN.match(coding) for coding in codings):
-                raise ApiError(
-                    501, "notImplemented", f"Transfer-Encoding {named!r} is not supported: only chunked is"
-                )
+                raise bad_framing(f"Transfer-Encoding {named!r} is not supported: only chunked is")
             raise bad_framing(f"Malformed Transfer-Encoding {named!r}")
         if lengths:
             raise bad_framing("Content-Length and Transfer-Encoding: chunked may not come together")
@@ -193,7 +193,11 @@ def body_framing(headers: Message) -> Framing:
     (value,) = values
     if not _DIGITS.match(value):
         raise bad_framing(f"Invalid Content-Length {value!r}")
-    return Framing(chunked=False, length=int(value))
+    digits = value.lstrip("0") or "0"
+    if len(digits) > MAX_LENGTH_DIGITS:
+        # Not converted: int() refuses thousands of digits. It is over every limit anyway.
+        return Framing(chunked=False, length=10**MAX_LENGTH_DIGITS)
+    return Framing(chunked=False, length=int(digits))
 
 
 def read_body(reader: RequestReader, framing: Framing, limit: int) -> bytes:
@@ -254,8 +258,3 @@ def _chunk_size(line: bytes) -> int:
 def bad_framing(message: str) -> ApiError:
     """400 for a request whose body cannot be delimited: the connection must close."""
     return ApiError(400, "badRequest", message)
-
-
-def too_large(limit: int) -> ApiError:
-    """413 for a body over ``limit`` bytes."""
-    return ApiError(413, "uploadTooLarge", f"Request body over {limit} bytes, the limit of this endpoint")

@@ -12,16 +12,38 @@ from typing import Callable
 import celery
 import pytest
 
-from kombu_appengine.emulator import Emulator
+from kombu_appengine.emulator.server import RestServer
 from tests.support import celery_app
 from tests.support.celery_worker import PULL_QUEUES, WORKER_QUEUES, Worker
-from tests.support.helpers import ROOT, MakeEmulator
+from tests.support.helpers import ROOT
+from tests.support.servers import parametrize_servers, start_server
+
+#: Tests that run against the gateway too (App Engine's task queue stub):
+#: results through rpc:// (reply queues as tags on the shared queue) and
+#: routing. The rest exercise Celery's and the transport's own behaviour.
+BOTH_SERVERS = frozenset(
+    {
+        "test_a_few_hundred_tasks_with_results_through_rpc",
+        "test_routing_to_a_pull_queue_and_to_a_tag_on_the_shared_queue",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_servers(metafunc, BOTH_SERVERS)
 
 
 @pytest.fixture
-def emulator(make_emulator: MakeEmulator) -> Emulator:
-    """An emulator with the test project's pull queues."""
-    return make_emulator(queues=PULL_QUEUES)
+def server_kind() -> str:
+    """The server a test runs against, unless it runs against both."""
+    return "emulator"
+
+
+@pytest.fixture
+def emulator(server_kind: str) -> Iterator[RestServer]:
+    """A server with the test project's pull queues."""
+    with start_server(server_kind, queues=PULL_QUEUES) as server:
+        yield server
 
 
 @pytest.fixture
@@ -31,7 +53,7 @@ def exec_log(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-def settings(emulator: Emulator, exec_log: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def settings(emulator: RestServer, exec_log: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The environment of workers and client: edit it before starting them."""
     monkeypatch.setenv("TASKQUEUE_EMULATOR_HOST", emulator.host)
     env = dict(os.environ)

@@ -68,8 +68,13 @@ def readme_table_flags(section: str, first_column: str) -> set[str]:
     return flags
 
 
-def test_pyproject_declares_the_three_commands():
-    assert SCRIPTS == ["pullqueue_authenticate", "pullqueue_emulator", "pullqueue_worker"]
+def test_pyproject_declares_the_four_commands():
+    assert SCRIPTS == [
+        "pullqueue_authenticate",
+        "pullqueue_emulator",
+        "pullqueue_gateway",
+        "pullqueue_worker",
+    ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

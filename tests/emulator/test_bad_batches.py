@@ -87,6 +87,22 @@ def test_batch_part_that_is_not_an_http_request_fails_alone(emulator: Emulator, 
     assert len(request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"]) == 1
 
 
+@pytest.mark.parametrize("length", [b"9" * 5000, b"0" * 5000 + b"25"])
+def test_batch_part_content_length_of_thousands_of_digits(emulator: Emulator, length: bytes) -> None:
+    """More digits than int() converts: the part's body is all there is (as with any length past
+    its end), not a crash."""
+    part = (
+        b"Content-Type: application/http\r\nContent-ID: <long>\r\n\r\n"
+        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + length + b'\r\n\r\n{"payloadBase64": "eA=="}\r\n'
+    )
+    answer = batch(emulator, "multipart/mixed; boundary=b", b"--b\r\n" + part + b"--b--\r\n")
+    assert answer.status == 200, answer.body[:300]
+    inserted = batch_answers(answer)["<response-long>"]
+    assert inserted.status == 200, inserted.body
+    assert inserted.json()["payloadBase64"] == "eA=="
+
+
 def test_batch_part_with_a_bad_request_gets_its_own_4xx(emulator: Emulator) -> None:
     lease = (
         b"Content-Type: application/http\r\nContent-ID: <lease>\r\n\r\n"

@@ -40,6 +40,25 @@ def test_non_integer_content_length_is_400(emulator: Emulator, length: bytes) ->
     assert answer.headers.get("connection") == "close"
 
 
+def test_content_length_of_thousands_of_digits_is_413(emulator: Emulator) -> None:
+    """More digits than int() converts: too long a body, not a crash."""
+    raw = raw_exchange(
+        emulator,
+        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n{}",
+    )
+    assert_google_error(parse_raw(raw), 413)
+
+
+def test_content_length_with_thousands_of_leading_zeros_is_its_value(emulator: Emulator) -> None:
+    body = b'{"payloadBase64": "eA=="}'
+    raw = raw_exchange(
+        emulator,
+        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + b"0" * 5000 + str(len(body)).encode() + b"\r\n\r\n" + body,
+    )
+    assert parse_raw(raw).status == 200
+
+
 def test_content_length_beyond_the_bytes_sent_drops_the_connection(emulator: Emulator) -> None:
     raw = raw_exchange(
         emulator,
@@ -84,6 +103,14 @@ def test_malformed_chunk_size_is_400(emulator: Emulator) -> None:
 def test_garbage_request_line_is_400(emulator: Emulator, line: bytes) -> None:
     answer = parse_raw(raw_exchange(emulator, line + b"\r\nHost: x\r\n\r\n"))
     assert_google_error(answer, 400)
+    assert answer.headers.get("connection") == "close"
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/10.1"])
+def test_request_line_of_a_later_http_version_is_400_not_a_5xx(emulator: Emulator, version: bytes) -> None:
+    """A client's mistake: a 5xx would be retried, as a server failure."""
+    answer = parse_raw(raw_exchange(emulator, b"GET " + QUEUE_PATH.encode() + b" " + version + b"\r\n\r\n"))
+    assert_google_error(answer, 400, "HTTP version")
     assert answer.headers.get("connection") == "close"
 
 

@@ -47,6 +47,32 @@ def test_malformed_json_body_is_400(emulator: Emulator, body: bytes) -> None:
     assert error["errors"][0]["reason"] == "parseError"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"payloadBase64": "", "tag": "\\ud800"}',
+        b'{"payloadBase64": "", "tag": "a\\udfffb"}',
+        b'{"payloadBase64": "", "id": "\\udc00"}',
+        b'{"payloadBase64": "", "queueName": "default\\ud83d"}',
+        b'{"payloadBase64": "", "\\ud800": 1}',
+        b'{"payloadBase64": "", "x": [{"y": "\\ud800"}]}',
+        b'{"payloadBase64": "", "tag": "\xed\xa0\x80"}',  # encoded as bytes: json.loads lets them pass
+    ],
+)
+def test_json_string_with_an_unpaired_surrogate_is_400(emulator: Emulator, body: bytes) -> None:
+    """JSON may escape half a character (\\ud800); no text holds one."""
+    answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
+    assert_google_error(answer, 400, "not valid Unicode")
+    assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
+
+
+def test_json_string_with_a_surrogate_pair_is_its_character(emulator: Emulator) -> None:
+    body = b'{"payloadBase64": "", "tag": "\\ud83d\\ude00"}'
+    answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
+    assert answer.status == 200, answer.body
+    assert answer.json()["tag"] == "\U0001f600"
+
+
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 50_000])
 def test_deeply_nested_json_body_is_400(emulator: Emulator, body: bytes) -> None:
     answer = request(emulator, "POST", QUEUE_PATH + "/tasks", body, {"Content-Type": "application/json"})
@@ -117,12 +143,19 @@ def test_bad_base64_is_400(emulator: Emulator, payload: Any) -> None:
     assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
 
 
-def test_payload_over_one_mib_is_400_and_exactly_one_mib_is_accepted(emulator: Emulator) -> None:
+def test_payload_over_one_mib_is_400_and_the_whole_task_counts(emulator: Emulator) -> None:
     too_big = post_json(emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * (ONE_MIB + 1))})
     assert_google_error(too_big, 400, str(ONE_MIB))
+    # As App Engine: the payload, the name, the tag and the task's other fields count.
+    exactly = post_json(emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * ONE_MIB)})
+    assert_google_error(exactly, 400, "1048640")
+    tagged = post_json(
+        emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * (ONE_MIB - 100)), "tag": "t" * 40}
+    )
+    assert_google_error(tagged, 400, "Task size")
     assert request(emulator, "GET", QUEUE_PATH + "/tasks").json()["items"] == []
 
-    payload = bytes(range(256)) * (ONE_MIB // 256)
+    payload = bytes(range(256)) * (ONE_MIB // 256 - 1)
     accepted = post_json(emulator, QUEUE_PATH + "/tasks", {"id": "max", "payloadBase64": b64(payload)})
     assert accepted.status == 200, accepted.body[:300]
     leased = request(emulator, "POST", QUEUE_PATH + "/tasks/lease?numTasks=10&leaseSecs=60")

@@ -74,7 +74,8 @@ class ModelTask:
             "kind": "taskqueues#task",
             "id": self.name,
             "queueName": queue_name,
-            "enqueueTimestamp": str(self.enqueued),
+            # App Engine keeps the enqueue time in whole seconds.
+            "enqueueTimestamp": str(self.enqueued // 1_000_000 * 1_000_000),
             "leaseTimestamp": str(self.lease_expires if self.leased(now) else 0),
             "retry_count": self.retry_count,
         }
@@ -86,9 +87,11 @@ class ModelTask:
 
 
 class QueueModel:
-    """One pull queue as TASKQUEUE_API.md describes it, scanned linearly.
+    """One pull queue as TASKQUEUE_API.md describes it (App Engine's semantics), scanned linearly.
 
-    Payloads stay far below the 1 MiB lease batch cap, which is left out.
+    A task is due strictly after its ETA, and a new one's ETA is a
+    microsecond before its enqueue time; equal ETAs go by name. Payloads stay
+    far below the 1 MiB lease batch cap, which is left out.
     """
 
     def __init__(self, max_leases: int | None) -> None:
@@ -110,7 +113,7 @@ class QueueModel:
         return name in self.deleted_at and self.deleted_at[name] > now - WEEK_MICROS
 
     def insert(self, name: str, payload: bytes, tag: str | None, now: int) -> ModelTask:
-        task = ModelTask(name, payload, tag, enqueued=now, seq=next(self._seq), eta=now)
+        task = ModelTask(name, payload, tag, enqueued=now, seq=next(self._seq), eta=now - 1)
         self.tasks.append(task)
         return task
 
@@ -119,22 +122,29 @@ class QueueModel:
         self.deleted_at[task.name] = now
 
     def in_lease_order(self) -> list[ModelTask]:
-        return sorted(self.tasks, key=lambda task: (task.eta, task.seq))
+        return sorted(self.tasks, key=lambda task: (task.eta, task.name))
 
     def lease(
         self, num_tasks: int, lease_secs: int, group_by_tag: bool, tag: str | None, now: int
     ) -> list[ModelTask]:
-        available = [t for t in self.in_lease_order() if t.eta <= now and not t.leased(now)]
-        if group_by_tag:
-            if tag is None and available:
-                tag = available[0].tag
+        available = [t for t in self.in_lease_order() if t.eta < now and not t.leased(now)]
+        if group_by_tag and tag is None:
+            # The oldest due task's tag; untagged: the untagged among the oldest num_tasks.
+            window = available[:num_tasks]
+            tag = window[0].tag if window else None
+            if tag is None:
+                available = [t for t in window if t.tag is None]
+        if group_by_tag and tag is not None:
             available = [t for t in available if t.tag == tag]
         leased: list[ModelTask] = []
+        deleted = 0
         for task in available:
-            if len(leased) == num_tasks:
+            if len(leased) + deleted == num_tasks:
                 break
             if self.max_leases is not None and task.retry_count >= self.max_leases:
+                # Deleted instead, taking its place among the num_tasks.
                 self.delete(task, now)
+                deleted += 1
                 continue
             task.retry_count += 1
             task.eta = task.lease_expires = now + lease_secs * 1_000_000
@@ -147,7 +157,8 @@ class QueueModel:
         def leased_since(micros_ago: int) -> int:
             return sum(count for when, count in self.leases if when > now - micros_ago)
 
-        oldest = min((t.enqueued for t in self.tasks), default=0)
+        # The earliest ETA (a leased task's is its lease expiry), a new task's microsecond given back.
+        oldest = min((t.eta + 1 for t in self.tasks), default=0)
         return {
             "totalTasks": len(self.tasks),
             "oldestTask": str(oldest // 1_000_000),
@@ -372,9 +383,11 @@ def test_lease_extensions_do_not_grow_the_heaps() -> None:
 
 
 def test_a_queue_never_leased_by_tag_keeps_one_heap() -> None:
-    service = TaskQueueService([QueueConfig("q")], clock=FakeClock(START_SECONDS))
+    clock = FakeClock(START_SECONDS)
+    service = TaskQueueService([QueueConfig("q")], clock=clock)
     for number in range(50):
         service.insert("p", "q", {"payloadBase64": "", "tag": f"tag-{number % 5}"})
+        clock.advance(1)
     service.lease("p", "q", num_tasks=10, lease_secs=60)
     assert heap_sizes(service, "p", "q")[1] == 0
     leased = service.lease("p", "q", num_tasks=100, lease_secs=60, group_by_tag=True, tag="tag-3")["items"]

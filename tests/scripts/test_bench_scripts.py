@@ -92,3 +92,15 @@ def test_the_load_counts_failed_answers_and_lost_connections(bench_emulator: Mod
     assert result.opened == 5
     assert len(result.latencies) == 23
     assert any("HTTP 503" in sample for sample in result.samples), result.samples
+
+
+def test_bench_gateway_runs_both_servers_within_the_bound() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_gateway.py"), "--messages", "100", "--num-tasks", "10"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "emulator: HTTP calls per consumed message" in result.stdout
+    assert "gateway: HTTP calls per consumed message" in result.stdout

@@ -28,6 +28,11 @@ def micros(seconds):
     return str(round(seconds * 1_000_000))
 
 
+def enqueued(seconds):
+    """``enqueueTimestamp`` of a task enqueued at ``seconds``: App Engine keeps whole seconds."""
+    return micros(int(seconds))
+
+
 # -- requests through google-api-python-client ------------------------------
 
 

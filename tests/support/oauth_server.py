@@ -9,7 +9,12 @@ speaking the same protocol over real sockets:
   ``error=access_denied`` when :attr:`OAuthServer.deny` is set;
 * token endpoint ``/token``: ``authorization_code`` (one use, redirect URI
   and ``code_verifier`` checked), ``refresh_token``, and the service-account
-  JWT bearer grant (RFC 7523, RS256 signatures checked with ``cryptography``).
+  JWT bearer grant (RFC 7523, RS256 signatures checked with ``cryptography``);
+* token-info endpoint ``/tokeninfo?access_token=...``, as Google's
+  (``https://oauth2.googleapis.com/tokeninfo``): a valid token's ``email``,
+  ``scope`` and ``expires_in``, else 400 ``invalid_token``. A user's tokens
+  carry :attr:`OAuthServer.user_email`, a service account's its
+  ``client_email``.
 
 Every access token it issues is distinct, and :attr:`OAuthServer.valid_tokens`
 is the live set of those not yet expired: give it to an emulator as its
@@ -92,6 +97,11 @@ class OAuthServer:
         self.deny = False
         #: When set, the ``error_description`` of every error the token endpoint answers.
         self.error_description: str | None = None
+        #: The email the token-info endpoint gives for a user's tokens.
+        self.user_email = "user@example.com"
+        #: Token-info requests answered, in order (valid or not).
+        self.tokeninfo_requests = 0
+        self._token_emails: dict[str, tuple[str, str]] = {}
         #: Access tokens not expired: hand this set to an emulator.
         self.valid_tokens: set[str] = set()
         #: Every access token issued, in order.
@@ -180,7 +190,12 @@ class OAuthServer:
     def issue_user_tokens(self) -> dict[str, Any]:
         """A token response for the client, as after the user's consent (no browser)."""
         with self._lock:
-            answer = self._issue(self.client_id, "https://www.googleapis.com/auth/taskqueue", refresh=True)
+            answer = self._issue(
+                self.client_id,
+                "https://www.googleapis.com/auth/taskqueue",
+                refresh=True,
+                email=self.user_email,
+            )
         return answer
 
     def write_credentials_file(self, path: Any) -> Any:
@@ -308,6 +323,28 @@ class OAuthServer:
             self.grants.append(grant_type)
         return answer
 
+    @property
+    def tokeninfo_uri(self) -> str:
+        """The token-info endpoint, as Google's ``https://oauth2.googleapis.com/tokeninfo``."""
+        return self.url + "/tokeninfo"
+
+    def tokeninfo(self, token: str) -> tuple[int, dict[str, Any]]:
+        """What Google's token-info endpoint answers for an access token."""
+        with self._lock:
+            self.tokeninfo_requests += 1
+        if token not in self.valid_tokens:
+            return 400, {"error": "invalid_token", "error_description": "Invalid Value"}
+        email, scope = self._token_emails[token]
+        return 200, {
+            "azp": self.client_id,
+            "aud": self.client_id,
+            "scope": scope,
+            "expires_in": str(self.expires_in),
+            "email": email,
+            "email_verified": "true",
+            "access_type": "offline",
+        }
+
     def _code_grant(self, form: dict[str, str]) -> dict[str, Any]:
         grant = self._codes.pop(form.get("code", ""), None)
         if grant is None:
@@ -319,13 +356,13 @@ class OAuthServer:
             raise OAuthError("invalid_grant", "missing or malformed code_verifier")
         if not secrets.compare_digest(s256(verifier), grant.challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
-        return self._issue(grant.client_id, grant.scope, refresh=True)
+        return self._issue(grant.client_id, grant.scope, refresh=True, email=self.user_email)
 
     def _refresh_grant(self, form: dict[str, str]) -> dict[str, Any]:
         scope = self._refresh_tokens.get(form.get("refresh_token", ""))
         if scope is None:
             raise OAuthError("invalid_grant", "Token has been expired or revoked.")
-        return self._issue(self.client_id, scope, refresh=False)
+        return self._issue(self.client_id, scope, refresh=False, email=self.user_email)
 
     def _jwt_grant(self, assertion: str) -> dict[str, Any]:
         from cryptography.exceptions import InvalidSignature
@@ -353,12 +390,13 @@ class OAuthServer:
             raise OAuthError("invalid_grant", "wrong audience")
         if claims.get("exp", 0) < now or claims.get("iat", now) > now + 60:
             raise OAuthError("invalid_grant", "outside the assertion's lifetime")
-        return self._issue(claims["iss"], claims.get("scope", ""), refresh=False)
+        return self._issue(claims["iss"], claims.get("scope", ""), refresh=False, email=claims["iss"])
 
-    def _issue(self, client_id: str, scope: str, refresh: bool) -> dict[str, Any]:
+    def _issue(self, client_id: str, scope: str, refresh: bool, email: str) -> dict[str, Any]:
         access_token = f"ya29.test-{len(self.issued) + 1}-{secrets.token_urlsafe(12)}"
         self.issued.append(access_token)
         self.valid_tokens.add(access_token)
+        self._token_emails[access_token] = (email, scope)
         answer: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
@@ -378,6 +416,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = urllib.parse.urlsplit(self.path)
+        if parts.path == "/tokeninfo":
+            params = {key: values[0] for key, values in urllib.parse.parse_qs(parts.query).items()}
+            status, answer = self.server.oauth.tokeninfo(params.get("access_token", ""))
+            self._answer(status, {"Content-Type": "application/json"}, json.dumps(answer).encode())
+            return
         if parts.path != "/auth":
             self._answer(404, {}, b"not found")
             return

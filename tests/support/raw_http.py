@@ -169,13 +169,25 @@ def read_answer(sock: socket.socket, deadline: float) -> Answer | None:
 
 def parse_raw(raw: bytes) -> Answer:
     """The first HTTP/1.1 response in ``raw``, which must declare its length."""
+    answer, _ = parse_next(raw)
+    return answer
+
+
+def parse_next(raw: bytes) -> tuple[Answer, bytes]:
+    """The first HTTP/1.1 response in ``raw``, and the bytes after it.
+
+    A final response must declare its length; an interim one (100 Continue)
+    has no body.
+    """
     response_head, separator, rest = raw.partition(b"\r\n\r\n")
     assert separator, f"no complete response head in {raw[:200]!r}"
     version, status, headers = _parse_head(response_head)
     assert version == "HTTP/1.1"
+    if status < 200:
+        return Answer(status, headers, b""), rest
     length = int(headers["content-length"])
-    assert len(rest) >= length
-    return Answer(status, headers, rest[:length])
+    assert len(rest) >= length, f"response body cut short: {len(rest)} of {length} bytes"
+    return Answer(status, headers, rest[:length]), rest[length:]
 
 
 def _parse_head(response_head: bytes) -> tuple[str, int, dict[str, str]]:

@@ -150,6 +150,7 @@ class _NotBase64Task(Task):
         return resource
 
 
+@pytest.mark.emulator_only("it breaks a task inside the emulator's model")
 def test_unreadable_and_empty_payloads_are_raw_bytes_and_never_stop_a_consumer(emulator):
     broken = emulator.service.insert(PROJECT, "default", {"payloadBase64": b64(b"ignored")})
     emulator.service.queue(PROJECT, "default").tasks[broken["id"]].__class__ = _NotBase64Task

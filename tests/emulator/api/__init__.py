@@ -1,4 +1,4 @@
-"""Conformance of the emulator to TASKQUEUE_API.md, method by method.
+"""Conformance of the emulator and the gateway to TASKQUEUE_API.md, method by method.
 
 Requests go through google-api-python-client, as users send them, and
 through plain HTTP where the client hides what the wire carries (status

@@ -11,6 +11,7 @@ from tests.support.api import (
     QUEUE,
     START,
     api_path,
+    enqueued,
     expect_error,
     get_task,
     insert,
@@ -35,7 +36,7 @@ def test_insert_generates_a_unique_name(service):
         "id": first["id"],
         "queueName": LONG_QUEUE_NAME,
         "payloadBase64": b64(b"first"),
-        "enqueueTimestamp": micros(START),
+        "enqueueTimestamp": enqueued(START),
         "leaseTimestamp": "0",
         "retry_count": 0,
     }
@@ -67,6 +68,7 @@ def test_insert_of_a_deleted_name_is_409(service):
     )
 
 
+@pytest.mark.emulator_only("the SDK's stub keeps deleted names reserved for ever; App Engine about 7 days")
 def test_a_deleted_name_is_free_again_after_the_tombstone_period(service, clock):
     insert(service, id="reused")
     service.tasks().delete(project=PROJECT, taskqueue=QUEUE, task="reused").execute()
@@ -146,7 +148,7 @@ def test_get_reflects_the_lease_and_its_expiry(service, clock):
         "id": "t1",
         "queueName": LONG_QUEUE_NAME,
         "payloadBase64": b64(b"data"),
-        "enqueueTimestamp": micros(START),
+        "enqueueTimestamp": enqueued(START),
         "leaseTimestamp": micros(START + 60),
         "retry_count": 1,
         "tag": "x",
@@ -174,7 +176,7 @@ def test_list_includes_leased_tasks_without_payloads(service):
                 "kind": "taskqueues#task",
                 "id": "second",
                 "queueName": LONG_QUEUE_NAME,
-                "enqueueTimestamp": micros(START),
+                "enqueueTimestamp": enqueued(START),
                 "leaseTimestamp": "0",
                 "retry_count": 0,
                 "tag": "t",
@@ -183,7 +185,7 @@ def test_list_includes_leased_tasks_without_payloads(service):
                 "kind": "taskqueues#task",
                 "id": "first",
                 "queueName": LONG_QUEUE_NAME,
-                "enqueueTimestamp": micros(START),
+                "enqueueTimestamp": enqueued(START),
                 "leaseTimestamp": micros(START + 30),
                 "retry_count": 1,
             },

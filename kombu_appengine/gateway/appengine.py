@@ -1,0 +1,435 @@
+"""The gateway's backend: App Engine's task queue service behind the REST front.
+
+:class:`AppEngineBackend` implements :class:`~kombu_appengine.rest.backend.TaskQueueBackend`
+with the bundled API's ``Queue`` where it has the method (``add``,
+``lease_tasks``, ``lease_tasks_by_tag``, ``delete_tasks_by_name``,
+``modify_task_lease``, ``fetch_statistics``) and the service's own RPCs
+where it has not (``FetchTask`` for get, ``QueryTasks`` for list,
+``FetchQueues`` for a queue's mode, ``maxLeases`` and ACL).
+
+How the REST resources map onto the service's tasks:
+
+* A leased task's ETA is its lease expiry (the service keeps the lease in
+  the ETA): a task is leased while ``retry_count > 0`` and its ETA is in the
+  future, and ``leaseTimestamp`` is that ETA (``"0"`` otherwise).
+* ``enqueueTimestamp`` is the service's creation time, kept in whole seconds.
+  A lease's answer carries none, so the gateway reads it with one
+  ``QueryTasks`` at the lease's ETA (all the tasks of one lease share it).
+* ``maxLeases`` is the queue's ``task_retry_limit``; the ACL's consumers are
+  its ``user_email`` entries (FetchQueues reports only those); the
+  ``writer_email`` entries come from the ``queue.yaml`` the gateway is given.
+* ``leasedLastMinute`` and ``leasedLastHour`` are counted by this process:
+  the service's own figures are not real in the SDK, and approximate in
+  production.
+
+The bundled API's classes check the API's limits, but its raw RPCs accept
+values outside them; every check is made before any call, by the shared
+:mod:`kombu_appengine.rest.backend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable, NamedTuple
+
+from google.appengine.api import apiproxy_stub_map
+from google.appengine.api import taskqueue as gae_taskqueue
+from google.appengine.api.taskqueue import taskqueue_service_bytes_pb2 as pb
+from google.appengine.runtime import apiproxy_errors
+
+from .. import api
+from ..api import MAX_LIST_TASKS, bare_project
+from ..emulator.model import LeaseWindow
+from ..rest import errors
+from ..rest.backend import (
+    QueueAcl,
+    check_lease,
+    check_queue_name,
+    check_queue_name_syntax,
+    check_task_name_syntax,
+    not_leased,
+    parse_lease_change,
+    parse_new_task,
+    queue_resource,
+    stale_lease,
+    task_resource,
+)
+from ..rest.errors import ApiError
+
+_MICROS = 1_000_000
+_SERVICE = "taskqueue"
+_ERROR = pb.TaskQueueServiceError
+#: Most queues one FetchQueues asks for (an application may declare up to 100 in production).
+_MAX_QUEUES = 1000
+#: Service errors that are worth retrying: answered 503.
+_TRANSIENT = (gae_taskqueue.TransientError, gae_taskqueue.InternalError)
+
+
+class QueueInfo(NamedTuple):
+    """What FetchQueues says of one queue."""
+
+    pull: bool
+    max_leases: int | None
+    consumer_emails: tuple[str, ...]
+
+
+class AppEngineBackend:
+    """The REST API's methods on App Engine's task queue service.
+
+    Parameters:
+        project: the application id (with or without ``s~``/``e~``); a URL
+            naming another project is 404. ``None`` accepts any.
+        clock: seconds since the epoch; it must be the service's own clock
+            (locally, the stub is given the same).
+        lock: held around every call into the service: the SDK's stub is not
+            thread-safe, App Engine's service is (pass
+            :func:`contextlib.nullcontext` there).
+        writers: each queue's ``writer_email`` entries (from ``queue.yaml``),
+            which the service does not report.
+        queues_ttl: seconds a FetchQueues answer is reused (queues change
+            only when ``queue.yaml`` is deployed); 0 asks every time.
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        clock: Callable[[], float] = time.time,
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+        writers: Mapping[str, Sequence[str]] | None = None,
+        queues_ttl: float = 0.0,
+    ) -> None:
+        self.project = bare_project(project) if project else None
+        self.clock = clock
+        self.lock: Any = lock if lock is not None else contextlib.nullcontext()
+        self.writers: Mapping[str, Sequence[str]] = writers if writers is not None else {}
+        self.queues_ttl = queues_ttl
+        self._queues: dict[str, QueueInfo] = {}
+        self._queues_fetched = -float("inf")
+        self._leased_last_minute: dict[str, LeaseWindow] = {}
+        self._leased_last_hour: dict[str, LeaseWindow] = {}
+
+    # -- queues -----------------------------------------------------------
+
+    def _fetch_queues(self) -> dict[str, QueueInfo]:
+        now = time.monotonic()
+        if now - self._queues_fetched >= self.queues_ttl or not self._queues:
+            response = pb.TaskQueueFetchQueuesResponse()
+            _call("FetchQueues", pb.TaskQueueFetchQueuesRequest(max_rows=_MAX_QUEUES), response)
+            self._queues = {
+                queue.queue_name.decode("utf-8"): QueueInfo(
+                    pull=queue.mode == pb.TaskQueueMode.PULL,
+                    max_leases=queue.retry_parameters.retry_limit
+                    if queue.HasField("retry_parameters") and queue.retry_parameters.HasField("retry_limit")
+                    else None,
+                    consumer_emails=tuple(email.decode("utf-8") for email in queue.acl.user_email),
+                )
+                for queue in response.queue
+            }
+            self._queues_fetched = now
+        return self._queues
+
+    def _queue(self, project: str, name: str) -> QueueInfo:
+        """The pull queue ``name`` of ``project``.
+
+        Raises:
+            ApiError: 404 for another project or an unknown queue, 400 for an
+                illegal queue name or a push queue.
+        """
+        bare = bare_project(project)
+        if not bare or (self.project is not None and bare != self.project):
+            raise errors.not_found(f"Project {project!r} is not known to this server")
+        check_queue_name_syntax(name)
+        info = self._fetch_queues().get(name)
+        if info is None:
+            raise errors.not_found(
+                f"Queue {name!r} of project {bare!r} does not exist: pull queues are declared in queue.yaml"
+            )
+        if not info.pull:
+            raise errors.bad_request(f"Queue {name!r} is not a pull queue", reason="badRequest")
+        return info
+
+    def acl(self, project: str, queue: str) -> QueueAcl | None:
+        """The queue's ``user_email`` (consumers) and ``writer_email`` (producers) entries."""
+        with self.lock, _translated():
+            info = self._fetch_queues().get(queue)
+        if info is None:
+            return None
+        return QueueAcl(info.consumer_emails, self.writers.get(queue, ()))
+
+    def get_queue(self, project: str, queue: str, get_stats: bool = False) -> dict[str, Any]:
+        """``taskqueues.get``; stats from ``Queue.fetch_statistics`` and this process's lease counts."""
+        with self.lock, _translated():
+            info = self._queue(project, queue)
+            resource = queue_resource(
+                queue, info.max_leases, QueueAcl(info.consumer_emails, self.writers.get(queue, ()))
+            )
+            if get_stats:
+                statistics = gae_taskqueue.Queue(queue).fetch_statistics()
+                now = self._now()
+                oldest = statistics.oldest_eta_usec if statistics.tasks and statistics.oldest_eta_usec else -1
+                resource["stats"] = {
+                    "totalTasks": statistics.tasks,
+                    # A new task's ETA is a microsecond before its enqueue time: given back here.
+                    "oldestTask": str((oldest + 1) // _MICROS),
+                    "leasedLastMinute": str(self._window(self._leased_last_minute, queue, 60).total(now)),
+                    "leasedLastHour": str(self._window(self._leased_last_hour, queue, 3600).total(now)),
+                }
+            return resource
+
+    # -- tasks ------------------------------------------------------------
+
+    def insert(self, project: str, queue: str, body: Any) -> dict[str, Any]:
+        """``tasks.insert`` through ``Queue.add``: a PULL task due now."""
+        name, payload, tag = parse_new_task(body)
+        with self.lock, _translated():
+            self._queue(project, queue)
+            check_queue_name(body, project, queue)
+            now = self.clock()
+            # The service leases only tasks due strictly before now: due a
+            # microsecond ago, the task can be leased at once, as the API says.
+            eta = (int(now * _MICROS) - 1) / _MICROS
+            task = gae_taskqueue.Task(
+                payload=payload,
+                method="PULL",
+                name=name,
+                tag=tag,
+                eta=datetime.datetime.fromtimestamp(eta, datetime.timezone.utc),
+            )
+            try:
+                added = gae_taskqueue.Queue(queue).add(task)
+            except (gae_taskqueue.TaskAlreadyExistsError, gae_taskqueue.TombstonedTaskError):
+                raise errors.conflict(
+                    f"Task {name!r} already exists or was deleted recently in queue {queue!r}"
+                ) from None
+            # The service keeps the creation time in whole seconds.
+            return task_resource(
+                added.name, api.long_queue_name(project, queue), int(now) * _MICROS, 0, 0, payload, tag
+            )
+
+    def lease(
+        self,
+        project: str,
+        queue: str,
+        num_tasks: int,
+        lease_secs: int,
+        group_by_tag: bool = False,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        """``tasks.lease`` through ``Queue.lease_tasks`` or ``lease_tasks_by_tag``."""
+        check_lease(num_tasks, lease_secs, group_by_tag, tag)
+        with self.lock, _translated():
+            self._queue(project, queue)
+            pull_queue = gae_taskqueue.Queue(queue)
+            if group_by_tag:
+                leased = pull_queue.lease_tasks_by_tag(lease_secs, num_tasks, tag=tag)
+            else:
+                leased = pull_queue.lease_tasks(lease_secs, num_tasks)
+            response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
+            if not leased:
+                return response
+            now = self._now()
+            for windows, span in ((self._leased_last_minute, 60), (self._leased_last_hour, 3600)):
+                self._window(windows, queue, span).add(now, len(leased))
+            expires = leased[0]._eta_usec
+            created = self._creation_times(queue, expires, {task.name for task in leased})
+            long_name = api.long_queue_name(project, queue)
+            response["items"] = [
+                task_resource(
+                    task.name,
+                    long_name,
+                    created.get(task.name, 0),
+                    task._eta_usec,
+                    task.retry_count,
+                    task.payload or b"",
+                    task.tag,
+                )
+                for task in leased
+            ]
+            return response
+
+    def _creation_times(self, queue: str, eta: int, names: set[str]) -> dict[str, int]:
+        """The creation times of the tasks ``names``, all due at ``eta``: one QueryTasks from there."""
+        found: dict[str, int] = {}
+        start_name = b""
+        while len(found) < len(names):
+            request = pb.TaskQueueQueryTasksRequest(
+                queue_name=queue.encode("utf-8"),
+                start_eta_usec=eta,
+                start_task_name=start_name,
+                max_rows=len(names) - len(found) + 10,
+            )
+            response = pb.TaskQueueQueryTasksResponse()
+            _call("QueryTasks", request, response)
+            rows = [row for row in response.task if row.eta_usec == eta]
+            for row in rows:
+                name = row.task_name.decode("utf-8")
+                if name in names:
+                    found[name] = row.creation_time_usec
+            if len(rows) < len(response.task) or not rows:
+                break
+            start_name = rows[-1].task_name + b"\x00"
+        return found
+
+    def get_task(self, project: str, queue: str, task: str) -> dict[str, Any]:
+        """``tasks.get`` through the ``FetchTask`` RPC."""
+        with self.lock, _translated():
+            self._queue(project, queue)
+            check_task_name_syntax(task)
+            found = self._fetch_task(queue, task)
+            return self._resource(project, queue, found, with_payload=True)
+
+    def list_tasks(self, project: str, queue: str) -> dict[str, Any]:
+        """``tasks.list`` through the ``QueryTasks`` RPC, in lease order (ETA, then name)."""
+        with self.lock, _translated():
+            self._queue(project, queue)
+            request = pb.TaskQueueQueryTasksRequest(
+                queue_name=queue.encode("utf-8"), start_eta_usec=0, max_rows=MAX_LIST_TASKS
+            )
+            response = pb.TaskQueueQueryTasksResponse()
+            _call("QueryTasks", request, response)
+            return {
+                "kind": api.LISTED_TASKS_KIND,
+                "items": [self._resource(project, queue, row, with_payload=False) for row in response.task],
+            }
+
+    def delete_task(self, project: str, queue: str, task: str) -> None:
+        """``tasks.delete`` through ``Queue.delete_tasks_by_name``."""
+        [error] = self.delete_tasks(project, queue, [task])
+        if error is not None:
+            raise error
+
+    def delete_tasks(self, project: str, queue: str, tasks: Sequence[str]) -> list[ApiError | None]:
+        """Several ``tasks.delete`` of one queue in one ``Queue.delete_tasks_by_name`` (one RPC)."""
+        results: dict[str, ApiError | None] = {}
+        for name in tasks:
+            try:
+                check_task_name_syntax(name)
+            except ApiError as error:
+                results[name] = error
+        valid = [name for name in dict.fromkeys(tasks) if name not in results]
+        with self.lock, _translated():
+            self._queue(project, queue)
+            if valid:
+                for deleted in gae_taskqueue.Queue(queue).delete_tasks_by_name(valid):
+                    results[deleted.name] = None if deleted.was_deleted else _no_task(deleted.name, queue)
+        return [results[name] for name in tasks]
+
+    def update_task(
+        self, project: str, queue: str, task: str, new_lease_seconds: int, body: Any
+    ) -> dict[str, Any]:
+        """``tasks.update``/``patch``: ``FetchTask`` for the lease, then ``Queue.modify_task_lease``."""
+        given = parse_lease_change(new_lease_seconds, body, project, queue)
+        with self.lock, _translated():
+            self._queue(project, queue)
+            check_task_name_syntax(task)
+            found = self._fetch_task(queue, task)
+            if not self._leased(found):
+                raise not_leased(task)
+            if given is not None and given != found.eta_usec:
+                raise stale_lease(task)
+            held = gae_taskqueue.Task._FromQueryAndOwnResponseTask(queue, found)
+            try:
+                gae_taskqueue.Queue(queue).modify_task_lease(held, new_lease_seconds)
+            except gae_taskqueue.TaskLeaseExpiredError:
+                raise not_leased(task) from None
+            lease_expires = held._eta_usec if new_lease_seconds else 0
+            return task_resource(
+                task,
+                api.long_queue_name(project, queue),
+                found.creation_time_usec,
+                lease_expires,
+                found.retry_count,
+                found.body,
+                found.tag.decode("utf-8") if found.HasField("tag") else None,
+            )
+
+    # -- helpers ----------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self.clock() * _MICROS)
+
+    @staticmethod
+    def _window(windows: dict[str, LeaseWindow], queue: str, seconds: int) -> LeaseWindow:
+        window = windows.get(queue)
+        if window is None:
+            window = windows[queue] = LeaseWindow(seconds)
+        return window
+
+    def _fetch_task(self, queue: str, task: str) -> Any:
+        request = pb.TaskQueueFetchTaskRequest(
+            queue_name=queue.encode("utf-8"), task_name=task.encode("utf-8")
+        )
+        response = pb.TaskQueueFetchTaskResponse()
+        try:
+            _call("FetchTask", request, response)
+        except apiproxy_errors.ApplicationError as error:
+            if error.application_error in (_ERROR.UNKNOWN_TASK, _ERROR.TOMBSTONED_TASK):
+                raise _no_task(task, queue) from None
+            raise
+        return response.task.task[0]
+
+    def _leased(self, row: Any) -> bool:
+        """The service keeps a lease in the ETA: leased once, and due in the future.
+
+        At the very microsecond of its ETA a task is neither leased nor due.
+        """
+        return bool(row.retry_count > 0 and row.eta_usec > self._now())
+
+    def _resource(self, project: str, queue: str, row: Any, with_payload: bool) -> dict[str, Any]:
+        return task_resource(
+            row.task_name.decode("utf-8"),
+            api.long_queue_name(project, queue),
+            row.creation_time_usec,
+            row.eta_usec if self._leased(row) else 0,
+            row.retry_count,
+            row.body if with_payload else None,
+            row.tag.decode("utf-8") if row.HasField("tag") else None,
+        )
+
+
+def _no_task(task: str, queue: str) -> ApiError:
+    return errors.not_found(f"Task {task!r} does not exist in queue {queue!r}")
+
+
+def _call(method: str, request: Any, response: Any) -> None:
+    """One RPC of the task queue service."""
+    apiproxy_stub_map.MakeSyncCall(_SERVICE, method, request, response)
+
+
+#: The bundled API's errors that are the caller's fault, as the REST API answered them.
+_REFUSALS: tuple[tuple[type[Exception], Callable[[str], ApiError]], ...] = (
+    (gae_taskqueue.UnknownQueueError, errors.not_found),
+    (gae_taskqueue.TaskAlreadyExistsError, errors.conflict),
+    (gae_taskqueue.TombstonedTaskError, errors.conflict),
+    (gae_taskqueue.TaskTooLargeError, lambda message: errors.bad_request(message, reason="taskTooLarge")),
+    (gae_taskqueue.InvalidQueueModeError, lambda message: errors.bad_request(message, reason="badRequest")),
+)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The service's errors as the REST API's: refusals 4xx, everything transient 503."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except _TRANSIENT as error:
+        raise errors.backend_error(
+            f"App Engine's task queue service failed: {type(error).__name__}"
+        ) from None
+    except gae_taskqueue.Error as error:
+        for kind, render in _REFUSALS:
+            if isinstance(error, kind):
+                raise render(str(error) or type(error).__name__) from None
+        raise errors.bad_request(str(error) or type(error).__name__) from None
+    except apiproxy_errors.ApplicationError as error:
+        if error.application_error == _ERROR.UNKNOWN_QUEUE:
+            raise errors.not_found("The queue does not exist") from None
+        if error.application_error in (_ERROR.TRANSIENT_ERROR, _ERROR.INTERNAL_ERROR):
+            raise errors.backend_error("App Engine's task queue service failed") from None
+        raise errors.bad_request(f"App Engine's task queue service refused the call ({error})") from None
+    except (apiproxy_errors.DeadlineExceededError, apiproxy_errors.OverQuotaError) as error:
+        raise errors.backend_error(f"App Engine's task queue service: {type(error).__name__}") from None

@@ -1,0 +1,98 @@
+"""``pullqueue_gateway``: the gateway here, on App Engine's task queue stub, or a deployment scaffolded."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from ..cli_common import add_log_level_option, add_version_option
+from ..emulator.queue_yaml import QueueYamlError, load_queue_yaml
+from .auth import GOOGLE_TOKENINFO_URL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pullqueue_gateway",
+        description="The Task Queue REST API (v1beta2) on App Engine's task queue service.",
+    )
+    add_version_option(parser)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="serve the gateway here, on the App Engine SDK's task queue stub"
+    )
+    serve.add_argument("--queue-yaml", metavar="FILE", required=True, help="the application's queue.yaml")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=int, default=8124, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    serve.add_argument("--project", metavar="ID", help="the application id; other ids are 404 (default: any)")
+    serve.add_argument(
+        "--require-auth", action="store_true", help="verify bearer tokens at the token-info endpoint"
+    )
+    serve.add_argument(
+        "--tokeninfo-url", default=GOOGLE_TOKENINFO_URL, help="token-info endpoint (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--allow-service-account",
+        action="append",
+        default=[],
+        metavar="EMAIL",
+        help="an account allowed on every queue, whatever its acl (repeatable)",
+    )
+    add_log_level_option(serve, default="WARNING")
+    scaffold = commands.add_parser("scaffold", help="write a directory ready for gcloud app deploy")
+    scaffold.add_argument("directory", metavar="DIR")
+    scaffold.add_argument(
+        "--service", default="pullqueue-gateway", help="the App Engine service (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the command."""
+    args = _parser().parse_args(argv)
+    if args.command == "scaffold":
+        from .scaffold import ScaffoldError, scaffold
+
+        try:
+            written = scaffold(args.directory, args.service)
+        except ScaffoldError as exc:
+            sys.exit(f"pullqueue_gateway: {exc}")
+        for path in written:
+            print(f"wrote {path}")
+        return
+    _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configs = load_queue_yaml(args.queue_yaml)
+    except QueueYamlError as exc:
+        sys.exit(f"pullqueue_gateway: {exc}")
+    from .auth import TokenInfoAuthenticator
+    from .local import LocalGateway
+
+    authenticator = None
+    if args.require_auth:
+        authenticator = TokenInfoAuthenticator(args.tokeninfo_url, args.allow_service_account)
+    try:
+        server = LocalGateway(
+            configs, project=args.project, authenticator=authenticator, host=args.host, port=args.port
+        )
+    except OSError as exc:
+        sys.exit(f"pullqueue_gateway: cannot start: {exc}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"listening on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""What a backend of the REST front implements, and the API's rules both backends share.
+
+:class:`TaskQueueBackend` is the one interface between the REST front
+(:mod:`.front`, :mod:`.batch`) and the queues behind it: the emulator's
+:class:`~kombu_appengine.emulator.model.TaskQueueService` on one side, the
+gateway's :class:`~kombu_appengine.gateway.appengine.AppEngineBackend` (App
+Engine's task queue service) on the other. Each method takes the call's
+already-parsed arguments (JSON bodies as parsed JSON), returns the API's
+resource as a dictionary, and raises :class:`~.errors.ApiError` for every
+refusal.
+
+The checks of arguments and bodies that the API makes whatever stands behind
+it (ranges of ``numTasks``, ``leaseSecs`` and ``newLeaseSeconds``, a Task
+body's fields, ``queueName`` naming the queue of the URL) live here, once,
+and so does the rendering of a task as the API's resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
+
+from .. import api
+from ..api import (
+    LONG_QUEUE_NAME_RE,
+    MAX_LEASE_SECONDS,
+    MAX_NUM_TASKS,
+    MAX_PAYLOAD_BYTES,
+    MAX_TAG_BYTES,
+    QUEUE_NAME_RE,
+    TASK_NAME_RE,
+    bare_project,
+)
+from . import errors
+from .errors import ApiError
+
+
+class QueueAcl(NamedTuple):
+    """Who may use a queue, as its ``acl`` in ``queue.yaml`` says."""
+
+    #: ``user_email`` entries: may lease, get, list, update and delete.
+    consumer_emails: Sequence[str]
+    #: ``writer_email`` entries: may insert.
+    producer_emails: Sequence[str]
+
+
+class TaskQueueBackend(Protocol):
+    """The queues behind the REST front: one method per API method.
+
+    ``project`` and ``queue`` are the path's segments as sent (the project
+    possibly with ``s~``/``e~``); an unknown project or queue is 404, a push
+    queue 400.
+    """
+
+    def get_queue(self, project: str, queue: str, get_stats: bool = False) -> dict[str, Any]:
+        """``taskqueues.get``: the ``taskqueues#taskqueue`` resource, with ``stats`` when asked."""
+
+    def insert(self, project: str, queue: str, body: Any) -> dict[str, Any]:
+        """``tasks.insert`` of the Task ``body`` (see :func:`parse_new_task`); a reserved name is 409."""
+
+    def lease(
+        self,
+        project: str,
+        queue: str,
+        num_tasks: int,
+        lease_secs: int,
+        group_by_tag: bool = False,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        """``tasks.lease`` (arguments as :func:`check_lease` takes them): a ``taskqueue#tasks``."""
+
+    def get_task(self, project: str, queue: str, task: str) -> dict[str, Any]:
+        """``tasks.get``: the task with its payload."""
+
+    def list_tasks(self, project: str, queue: str) -> dict[str, Any]:
+        """``tasks.list``: the first :data:`~kombu_appengine.api.MAX_LIST_TASKS` tasks, without payloads."""
+
+    def delete_task(self, project: str, queue: str, task: str) -> None:
+        """``tasks.delete``: unknown or deleted is 404."""
+
+    def delete_tasks(self, project: str, queue: str, tasks: Sequence[str]) -> list[ApiError | None]:
+        """Several ``tasks.delete`` of one queue at once (a batch's): each one's error, or ``None``.
+
+        Raises:
+            ApiError: what refuses them all (an unknown project or queue).
+        """
+
+    def update_task(
+        self, project: str, queue: str, task: str, new_lease_seconds: int, body: Any
+    ) -> dict[str, Any]:
+        """``tasks.update`` and ``tasks.patch``: change or release (0) a held lease."""
+
+    def acl(self, project: str, queue: str) -> QueueAcl | None:
+        """The queue's ACL, or ``None`` when the queue is unknown (its call then answers 404)."""
+
+
+#: What App Engine counts of a pull task beside its payload, name and tag (its
+#: method, URL, headers and other fields) against the 1 MiB limit: the SDK
+#: refused an auto-named task whose payload was exactly 1 MiB, finding 1,048,640 bytes.
+TASK_OVERHEAD_BYTES = 64
+
+
+class NewTask(NamedTuple):
+    """A Task body of ``tasks.insert``, checked."""
+
+    #: The name asked for, or ``None`` for one the backend chooses.
+    name: str | None
+    payload: bytes
+    #: The tag; ``None`` for none (an empty tag is none).
+    tag: str | None
+
+
+def decode_payload(text: Any) -> bytes:
+    """Decode a request's ``payloadBase64`` within the API's limit.
+
+    Raises:
+        ApiError: 400 when it is not base64 or decodes to more than 1 MiB.
+    """
+    if not isinstance(text, str):
+        raise errors.bad_request("payloadBase64 must be a base64 string")
+    try:
+        payload = api.decode_payload(text)
+    except ValueError:
+        raise errors.bad_request("payloadBase64 is not valid base64") from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise task_too_large(f"Task payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    return payload
+
+
+def task_too_large(message: str) -> ApiError:
+    """400 ``taskTooLarge``."""
+    return errors.bad_request(message, reason="taskTooLarge")
+
+
+def invalid_task_name(name: Any) -> ApiError:
+    """400 for a task name outside the API's alphabet or length."""
+    return errors.bad_request(f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -")
+
+
+def parse_new_task(body: Any) -> NewTask:
+    """The task a ``tasks.insert`` body asks for.
+
+    Raises:
+        ApiError: 400 for a body that is not a Task object, a payload that is
+            not base64 or too large, a tag that is not a string or too long,
+            an illegal name.
+    """
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a Task object")
+    payload = decode_payload(body.get("payloadBase64", ""))
+    tag = body.get("tag")
+    if tag is not None:
+        if not isinstance(tag, str):
+            raise errors.bad_request("tag must be a string")
+        if len(tag.encode("utf-8")) > MAX_TAG_BYTES:
+            raise errors.bad_request(f"tag is longer than {MAX_TAG_BYTES} bytes")
+        tag = tag or None
+    name = body.get("id")
+    if name is not None and (not isinstance(name, str) or not TASK_NAME_RE.match(name)):
+        raise invalid_task_name(name)
+    # As App Engine: the whole task counts, not the payload alone.
+    size = len(payload) + len(name or "") + len((tag or "").encode("utf-8")) + TASK_OVERHEAD_BYTES
+    if size > MAX_PAYLOAD_BYTES:
+        raise task_too_large(
+            f"Task size must be less than {MAX_PAYLOAD_BYTES}; found {size} (the payload, the name, "
+            f"the tag and {TASK_OVERHEAD_BYTES} bytes of the task's other fields)"
+        )
+    return NewTask(name, payload, tag)
+
+
+def check_queue_name(body: dict[str, Any], project: str, queue: str) -> None:
+    """A body's ``queueName``, when given, must name the queue (and project) of the URL.
+
+    Raises:
+        ApiError: 400 when it names another, or is not a string.
+    """
+    given = body.get("queueName")
+    if given is None:
+        return
+    if not isinstance(given, str):
+        raise errors.bad_request("queueName must be a string")
+    long_form = LONG_QUEUE_NAME_RE.match(given)
+    if long_form:
+        given_project, given = long_form.groups()
+        if bare_project(given_project) != bare_project(project):
+            raise errors.bad_request(
+                f"queueName names project {given_project!r}, but the URL names {project!r}"
+            )
+    if given != queue:
+        raise errors.bad_request(f"queueName {given!r} does not match the queue {queue!r} of the URL")
+
+
+def check_queue_name_syntax(queue: str) -> None:
+    """Raises: ApiError: 400 for a queue name outside the API's alphabet or length."""
+    if not QUEUE_NAME_RE.match(queue):
+        raise errors.bad_request(f"Invalid queue name {queue!r}: use 1 to 100 of a-z, A-Z, 0-9 and -")
+
+
+def check_task_name_syntax(task: str) -> None:
+    """Raises: ApiError: 400 for a task name outside the API's alphabet or length."""
+    if not TASK_NAME_RE.match(task):
+        raise invalid_task_name(task)
+
+
+def check_lease(num_tasks: int, lease_secs: int, group_by_tag: bool, tag: str | None) -> None:
+    """The arguments of ``tasks.lease``, within the API's limits.
+
+    Raises:
+        ApiError: 400 for ``numTasks`` outside 1..1000, ``leaseSecs``
+            outside 0..one week, or a ``tag`` without ``groupByTag``.
+    """
+    if not 1 <= num_tasks <= MAX_NUM_TASKS:
+        raise errors.bad_request(f"numTasks must be between 1 and {MAX_NUM_TASKS}, not {num_tasks}")
+    if not 0 <= lease_secs <= MAX_LEASE_SECONDS:
+        raise errors.bad_request(f"leaseSecs must be between 0 and {MAX_LEASE_SECONDS}, not {lease_secs}")
+    if tag is not None and not group_by_tag:
+        raise errors.bad_request("tag is only allowed with groupByTag=true")
+
+
+def parse_lease_change(new_lease_seconds: int, body: Any, project: str, queue: str) -> int | None:
+    """Check the arguments of ``tasks.update``/``patch``; the ``leaseTimestamp`` the body carries, if any.
+
+    Raises:
+        ApiError: 400 for ``newLeaseSeconds`` outside 0..one week, a body
+            that is not a Task, one without ``queueName`` or naming another
+            queue, a ``leaseTimestamp`` that is not an integer.
+    """
+    if not 0 <= new_lease_seconds <= MAX_LEASE_SECONDS:
+        raise errors.bad_request(
+            f"newLeaseSeconds must be between 0 and {MAX_LEASE_SECONDS}, not {new_lease_seconds}"
+        )
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a Task object")
+    if "queueName" not in body:
+        raise errors.bad_request("The Task in the request body must carry queueName")
+    check_queue_name(body, project, queue)
+    given = body.get("leaseTimestamp")
+    if given is None:
+        return None
+    try:
+        return int(given)
+    except (TypeError, ValueError, OverflowError):
+        raise errors.bad_request("leaseTimestamp must be an integer") from None
+
+
+def stale_lease(task: str) -> ApiError:
+    """400: the ``leaseTimestamp`` sent is not the task's current lease."""
+    return errors.bad_request(
+        f"leaseTimestamp does not match the current lease of task {task!r}", reason="badRequest"
+    )
+
+
+def not_leased(task: str) -> ApiError:
+    """400: the task's lease cannot be changed: it holds none."""
+    return errors.bad_request(f"Task {task!r} is not leased, or its lease has expired", reason="badRequest")
+
+
+def task_resource(
+    name: str,
+    queue_name: str,
+    enqueued: int,
+    lease_expires: int,
+    retry_count: int,
+    payload: bytes | None,
+    tag: str | None,
+) -> dict[str, Any]:
+    """The ``taskqueues#task`` resource.
+
+    Parameters:
+        queue_name: ``queueName`` as answered (the long form).
+        enqueued: when it was enqueued, microseconds since the epoch.
+        lease_expires: when its lease ends, microseconds; 0 when not leased.
+        payload: ``None`` for a resource without ``payloadBase64`` (list).
+    """
+    resource: dict[str, Any] = {
+        "kind": api.TASK_KIND,
+        "id": name,
+        "queueName": queue_name,
+        "enqueueTimestamp": str(enqueued),
+        "leaseTimestamp": str(lease_expires),
+        "retry_count": retry_count,
+    }
+    if payload is not None:
+        resource["payloadBase64"] = api.encode_payload(payload)
+    if tag is not None:
+        resource["tag"] = tag
+    return resource
+
+
+def queue_resource(name: str, max_leases: int | None, acl: QueueAcl) -> dict[str, Any]:
+    """The ``taskqueues#taskqueue`` resource, without ``stats``."""
+    resource: dict[str, Any] = {
+        "kind": api.QUEUE_KIND,
+        "id": name,
+        "acl": {
+            "consumerEmails": list(acl.consumer_emails),
+            "producerEmails": list(acl.producer_emails),
+            "adminEmails": [],
+        },
+    }
+    if max_leases is not None:
+        resource["maxLeases"] = max_leases
+    return resource

@@ -1,0 +1,111 @@
+"""Bearer tokens verified at a token-info endpoint (the tests' OAuth server), and queues' ACLs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.gateway.auth import TokenInfoAuthenticator
+from kombu_appengine.gateway.local import LocalGateway
+from tests.gateway.conftest import APP_ID, QUEUES
+from tests.support.api import api_path
+from tests.support.oauth_server import OAuthServer
+from tests.support.raw_http import assert_google_error, post_json, request
+
+ALLOWED = "robot@test-app.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def guarded(oauth: OAuthServer) -> Iterator[LocalGateway]:
+    """A gateway that verifies tokens at ``oauth``'s token-info endpoint."""
+    authenticator = TokenInfoAuthenticator(oauth.tokeninfo_uri, allowed_service_accounts=[ALLOWED])
+    with LocalGateway(QUEUES, project=APP_ID, authenticator=authenticator) as running:
+        yield running
+
+
+def token(oauth: OAuthServer, email: str, scope: str = TASKQUEUE_SCOPE) -> str:
+    oauth.user_email = email
+    return oauth._issue(oauth.client_id, scope, refresh=False, email=email)["access_token"]
+
+
+def call(server, token=None, queue="guarded", path=("tasks",), method="GET"):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return request(server, method, api_path(*path, project=APP_ID, queue=queue), headers=headers)
+
+
+def test_no_token_is_401_login_required(guarded):
+    error = assert_google_error(call(guarded), 401)
+    assert error["errors"][0]["reason"] == "required"
+
+
+def test_a_token_the_endpoint_refuses_is_401(guarded):
+    error = assert_google_error(call(guarded, "ya29.not-a-token"), 401)
+    assert error["errors"][0]["reason"] == "authError"
+
+
+def test_a_consumer_in_the_acl_may_list_and_others_get_403(guarded, oauth):
+    assert call(guarded, token(oauth, "worker@example.com")).status == 200
+    error = assert_google_error(call(guarded, token(oauth, "stranger@example.com")), 403, "queue.yaml")
+    assert error["errors"][0]["reason"] == "forbidden"
+
+
+def test_a_writer_may_insert_but_not_lease(guarded, oauth):
+    writer = token(oauth, "app@example.com")
+    headers = {"Authorization": f"Bearer {writer}"}
+    inserted = post_json(guarded, api_path("tasks", project=APP_ID, queue="guarded"), {}, headers)
+    assert inserted.status == 200
+    assert call(guarded, writer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 403
+
+
+def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
+    robot = token(oauth, ALLOWED)
+    assert call(guarded, robot).status == 200
+    assert call(guarded, robot, queue="pull-queue").status == 200
+
+
+def test_a_token_without_the_task_queue_scope_is_403(guarded, oauth):
+    assert_google_error(call(guarded, token(oauth, ALLOWED, scope="email")), 403, "scope")
+
+
+def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplog):
+    caplog.set_level(logging.DEBUG)
+    worker = token(oauth, "worker@example.com")
+    for _ in range(3):
+        assert call(guarded, worker).status == 200
+    assert oauth.tokeninfo_requests == 1
+    call(guarded, "ya29.secret-looking-token")
+    assert worker not in caplog.text
+    assert "secret-looking" not in caplog.text
+
+
+def test_the_transport_reaches_the_gateway_with_a_service_account_key_and_a_users_file(
+    guarded, oauth, tmp_path
+):
+    """End to end, as the README says: kombu with credentials, the gateway asking the token-info endpoint."""
+    from kombu import Connection
+
+    from tests.support.helpers import write_json
+
+    key = write_json(tmp_path / "key.json", oauth.service_account_info(ALLOWED))
+    oauth.user_email = "worker@example.com"
+    user_file = oauth.write_credentials_file(tmp_path / "credentials")
+
+    def connect(credentials_file):
+        options = {
+            "api_endpoint": guarded.url,
+            "project_name": APP_ID,
+            "credentials_file": str(credentials_file),
+        }
+        return Connection(transport="kombu_appengine:Transport", transport_options=options)
+
+    with connect(key) as connection:
+        connection.SimpleQueue("guarded").put({"from": "a service account"})
+    with connect(user_file) as connection:
+        queue = connection.SimpleQueue("guarded")
+        message = queue.get(timeout=10)
+        assert message.payload == {"from": "a service account"}
+        message.ack()
+        queue.close()

@@ -1,0 +1,57 @@
+"""The gateway's mapping onto App Engine's task queue service, beyond the shared conformance tests."""
+
+from __future__ import annotations
+
+import pytest
+from google.appengine.api import apiproxy_stub_map
+from googleapiclient.http import BatchHttpRequest
+
+from tests.gateway.conftest import APP_ID
+from tests.support.api import expect_error, insert, leased_ids, list_ids
+from tests.support.helpers import build_service
+
+
+@pytest.mark.parametrize("project", [APP_ID, f"s~{APP_ID}", f"e~{APP_ID}"])
+def test_the_applications_own_id_with_or_without_prefix_is_served(gateway, project):
+    service = build_service(gateway.url)
+    insert(service, project=project, id="t1")
+    assert list_ids(service, project=project) == ["t1"]
+
+
+@pytest.mark.parametrize("project", ["another-app", "s~another-app", "test-ap"])
+def test_another_project_is_404(gateway, project):
+    service = build_service(gateway.url)
+    expect_error(service.tasks().list(project=project, taskqueue="pull-queue"), 404, "notFound")
+
+
+def test_a_batch_deletes_the_tasks_of_one_queue_in_one_rpc(gateway):
+    service = build_service(gateway.url)
+    for number in range(5):
+        insert(service, project=APP_ID, id=f"t{number}")
+    insert(service, project=APP_ID, queue="tagged", id="x")
+    calls: list[str] = []
+    hooks = apiproxy_stub_map.apiproxy.GetPreCallHooks()
+    hooks.Append("count", lambda service_name, call, request, response: calls.append(call), "taskqueue")
+    answers = {}
+    batch = BatchHttpRequest(
+        callback=lambda request_id, response, error: answers.update({request_id: error}),
+        batch_uri=gateway.url + "/batch",
+    )
+    for name in ("t0", "t1", "t2", "t3", "t4", "missing", "t1"):
+        batch.add(service.tasks().delete(project=APP_ID, taskqueue="pull-queue", task=name))
+    batch.add(service.tasks().delete(project=APP_ID, taskqueue="tagged", task="x"))
+    batch.execute()
+    assert calls.count("Delete") == 2
+    errors = [answers[str(number)] for number in range(1, 9)]
+    assert [error.resp.status if error else 204 for error in errors] == [204] * 5 + [404, 404, 204]
+    assert list_ids(service, project=APP_ID) == []
+
+
+def test_leases_count_toward_the_stats_and_expose_the_creation_time(gateway):
+    service = build_service(gateway.url)
+    insert(service, project=APP_ID, id="t1")
+    assert leased_ids(service, project=APP_ID) == ["t1"]
+    stats = service.taskqueues().get(project=APP_ID, taskqueue="pull-queue", getStats=True).execute()["stats"]
+    assert (stats["totalTasks"], stats["leasedLastMinute"]) == (1, "1")
+    task = service.tasks().get(project=APP_ID, taskqueue="pull-queue", task="t1").execute()
+    assert task["enqueueTimestamp"].endswith("000000")
