@@ -108,18 +108,23 @@ class OwnAddress:
         scheme, separator, authority = origin.strip().lower().partition("://")
         return scheme == "http" and bool(separator) and "/" not in authority and self.allows_host(authority)
 
-    def check(self, host: list[str], origin: list[str]) -> None:
+    def check(self, host: list[str], origin: list[str], host_required: bool = True) -> None:
         """Refuse a request not addressed to this server.
 
         Parameters:
             host: the request's ``Host`` headers.
             origin: its ``Origin`` headers.
+            host_required: whether the request must name its host (HTTP/1.1
+                requests must, RFC 9112; HTTP/1.0 ones may not).
 
         Raises:
-            ApiError: 400 for several ``Host`` headers, 403 for a foreign ``Host`` or ``Origin``.
+            ApiError: 400 for several ``Host`` headers, or none where one is
+                required; 403 for a foreign ``Host`` or ``Origin``.
         """
         if len(host) > 1 or len(origin) > 1:
             raise ApiError(400, "badRequest", "A request may carry one Host header and one Origin header")
+        if not host and host_required:
+            raise ApiError(400, "badRequest", "An HTTP/1.1 request must carry a Host header")
         if host and not self.allows_host(host[0]):
             raise ApiError(
                 403,
@@ -229,7 +234,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = wire.read_body(self.rfile, framing, limit)
             # After the body (bounded by the limit): a malformed request is
             # told so whoever sent it.
-            self.server.own.check(self.headers.get_all("Host") or [], self.headers.get_all("Origin") or [])
+            self.server.own.check(
+                self.headers.get_all("Host") or [],
+                self.headers.get_all("Origin") or [],
+                host_required=self.request_version != "HTTP/1.0",
+            )
         except wire.ClientGone:
             self.close_connection = True
             return

@@ -111,8 +111,43 @@ def error_response(error: ApiError) -> Response:
 
 
 def _one(query: Mapping[str, list[str]], name: str) -> str | None:
+    """A query parameter given at most once.
+
+    Raises:
+        ApiError: 400 naming the parameter when it is given more than once
+            (which of the values would count is anyone's guess).
+    """
     values = query.get(name)
-    return values[-1] if values else None
+    if not values:
+        return None
+    if len(values) > 1:
+        raise errors.bad_request(f"Parameter {name} is given {len(values)} times: give it once")
+    return values[0]
+
+
+def parse_query(text: str) -> dict[str, list[str]]:
+    """A query string's parameters, percent-decoded as UTF-8.
+
+    Raises:
+        ApiError: 400 when a parameter is not UTF-8 once decoded (a tag, say,
+            would otherwise arrive with replacement characters in it).
+    """
+    try:
+        return urllib.parse.parse_qs(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise errors.bad_request("The query string is not UTF-8 text once percent-decoded") from None
+
+
+def tag_param(query: Mapping[str, list[str]]) -> str | None:
+    """The optional ``tag`` of a lease, within the API's limit.
+
+    Raises:
+        ApiError: 400 when it is longer than :data:`~kombu_appengine.api.MAX_TAG_BYTES`.
+    """
+    tag = _one(query, "tag")
+    if tag is not None and len(tag.encode("utf-8")) > api.MAX_TAG_BYTES:
+        raise errors.bad_request(f"tag is longer than {api.MAX_TAG_BYTES} bytes")
+    return tag
 
 
 def int_param(query: Mapping[str, list[str]], name: str) -> int:
@@ -401,7 +436,7 @@ class RestApi:
         deferred: list[Call] | None = None,
     ) -> Response:
         path, _, query_string = target.partition("?")
-        query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
+        query = parse_query(query_string)
         verb = _verb(method, headers)
         if verb != method:
             method = verb
@@ -410,7 +445,7 @@ class RestApi:
             ):
                 # google-api-python-client sends a GET whose URL would pass
                 # 2048 characters as such a POST, its query in the body.
-                form = urllib.parse.parse_qs(body.decode("latin-1"), keep_blank_values=True)
+                form = parse_query(body.decode("latin-1"))
                 query = {**query, **form}
         if path == api.DISCOVERY_PATH:
             self._allow(method, path, "GET")
@@ -540,7 +575,7 @@ class RestApi:
             int_param(call.query, "numTasks"),
             int_param(call.query, "leaseSecs"),
             bool_param(call.query, "groupByTag"),
-            _one(call.query, "tag"),
+            tag_param(call.query),
         )
         return json_response(200, leased)
 

@@ -53,8 +53,12 @@ def test_content_length_with_thousands_of_leading_zeros_is_its_value(emulator: E
     body = b'{"payloadBase64": "eA=="}'
     raw = raw_exchange(
         emulator,
-        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + b"0" * 5000 + str(len(body)).encode() + b"\r\n\r\n" + body,
+        b"POST " + QUEUE_PATH.encode() + b"/tasks HTTP/1.1\r\nHost: " + emulator.host.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + b"0" * 5000
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body,
     )
     assert parse_raw(raw).status == 200
 
