@@ -415,6 +415,7 @@ def test_refused_refresh_is_an_authentication_error(
         assert secret not in str(failure.value)
 
 
+@pytest.mark.slow  # waits out the client's retries, seconds
 def test_a_token_endpoint_failing_once_is_retried_not_an_authentication_error(
     oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:
@@ -425,6 +426,7 @@ def test_a_token_endpoint_failing_once_is_retried_not_an_authentication_error(
     assert stored_token(path) == oauth.issued[-1]
 
 
+@pytest.mark.slow  # waits out the client's retries, seconds
 def test_a_token_endpoint_that_keeps_failing_is_a_connection_error(
     oauth: OAuthServer, emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:

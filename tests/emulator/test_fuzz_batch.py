@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.fuzz import check_request, fuzz_case, fuzz_settings, parts_of
 from tests.support.fuzz_strategies import Batch, batch_requests
+
+#: Hundreds of cases, each with a server of its own: seconds; scripts/test runs them.
+pytestmark = pytest.mark.slow
 
 
 def echoed(content_id: str | None) -> str | None:

@@ -10,11 +10,15 @@ answer, no handler crash, the server serving afterwards.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.fuzz import check_request, fuzz_case, fuzz_settings
 from tests.support.fuzz_strategies import RawRequest, http_requests
+
+#: Hundreds of cases, each with a server of its own: seconds; scripts/test runs them.
+pytestmark = pytest.mark.slow
 
 
 @fuzz_settings(300)

@@ -107,6 +107,7 @@ def test_more_failures_than_request_retries_is_a_connection_error(emulator):
         queue.close()
 
 
+@pytest.mark.slow  # waits out the client's retries, seconds
 def test_unreachable_server_is_a_connection_error(emulator):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -127,6 +128,7 @@ def test_unreachable_server_is_a_connection_error(emulator):
     connection.release()
 
 
+@pytest.mark.slow  # waits out the client's retries, seconds
 def test_connect_to_an_unreachable_endpoint_fails(emulator):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
