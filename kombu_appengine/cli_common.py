@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from typing import Callable
+import signal
+import sys
+from typing import Callable, Protocol
 
 from . import __version__
 
@@ -137,3 +139,30 @@ positive_int = integer(1)
 non_negative_int = integer(0)
 #: ``type=`` for a TCP port; 0 asks for a free one.
 port_number = integer(0, 65535)
+
+
+class Server(Protocol):
+    """A server a command runs in the foreground: the emulator's or the gateway's."""
+
+    @property
+    def url(self) -> str: ...
+
+    def serve_forever(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def serve_until_stopped(server: Server) -> None:
+    """Announce ``server``'s address on stdout, then serve until SIGINT or SIGTERM.
+
+    The ``listening on URL`` line is what scripts and tests wait for; it is
+    flushed at once.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"listening on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import signal
 import sys
 
 from .. import cli_common
 from ..api import PROJECT_ID_RE, bare_project
-from ..cli_common import add_log_level_option, add_version_option, not_empty, port_number
-from .model import QueueConfig
-from .queue_yaml import QueueYamlError, load_queue_yaml
+from ..cli_common import add_log_level_option, add_version_option, not_empty, port_number, serve_until_stopped
+from .queue_yaml import QueueYamlError, queue_configs
 from .server import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT, REQUEST_TIMEOUT, Emulator
 from .storage import StorageError
 
@@ -141,8 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--fsync needs --data-dir")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        configs = load_queue_yaml(args.queue_yaml) if args.queue_yaml else []
-        configs += [QueueConfig(name) for name in args.queue]
+        configs = queue_configs(args.queue, args.queue_yaml)
     except (QueueYamlError, ValueError) as exc:
         sys.exit(f"pullqueue_emulator: {exc}")
     push = [config.name for config in configs if config.mode != "pull"]
@@ -180,14 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (OSError, StorageError) as exc:
         sys.exit(f"pullqueue_emulator: cannot start: {exc}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"listening on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_stopped(server)
 
 
 if __name__ == "__main__":

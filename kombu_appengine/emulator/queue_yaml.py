@@ -10,6 +10,7 @@ the queue, not something silently read another way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -126,3 +127,16 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return "null" if value is None else type(value).__name__
+
+
+def queue_configs(
+    queues: Iterable[str | QueueConfig] = (), queue_yaml: str | None = None
+) -> list[QueueConfig]:
+    """The queues a server declares: those of ``queue_yaml`` (a path), then ``queues``.
+
+    Raises:
+        QueueYamlError: the file cannot be read or is malformed.
+        ValueError: a queue name that is not a legal one.
+    """
+    configs = load_queue_yaml(queue_yaml) if queue_yaml else []
+    return configs + [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]

@@ -53,7 +53,7 @@ from ..rest.faults import Fault, ResetConnection
 from ..rest.front import RestApi, error_response, loggable_target
 from . import wire
 from .model import QueueConfig, TaskQueueService
-from .queue_yaml import load_queue_yaml
+from .queue_yaml import queue_configs
 from .storage import FileJournal
 
 logger = logging.getLogger(__name__)
@@ -649,8 +649,7 @@ class Emulator(RestServer):
             raise ValueError(f"project {project!r} is not an application id: no request could name it")
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
-        configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
-        configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
+        configs = queue_configs(queues, queue_yaml)
         self.service = TaskQueueService(configs, project=project, clock=clock)
         api = RestApi(
             self.service,

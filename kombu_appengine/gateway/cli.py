@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
-from ..cli_common import add_log_level_option, add_version_option
+from ..cli_common import add_log_level_option, add_version_option, serve_until_stopped
 from ..emulator.queue_yaml import QueueYamlError, load_queue_yaml
 from .auth import GOOGLE_TOKENINFO_URL
 
@@ -84,14 +83,7 @@ def _serve(args: argparse.Namespace) -> None:
         )
     except OSError as exc:
         sys.exit(f"pullqueue_gateway: cannot start: {exc}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"listening on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_stopped(server)
 
 
 if __name__ == "__main__":

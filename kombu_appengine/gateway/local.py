@@ -28,7 +28,7 @@ from google.appengine.api import apiproxy_stub_map, queueinfo
 from google.appengine.api.taskqueue import taskqueue_stub
 
 from ..emulator.model import QueueConfig
-from ..emulator.queue_yaml import load_queue_yaml
+from ..emulator.queue_yaml import queue_configs
 from ..emulator.server import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT, REQUEST_TIMEOUT, RestServer
 from ..rest.front import Authenticator, RestApi
 from .appengine import AppEngineBackend
@@ -145,8 +145,7 @@ class LocalGateway(RestServer):
         idle_timeout: float = IDLE_TIMEOUT,
         latency: float = 0.0,
     ) -> None:
-        configs: list[QueueConfig] = load_queue_yaml(queue_yaml) if queue_yaml else []
-        configs += [q if isinstance(q, QueueConfig) else QueueConfig(q) for q in queues]
+        configs = queue_configs(queues, queue_yaml)
         self.local_stub = LocalStub(configs, clock)
         #: The backend, as the emulator's ``service``: the same interface.
         self.service = AppEngineBackend(
