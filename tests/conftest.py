@@ -86,3 +86,10 @@ def shipped_service() -> Any:
     """The TaskQueue API client built from the shipped discovery document as it
     is, pointing at Google: for tests that build requests and never send them."""
     return build_from_document(load_document(), http=httplib2.Http())
+
+
+@pytest.fixture
+def server_kind() -> str:
+    """The server a test runs against, unless a directory's conftest runs it
+    against both (``tests.support.servers.parametrize_servers``)."""
+    return "emulator"

@@ -34,12 +34,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def server_kind() -> str:
-    """The server a test runs against, unless it runs against both."""
-    return "emulator"
-
-
-@pytest.fixture
 def emulator(server_kind: str) -> Iterator[RestServer]:
     """A server with the test project's pull queues."""
     with start_server(server_kind, queues=PULL_QUEUES) as server:

@@ -43,12 +43,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def server_kind() -> str:
-    """The server a test runs against, unless its module runs against both."""
-    return "emulator"
-
-
-@pytest.fixture
 def emulator(server_kind: str) -> Iterator[RestServer]:
     """A running server with :data:`~tests.support.helpers.TEST_QUEUES`."""
     with start_server(server_kind, queues=TEST_QUEUES) as server:

@@ -31,12 +31,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def server_kind() -> str:
-    """The server a test runs against, unless it runs against both."""
-    return "emulator"
-
-
-@pytest.fixture
 def emulator(server_kind: str) -> Iterator[RestServer]:
     """The worker's queues: one to work on, one for dead letters, and one that allows three leases."""
     with start_server(server_kind, queues=["jobs", "dead", QueueConfig("limited", max_leases=3)]) as server:
