@@ -160,6 +160,8 @@ class LeaseBook:
         self._errors: dict[str, Exception] = {}
         #: Kombu queues whose last lease came back short: none is asked ahead.
         self._drained: set[str] = set()
+        #: How many tasks the next lease of each kombu queue may ask for (see :meth:`_room`).
+        self._windows: dict[str, int] = {}
         self._rounds_started = 0
         self._rounds_done = 0
         self._forced = 0
@@ -216,7 +218,7 @@ class LeaseBook:
                 if request is None:
                     # A lease asked ahead, before this get, that found nothing
                     # says nothing of what was put since: only our own does.
-                    count = 0 if sent or self._closing else self._room(room)
+                    count = 0 if sent or self._closing else self._room(queue, room)
                     if count < 1:
                         return None
                     request = self._ask(queue, route, count, deadline, awaited=True)
@@ -230,26 +232,37 @@ class LeaseBook:
                     return None
                 self._progress.wait(remaining)
 
-    def _room(self, room: int | None) -> int:
-        """How many tasks a lease may ask for now."""
+    def _room(self, queue: str, room: int | None) -> int:
+        """How many tasks a lease for ``queue`` may ask for now.
+
+        A queue's first lease asks for one task, and each lease that comes
+        back full doubles the next one, up to ``num_tasks``. Every lease
+        counts toward ``task_retry_limit``, and what a connection closes
+        with undelivered is given back having spent one: a consumer that
+        takes one message and closes (``SimpleQueue.get``, a script run
+        from cron) must not spend a lease on nine others each time.
+        """
+        window = self._windows.get(queue, 1)
         if room is None:
-            return self.settings.num_tasks
+            return window
         held = sum(map(len, self._buffers.values())) + sum(r.count for r in self._requests.values())
-        return min(self.settings.num_tasks, room - held)
+        return min(window, room - held)
 
     def _lease_ahead(self, queue: str, route: Route, room: int | None) -> None:
         """Ask for the next lease once half the buffer is left, so a get seldom waits.
 
-        Not with ``num_tasks=1`` (that asks for one task at a time), nor
-        when the last lease brought fewer tasks than it asked for (the queue
-        has run dry: the next lease waits for the buffer to be empty).
+        Not with ``num_tasks=1`` (that asks for one task at a time), not
+        before the queue's leases have grown to ``num_tasks`` (a consumer
+        that has taken few messages may be about to close), nor when the
+        last lease brought fewer tasks than it asked for (the queue has run
+        dry: the next lease waits for the buffer to be empty).
         """
         num_tasks = self.settings.num_tasks
         if num_tasks < 2 or self._closing or queue in self._requests or queue in self._drained:
             return
-        if len(self._buffers[queue]) > num_tasks // 2:
+        if self._windows.get(queue, 1) < num_tasks or len(self._buffers[queue]) > num_tasks // 2:
             return
-        count = self._room(room)
+        count = self._room(queue, room)
         if count >= 1:
             self._ask(queue, route, count, None, awaited=False)
 
@@ -339,6 +352,9 @@ class LeaseBook:
                 self._drained.add(request.queue)
             else:
                 self._drained.discard(request.queue)
+            if request.fate == "deliver" and failure is None and len(leases) >= request.count:
+                window = self._windows.get(request.queue, 1)
+                self._windows[request.queue] = min(self.settings.num_tasks, 2 * window)
             if failure is not None:
                 if request.awaited:
                     self._errors[request.queue] = failure

@@ -151,8 +151,12 @@ def test_prefetch_limit_caps_the_lease(emulator):
         consumer.qos(prefetch_count=2)
         with consumer:
             connection.drain_events(timeout=5)
+            connection.drain_events(timeout=5)
+            with pytest.raises(socket.timeout):
+                connection.drain_events(timeout=0.2)  # no room for a third
             leased = [task for task in listed(emulator) if task["leaseTimestamp"] != "0"]
             assert len(leased) == 2
+            assert len(received) == 2
             for message in received:
                 message.ack()
 
@@ -213,18 +217,21 @@ def test_cancelling_the_last_consumer_releases_its_buffered_tasks(emulator):
             Queue("default"), callbacks=[lambda body, message: got.append(message)]
         )
         consumer.consume()
+        # Leases of one task, then of two: one of those waits in the buffer.
         connection.drain_events(timeout=5)
-        assert len(got) == 1
-        assert all(task["leaseTimestamp"] != "0" for task in listed(emulator))
+        connection.drain_events(timeout=5)
+        assert len(got) == 2
+        assert sum(task["leaseTimestamp"] != "0" for task in listed(emulator)) == 3
         consumer.cancel()
-        # The connection is still open: the delivered message keeps its
-        # lease, the four never delivered are free for others at once.
+        # The connection is still open: the delivered messages keep their
+        # leases, the one never delivered is free for others at once.
         leases = {task["id"]: task["leaseTimestamp"] for task in listed(emulator)}
-        held = got[0].delivery_info["task_id"]
-        assert leases.pop(held) != "0"
-        assert set(leases.values()) == {"0"}
-        got[0].ack()
-    assert total_tasks(emulator) == 4
+        for message in got:
+            assert leases.pop(message.delivery_info["task_id"]) != "0"
+        assert list(leases.values()) == ["0"] * 3
+        for message in got:
+            message.ack()
+    assert total_tasks(emulator) == 3
 
 
 # -- threads ------------------------------------------------------------------

@@ -58,16 +58,19 @@ def test_a_buffered_task_keeps_its_lease_and_is_delivered_without_a_second_lease
 ) -> None:
     # With task_retry_limit 1, a second lease of a task would delete it.
     server = make_emulator(queues=[QueueConfig("default", max_leases=1)])
-    prefill(server, 2)
+    prefill(server, 3)
     with connect(server, num_tasks=2, lease_secs=2) as connection:
         queue = connection.SimpleQueue("default")
+        # Leases of one task, then of two: the third waits in the buffer.
+        zeroth = queue.get(timeout=5)
         first = queue.get(timeout=5)
-        assert first.payload == {"n": 0}
-        # Leased together, the two share an ETA and are listed by name: found by payload.
+        assert [zeroth.payload, first.payload] == [{"n": 0}, {"n": 1}]
+        zeroth.ack()
+        # Leased together, tasks share an ETA and are listed by name: found by payload.
         buffered = next(
             task["id"]
             for task in listed(server)
-            if payload_of(server.service.get_task(PROJECT, "default", task["id"])) == b'{"n": 1}'
+            if payload_of(server.service.get_task(PROJECT, "default", task["id"])) == b'{"n": 2}'
         )
         first_lease_end = int(lease_of(server, buffered))
         wait_for(
@@ -77,7 +80,7 @@ def test_a_buffered_task_keeps_its_lease_and_is_delivered_without_a_second_lease
         )
         assert lease_of(server, buffered) != "0"
         second = queue.get(timeout=5)
-        assert second.payload == {"n": 1}
+        assert second.payload == {"n": 2}
         assert second.delivery_info["retry_count"] == 1
         assert second.delivery_info["redelivered"] is False
         first.ack()
