@@ -55,11 +55,13 @@ How kombu maps onto the API
   so a buffered task costs no second lease against ``task_retry_limit``
   while the connection is open. Closing gives buffered tasks back having
   spent one lease each: at most the last lease's tasks, and no more than
-  the connection has delivered (leases grow as it takes messages). Every renewal and release carries the lease it
-  changes: the service refuses it when the lease ran out and another
-  consumer may hold the task, and the book never touches that lease again.
-  A consumer that dies stops renewing, so its tasks come back within
-  ``lease_secs``. Acks and gets never wait for the book's HTTP calls.
+  the connection has delivered (leases grow as it takes messages). Every
+  renewal and release carries the lease it changes: the service refuses
+  it when the lease ran out and another consumer may hold the task, and
+  the book never touches that lease again. A consumer that dies stops
+  renewing, so its tasks come back within ``lease_secs``. Acks and gets
+  never wait for the book's HTTP calls, and acks never wait behind a
+  renewal (nor renewals behind acks): each has its own thread.
 * An acknowledged task whose lease was lost is deleted only if no other
   consumer holds it now (one ``tasks.get`` tells): otherwise that consumer
   runs it again and deletes it. ``tasks.delete`` takes no lease, so this is

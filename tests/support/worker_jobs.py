@@ -55,7 +55,7 @@ def blocking(payload):
 
 
 def blocking_marked(payload):
-    """Succeed at once, except for a payload marked ``{"block": true}``: that one waits as :func:`blocking` does."""
+    """Succeed at once, except for a payload marked ``{"block": true}``: that one waits like ``blocking``."""
     if payload.get("block"):
         blocking(payload)
     else:
