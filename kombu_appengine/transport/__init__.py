@@ -276,6 +276,13 @@ class Transport(virtual.Transport):
         self.client_for_channels.ping(self.settings.shared_queue or PROBE_QUEUE)
         return super().establish_connection()
 
+    def close_connection(self, connection: Any) -> None:
+        """Close the channels (they give back what they hold), then every HTTP connection."""
+        try:
+            super().close_connection(connection)
+        finally:
+            self.client_for_channels.close()
+
     @property
     def default_connection_params(self) -> dict[str, Any]:
         """No host or port: the endpoint comes from the transport options."""

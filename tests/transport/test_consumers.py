@@ -4,9 +4,11 @@ cancel, delivery tags; two consumers at once, and acks from another thread."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import threading
 import time
+import warnings
 from queue import Empty
 from typing import Any
 
@@ -122,7 +124,7 @@ def test_drain_events_times_out_on_an_empty_queue(emulator):
         started = time.monotonic()
         with pytest.raises(socket.timeout):
             connection.drain_events(timeout=0.3)
-        assert 0.3 <= time.monotonic() - started < 3
+        assert time.monotonic() - started >= 0.3
 
 
 def test_consumer_with_no_ack_deletes_on_delivery(emulator):
@@ -273,4 +275,20 @@ def test_acks_from_another_thread(emulator):
         assert not errors, errors
         queue.close()
     assert sorted(acked) == list(range(20))
+    assert total_tasks(emulator) == 0
+
+
+def test_a_closed_connection_leaves_no_socket_open(emulator):
+    prefill(emulator, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        connection = connect(emulator, num_tasks=2)
+        queue = connection.SimpleQueue("default")
+        for _ in range(3):
+            queue.get(timeout=5).ack()
+        queue.close()
+        connection.close()
+        del queue, connection
+        gc.collect()
+    assert [str(warning.message) for warning in caught if warning.category is ResourceWarning] == []
     assert total_tasks(emulator) == 0

@@ -108,10 +108,8 @@ def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
                 received.append(message.payload["n"])
                 assert message.delivery_info["redelivered"] is True
                 message.ack()
-            came_back_after = time.monotonic() - killed_at
 
             assert sorted(received) == list(range(6))
-            assert came_back_after < 3 + 2  # within the lease, and a margin
             with pytest.raises(queue.Empty):
                 survivor_queue.get(block=False)
             survivor_queue.close()
