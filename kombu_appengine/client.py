@@ -180,7 +180,7 @@ class TaskQueueClient:
     def close(self) -> None:
         """Close the HTTP connections of every thread (the client can still be used: it reconnects)."""
         with self._https_lock:
-            https, self._https = self._https, []
+            https = list(self._https)  # a thread that goes on using its own reconnects
         for pid, opened in https:
             if pid == os.getpid():  # a parent's sockets are the parent's to close
                 opened.close()
