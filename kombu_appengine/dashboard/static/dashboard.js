@@ -11,6 +11,8 @@
   const readOnly = document.querySelector('meta[name="dashboard-mode"]').content !== "actions";
   let timer = null;
   let loading = false;
+  // Asked to refresh while a refresh was under way: once it ends, refresh again.
+  let again = false;
 
   function byId(id) {
     return document.getElementById(id);
@@ -78,10 +80,20 @@
   }
 
   async function refresh() {
-    if (loading) return;
+    if (loading) {
+      again = true;
+      return;
+    }
     loading = true;
+    again = false;
+    const sent = token();
     try {
       const answer = await fetch(DATA, { headers: authHeaders(), cache: "no-store" });
+      if (token() !== sent) {
+        // Signed in or out meanwhile: this answer is not for the token held now.
+        again = true;
+        return;
+      }
       if (answer.status === 401) {
         const hadToken = token() !== null;
         sessionStorage.removeItem(TOKEN_KEY);
@@ -100,6 +112,10 @@
         return;
       }
       const data = await answer.json();
+      if (token() !== sent) {
+        again = true;
+        return;
+      }
       byId("login").hidden = true;
       byId("forget-token").hidden = token() === null;
       showError("");
@@ -109,7 +125,8 @@
       showError("Could not reach the server: " + failure);
     } finally {
       loading = false;
-      if (byId("login").hidden) schedule();
+      if (again) refresh();
+      else if (byId("login").hidden) schedule();
     }
   }
 
@@ -227,6 +244,7 @@
       refresh();
     });
     byId("forget-token").addEventListener("click", () => {
+      clearTimeout(timer);
       sessionStorage.removeItem(TOKEN_KEY);
       byId("forget-token").hidden = true;
       showLogin("");
