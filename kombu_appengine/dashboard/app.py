@@ -34,9 +34,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import api
 from ..rest import errors
-from ..rest.backend import QueueAdmin
+from ..rest.backend import PeekedTask, QueueAdmin
 from ..rest.errors import ApiError
 from ..rest.front import CONSUMER, Identity, Response, json_body, json_response, parse_query
 from .preview import preview
@@ -58,6 +57,9 @@ DELETE_PATH = PREFIX + "api/delete"
 PURGE_PATH = PREFIX + "api/purge"
 #: Tasks shown per queue, with payload previews (``tasks.list`` gives 100, without).
 TASKS_SHOWN = 200
+#: Most bytes of a payload read for its preview: a payload up to this size is
+#: decoded whole (a kombu message's body, JSON), a longer one is shown cut.
+PREVIEW_PAYLOAD_BYTES = 64 * 1024
 #: The header carrying the server's secret on every action (lower case, as the front has headers).
 CSRF_HEADER = "x-dashboard-token"
 #: The project the data calls name when any project id names the same queues
@@ -183,7 +185,7 @@ class Dashboard:
         backend = self.front.backend
         resource = backend.get_queue(project, name, get_stats=True)
         stats = resource["stats"]
-        tasks = backend.peek_tasks(project, name, TASKS_SHOWN)
+        tasks = backend.peek_tasks(project, name, TASKS_SHOWN, PREVIEW_PAYLOAD_BYTES)
         return {
             "name": name,
             "maxLeases": resource.get("maxLeases"),
@@ -238,9 +240,9 @@ class Dashboard:
             raise errors.forbidden(f"Origin {origin[:100]!r} is not this server's own")
 
 
-def _task(resource: dict[str, Any]) -> dict[str, Any]:
+def _task(peeked: PeekedTask) -> dict[str, Any]:
     """A task as the page shows it: times in seconds, its payload previewed."""
-    payload = api.decode_payload(resource.get("payloadBase64", ""))
+    resource = peeked.resource
     lease = int(resource["leaseTimestamp"])
     return {
         "id": resource["id"],
@@ -248,8 +250,8 @@ def _task(resource: dict[str, Any]) -> dict[str, Any]:
         "retryCount": resource["retry_count"],
         "enqueued": int(resource["enqueueTimestamp"]) / 1_000_000,
         "leaseExpires": lease / 1_000_000 if lease else None,
-        "size": len(payload),
-        "preview": preview(payload).to_dict(),
+        "size": peeked.size,
+        "preview": preview(peeked.payload, peeked.size).to_dict(),
     }
 
 

@@ -39,13 +39,20 @@ class Preview(NamedTuple):
         return self._asdict()
 
 
-def preview(payload: bytes) -> Preview:
+def preview(payload: bytes, size: int | None = None) -> Preview:
     """What the dashboard shows of ``payload``.
 
     A kombu envelope shows its body, decoded (base64 undone, JSON laid out);
     another JSON document is laid out; other UTF-8 text is shown as it is;
     anything else as a hex dump of its first :data:`HEX_BYTES` bytes.
+
+    Parameters:
+        payload: the payload, or its first bytes.
+        size: the whole payload's length, when ``payload`` is only its
+            first bytes: that is then shown as text or bytes, cut short.
     """
+    if size is not None and size > len(payload):
+        return _plain(payload, size)
     document, _ = json_document(payload)
     if is_envelope(document):
         return _envelope(document, len(payload))
@@ -79,16 +86,23 @@ def _envelope(envelope: dict[str, Any], size: int) -> Preview:
     return _plain(raw)._replace(format="kombu", label=label)
 
 
-def _plain(payload: bytes) -> Preview:
-    """Text when the bytes are printable UTF-8 text, else a hex dump."""
+def _plain(payload: bytes, size: int | None = None) -> Preview:
+    """Text when the bytes are printable UTF-8 text, else a hex dump.
+
+    ``size`` is the whole payload's length when ``payload`` is its head only.
+    """
+    whole = len(payload) if size is None else size
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+        text: str | None = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # A head may end inside a character: the text before it is text all the same.
+        cut_inside = whole > len(payload) and error.start >= len(payload) - 3
+        text = payload[: error.start].decode("utf-8", "replace") if cut_inside else None
     if text is not None and all(ch.isprintable() or ch in "\n\r\t" for ch in text):
-        return _cut("text", text, f"text, {_size(len(payload))}")
+        shown = _cut("text", text, f"text, {_size(whole)}")
+        return shown._replace(truncated=shown.truncated or whole > len(payload))
     dump = _hex_dump(payload[:HEX_BYTES])
-    return Preview("binary", dump, len(payload) > HEX_BYTES, f"binary, {_size(len(payload))}")
+    return Preview("binary", dump, whole > HEX_BYTES, f"binary, {_size(whole)}")
 
 
 def _hex_dump(data: bytes) -> str:

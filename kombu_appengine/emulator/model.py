@@ -36,6 +36,7 @@ from ..api import (
 )
 from ..rest import errors
 from ..rest.backend import (
+    PeekedTask,
     QueueAcl,
     check_lease,
     check_queue_name,
@@ -708,13 +709,21 @@ class TaskQueueService:
         with self.lock:
             return sorted(name for name, config in self.configs.items() if config.mode == "pull")
 
-    def peek_tasks(self, project: str, name: str, limit: int) -> list[dict[str, Any]]:
-        """The first ``limit`` tasks in lease order, with payloads; changes nothing."""
+    def peek_tasks(self, project: str, name: str, limit: int, payload_bytes: int) -> list[PeekedTask]:
+        """The first ``limit`` tasks in lease order, with the first ``payload_bytes`` of each
+        payload; changes nothing."""
         with self.lock:
             queue = self.queue(project, name)
             now = self.now()
             long_name = api.long_queue_name(project, name)
-            return [task.resource(long_name, now) for task in queue.ordered(limit)]
+            return [
+                PeekedTask(
+                    task.resource(long_name, now, with_payload=False),
+                    task.payload[:payload_bytes],
+                    len(task.payload),
+                )
+                for task in queue.ordered(limit)
+            ]
 
     def leased_count(self, project: str, name: str) -> int:
         """How many of the queue's tasks are leased now (exact: every task is looked at)."""

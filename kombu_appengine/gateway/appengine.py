@@ -45,6 +45,7 @@ from ..api import MAX_LIST_TASKS, bare_project
 from ..emulator.model import LeaseWindow
 from ..rest import errors
 from ..rest.backend import (
+    PeekedTask,
     QueueAcl,
     check_lease,
     check_queue_name,
@@ -359,8 +360,9 @@ class AppEngineBackend:
         with self.lock, _translated():
             return sorted(name for name, info in self._fetch_queues().items() if info.pull)
 
-    def peek_tasks(self, project: str, queue: str, limit: int) -> list[dict[str, Any]]:
-        """The first ``limit`` tasks in lease order (ETA, then name), with payloads: one ``QueryTasks``."""
+    def peek_tasks(self, project: str, queue: str, limit: int, payload_bytes: int) -> list[PeekedTask]:
+        """The first ``limit`` tasks in lease order (ETA, then name), with the first
+        ``payload_bytes`` of each payload: one ``QueryTasks`` (which reads whole payloads)."""
         with self.lock, _translated():
             self._queue(project, queue)
             request = pb.TaskQueueQueryTasksRequest(
@@ -368,7 +370,14 @@ class AppEngineBackend:
             )
             response = pb.TaskQueueQueryTasksResponse()
             _call("QueryTasks", request, response)
-            return [self._resource(project, queue, row, with_payload=True) for row in response.task]
+            return [
+                PeekedTask(
+                    self._resource(project, queue, row, with_payload=False),
+                    row.body[:payload_bytes],
+                    len(row.body),
+                )
+                for row in response.task
+            ]
 
     def leased_count(self, project: str, queue: str) -> int:
         """How many tasks are leased now: those due after now that were leased, read from now on.

@@ -107,11 +107,23 @@ class TaskQueueBackend(Protocol):
     def queue_names(self) -> list[str]:
         """The declared pull queues, by name."""
 
-    def peek_tasks(self, project: str, queue: str, limit: int) -> list[dict[str, Any]]:
-        """The first ``limit`` tasks in lease order, with their payloads; changes nothing."""
+    def peek_tasks(self, project: str, queue: str, limit: int, payload_bytes: int) -> list[PeekedTask]:
+        """The first ``limit`` tasks in lease order, each with the first ``payload_bytes`` of its
+        payload; changes nothing."""
 
     def leased_count(self, project: str, queue: str) -> int:
         """How many of the queue's tasks are leased now."""
+
+
+class PeekedTask(NamedTuple):
+    """A task as the dashboard reads it: its resource, and the head of its payload."""
+
+    #: The ``taskqueues#task`` resource, without ``payloadBase64``.
+    resource: dict[str, Any]
+    #: The payload's first bytes (all of it when it is short enough).
+    payload: bytes
+    #: The payload's whole length, in bytes.
+    size: int
 
 
 class QueueAdmin(Protocol):

@@ -10,7 +10,7 @@ from kombu_appengine.emulator.server import RestServer
 from tests.dashboard.conftest import APP
 from tests.support.api import api_path
 from tests.support.dashboard import insert, lease
-from tests.support.helpers import MakeEmulator, b64
+from tests.support.helpers import MakeEmulator
 from tests.support.raw_http import post_json
 
 
@@ -22,11 +22,14 @@ def test_queue_names_are_the_pull_queues_by_name(server: RestServer):
 def test_peek_gives_the_first_tasks_in_lease_order_with_payloads_and_changes_nothing(server: RestServer):
     names = [insert(server, b"payload %d" % n, APP, "pull-queue")["id"] for n in range(5)]
     lease(server, APP, "pull-queue", 1)
-    peeked = server.service.peek_tasks(APP, "pull-queue", 3)
+    peeked = server.service.peek_tasks(APP, "pull-queue", 3, 1000)
     # The leased task's ETA is its lease expiry: it goes last.
-    assert [task["id"] for task in peeked] == names[1:4]
-    assert [task["payloadBase64"] for task in peeked] == [b64(b"payload %d" % n) for n in (1, 2, 3)]
-    assert [task["id"] for task in server.service.peek_tasks(APP, "pull-queue", 10)] == [*names[1:], names[0]]
+    assert [task.resource["id"] for task in peeked] == names[1:4]
+    assert [task.payload for task in peeked] == [b"payload %d" % n for n in (1, 2, 3)]
+    assert all("payloadBase64" not in task.resource for task in peeked)
+    everything = server.service.peek_tasks(APP, "pull-queue", 10, 4)
+    assert [task.resource["id"] for task in everything] == [*names[1:], names[0]]
+    assert [(task.payload, task.size) for task in everything] == [(b"payl", 9)] * 5
     assert lease(server, APP, "pull-queue", 10) == names[1:]
 
 
@@ -55,5 +58,5 @@ def test_a_purge_survives_a_restart(make_emulator: MakeEmulator, tmp_path: pathl
     assert emulator.service.purge_queue("app", "pull-queue") == 3
     emulator.stop()
     again = make_emulator(queues=["pull-queue", "other"], data_dir=str(tmp_path))
-    assert again.service.peek_tasks("app", "pull-queue", 10) == []
-    assert [task["id"] for task in again.service.peek_tasks("app", "other", 10)] == [kept]
+    assert again.service.peek_tasks("app", "pull-queue", 10, 10) == []
+    assert [task.resource["id"] for task in again.service.peek_tasks("app", "other", 10, 10)] == [kept]

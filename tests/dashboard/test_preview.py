@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from kombu import Connection
 
 from kombu_appengine.dashboard.preview import HEX_BYTES, PREVIEW_CHARS, preview
 from kombu_appengine.emulator import Emulator
-from kombu_appengine.transport.codec import payload_of
 
 
 def test_a_kombu_message_shows_its_body_decoded(make_emulator):
@@ -16,8 +16,8 @@ def test_a_kombu_message_shows_its_body_decoded(make_emulator):
     options = {"api_endpoint": emulator.url}
     with Connection(transport="kombu_appengine:Transport", transport_options=options) as conn:
         conn.SimpleQueue("pull-queue").put({"image": "cat.png", "sizes": [1, 2]})
-    [task] = emulator.service.peek_tasks("emulator", "pull-queue", 10)
-    shown = preview(payload_of(task))
+    [task] = emulator.service.peek_tasks("emulator", "pull-queue", 10, 1000)
+    shown = preview(task.payload, task.size)
     assert shown.format == "kombu"
     assert json.loads(shown.text) == {"image": "cat.png", "sizes": [1, 2]}
     assert shown.label.startswith("kombu message, application/json, ")
@@ -92,8 +92,6 @@ def test_an_envelope_whose_body_is_not_base64_shows_it_as_it_is():
 
 
 def test_an_envelope_with_a_binary_body_shows_hex():
-    import base64
-
     envelope = {
         "body": base64.b64encode(b"\xff\xfe\x00").decode(),
         "content-type": "application/data",
@@ -105,3 +103,19 @@ def test_an_envelope_with_a_binary_body_shows_hex():
     assert shown.format == "kombu"
     assert shown.text.startswith("00000000  ff fe 00")
     assert shown.label.startswith("kombu message, application/data")
+
+
+def test_the_head_of_a_long_payload_is_shown_as_text_cut_short():
+    head = json.dumps({"text": "é" * 100}, ensure_ascii=False).encode()[:51]  # ends inside an "é"
+    shown = preview(head, 1_000_000)
+    assert shown.format == "text"
+    assert shown.truncated
+    assert shown.text == head[:50].decode()
+    assert shown.label == "text, 1000000 bytes"
+
+
+def test_the_head_of_a_long_binary_payload_is_a_hex_dump():
+    shown = preview(b"\x00" * 32, 1_000_000)
+    assert shown.format == "binary"
+    assert shown.truncated
+    assert shown.label == "binary, 1000000 bytes"
