@@ -7,6 +7,10 @@ or the gateway's App Engine backend. It knows nothing of sockets, so the
 batch endpoint runs each of its parts through the same dispatch, and any
 server (the emulator's, or a WSGI server through :mod:`.wsgi`) can host it.
 
+Requests for ``/`` and under ``/dashboard/`` go to the dashboard
+(:mod:`kombu_appengine.dashboard`), which uses the same authentication and
+ACLs (:meth:`RestApi.caller`, :meth:`RestApi.check_acl`).
+
 Authentication is the emulator's static one by default (``require_auth``,
 ``accepted_tokens``, ``identities``), or an :class:`Authenticator` (the
 gateway verifies tokens at Google's token-info endpoint). When the caller's
@@ -366,6 +370,7 @@ class RestApi:
             ResetConnection: a retry test says to drop the connection.
         """
         try:
+            # A batch's parts (which come with its token) are API calls only.
             if outer_token is None and self.dashboard.serves(target):
                 return self.dashboard.answer(method.upper(), target, headers, body, host)
             return self._dispatch(method.upper(), target, headers, body, host, outer_token, outer_retry_test)
