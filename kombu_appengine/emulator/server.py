@@ -250,7 +250,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._linger()
             return
         self.rfile.end_deadline()
-        self.server.count_request()
+        if not self.server.api.dashboard.serves(self.path):
+            # The dashboard's own polls are not API traffic (the demo counts calls per task).
+            self.server.count_request()
         host = self.headers.get("Host") or self.server.address
         try:
             fault = self.server.api.faults.take_fault(self.command, self.path)
@@ -302,6 +304,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}")
         head.append(f"Content-Length: {len(response.body)}")
+        head += [f"{name}: {value}" for name, value in response.headers]
         if self.close_connection:
             head.append("Connection: close")
         head += ["", ""]
@@ -538,7 +541,7 @@ class RestServer:
 
     @property
     def requests(self) -> int:
-        """HTTP requests received so far (a batch counts as one)."""
+        """HTTP requests of the API received so far (a batch counts as one; the dashboard's not at all)."""
         return self._server.requests
 
     def inject_failures(
@@ -656,6 +659,7 @@ class Emulator(RestServer):
             require_auth=require_auth,
             accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
             identities=identities,
+            admin=self.service,
         )
         self._journal: FileJournal | None = None
         super().__init__(api, host, port, max_connections, request_timeout, idle_timeout, latency)
