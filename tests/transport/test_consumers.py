@@ -64,6 +64,9 @@ def test_two_consumers_in_threads_get_every_task_exactly_once(emulator):
     prefill(emulator, 60)
     received: dict[str, list[int]] = {"one": [], "two": []}
     errors: list[BaseException] = []
+    # Each holds its first message until the other has one too: otherwise
+    # one consumer may drain the queue before the other has started.
+    both_started = threading.Barrier(2, timeout=30)
 
     def consume(name: str) -> None:
         try:
@@ -75,6 +78,8 @@ def test_two_consumers_in_threads_get_every_task_exactly_once(emulator):
                     except Empty:
                         break
                     received[name].append(message.payload["n"])
+                    if len(received[name]) == 1:
+                        both_started.wait()
                     message.ack()
                 queue.close()
         except BaseException as error:  # noqa: BLE001 - reported to the test thread
