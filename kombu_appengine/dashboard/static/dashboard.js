@@ -184,7 +184,7 @@
       box.append(el("p", { class: "more truncated-list" },
         "Showing the first " + queue.tasks.length + " of " + queue.totalTasks + " tasks, in lease order."));
     }
-    const head = ["Task", "Tag", "Retries", "Lease", "Enqueued", "Payload"];
+    const head = ["Task", "Tag", "Leases", "Lease", "Enqueued", "Payload"];
     if (!readOnly) head.push("");
     const table = el("table", { class: "tasks" }, el("tr", {}, ...head.map((name) => el("th", {}, name))));
     for (const task of queue.tasks) table.append(drawTask(project, queue.name, task, data.now));
