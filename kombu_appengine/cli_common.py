@@ -22,7 +22,7 @@ import math
 import signal
 import sys
 import traceback
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NoReturn, Protocol
 
 from . import __version__
 
@@ -126,6 +126,15 @@ def configure_logging(level: str, log_format: str, text_format: str) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(log_format == "json")
+
+
+def fail(prog: str, message: str, log_format: str) -> NoReturn:
+    """Stop the command with ``message``: ``PROG: MESSAGE`` on stderr, or with
+    ``--log-format json`` a CRITICAL JSON line, so that stderr stays all JSON; exit status 1."""
+    if log_format == "json":
+        logging.getLogger(f"kombu_appengine.{prog}").critical("%s", message)
+        sys.exit(1)
+    sys.exit(f"{prog}: {message}")
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:

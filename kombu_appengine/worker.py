@@ -51,6 +51,7 @@ from .cli_common import (
     add_version_option,
     configure_logging,
     connection_options,
+    fail,
     integer,
     non_negative_int,
     not_empty,
@@ -595,20 +596,20 @@ def main(argv: list[str] | None = None) -> None:
         metrics = None
         if args.metrics_port is not None:
             # Before FUNCTION's module is imported: it may import prometheus_client.
-            metrics = _serve_metrics(args.metrics_host, args.metrics_port)
+            metrics = _serve_metrics(args.metrics_host, args.metrics_port, args.log_format)
             cleanup.callback(metrics.close)
         _check_and_run(args, options, settings, metrics)
 
 
-def _serve_metrics(host: str, port: int) -> MetricsServer:
+def _serve_metrics(host: str, port: int, log_format: str) -> MetricsServer:
     from .metrics import MetricsServer, MetricsUnavailable
 
     try:
         server = MetricsServer(host, port)
     except MetricsUnavailable as error:
-        sys.exit(f"pullqueue_worker: {error}")
+        fail("pullqueue_worker", str(error), log_format)
     except OSError as error:
-        sys.exit(f"pullqueue_worker: cannot serve metrics on {host}:{port}: {error}")
+        fail("pullqueue_worker", f"cannot serve metrics on {host}:{port}: {error}", log_format)
     logger.info("serving Prometheus metrics on %s", server.url)
     return server
 
@@ -626,12 +627,16 @@ def _check_and_run(
             for queue in filter(None, (args.queue, args.dead_letter_queue)):
                 channel.queue_max_leases(queue)
     except (WorkerError, TaskQueueError, ValueError) as error:
-        sys.exit(f"pullqueue_worker: {error}")
+        fail("pullqueue_worker", str(error), args.log_format)
     supervisor = Supervisor(settings, args.processes, args.stats_interval, metrics)
     counts = supervisor.run()
     print(format_summary(counts), flush=True)
     if supervisor.gave_up:
-        sys.exit("pullqueue_worker: worker processes kept dying as soon as they started; see the log above")
+        fail(
+            "pullqueue_worker",
+            "worker processes kept dying as soon as they started; see the log above",
+            args.log_format,
+        )
 
 
 if __name__ == "__main__":
