@@ -290,31 +290,39 @@ def main(argv: list[str] | None = None) -> None:
     except TaskQueueError as error:
         sys.exit(f"pullqueue_status: {error}")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if args.watch else None
     try:
-        while True:
-            try:
-                result = report(client, queues)
-            except TaskQueueConnectionError as error:
-                if args.watch is None:
-                    sys.exit(f"pullqueue_status: {error}")
-                # Watching is for a while: the service may be back at the next refresh.
-                print(f"pullqueue_status: {error}", file=sys.stderr, flush=True)
-            except TaskQueueError as error:
-                sys.exit(f"pullqueue_status: {error}")
-            else:
-                output = (
-                    json.dumps(result.as_json(), ensure_ascii=False) if args.json else render_text(result)
-                )
-                print(output, flush=True)
-                if result.missing:
-                    sys.exit("\n".join(f"pullqueue_status: {error}" for error in result.missing.values()))
-            if args.watch is None or stop.wait(args.watch):
-                return
-            if not args.json:
-                print(flush=True)
+        _show(client, queues, args, stop)
     except KeyboardInterrupt:
         return
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _show(
+    client: TaskQueueClient, queues: list[str], args: argparse.Namespace, stop: threading.Event
+) -> None:
+    """Print the queues' status, once or, with ``--watch``, until ``stop`` is set."""
+    while True:
+        try:
+            result = report(client, queues)
+        except TaskQueueConnectionError as error:
+            if args.watch is None:
+                sys.exit(f"pullqueue_status: {error}")
+            # Watching is for a while: the service may be back at the next refresh.
+            print(f"pullqueue_status: {error}", file=sys.stderr, flush=True)
+        except TaskQueueError as error:
+            sys.exit(f"pullqueue_status: {error}")
+        else:
+            output = json.dumps(result.as_json(), ensure_ascii=False) if args.json else render_text(result)
+            print(output, flush=True)
+            if result.missing:
+                sys.exit("\n".join(f"pullqueue_status: {error}" for error in result.missing.values()))
+        if args.watch is None or stop.wait(args.watch):
+            return
+        if not args.json:
+            print(flush=True)
 
 
 if __name__ == "__main__":
