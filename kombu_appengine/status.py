@@ -128,7 +128,7 @@ def queue_status(client: TaskQueueClient, queue: str, now: float) -> QueueStatus
     return QueueStatus(
         queue=queue,
         total_tasks=int(stats.get("totalTasks") or 0),
-        oldest_task_age_seconds=max(now - oldest, 0.0) if oldest else None,
+        oldest_task_age_seconds=round(max(now - oldest, 0.0), 3) if oldest else None,
         leased_last_minute=int(stats.get("leasedLastMinute") or 0),
         leased_last_hour=int(stats.get("leasedLastHour") or 0),
         listed_tasks=len(listed),
