@@ -176,13 +176,12 @@ def test_counters_add_up_across_processes_and_a_replaced_one(worker_emulator: Em
     )
     url = metrics_url(worker)
 
-    def done() -> bool:
-        return total_tasks(worker_emulator, "jobs") == 0 and total_tasks(worker_emulator, "dead") == len(
-            FAILING
-        )
-
-    wait_for(done, timeout=120, what="every task processed or dead-lettered")
+    # A task leaves "jobs" only once processed or copied to "dead".
+    wait_for(lambda: total_tasks(worker_emulator, "jobs") == 0, timeout=120, what="every task done")
+    # One more than FAILING when the crash lost the delete of a task it had
+    # just dead-lettered: that task came back, and went to "dead" again.
     dead_lettered = total_tasks(worker_emulator, "dead")
+    assert dead_lettered >= len(FAILING)
 
     def truth() -> dict[str, float]:
         events = worker.events()

@@ -9,6 +9,7 @@ the installed console script and is stopped with SIGINT as a person would.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -226,14 +227,14 @@ def test_watch_refreshes_until_sigint_then_exits_0(emulator: Emulator):
     process = subprocess.Popen(
         [
             str(pathlib.Path(sys.executable).parent / "pullqueue_status"),
-            "--api-endpoint",
-            emulator.url,
             "--queue",
             "default",
             "--json",
             "--watch",
             "0.1",
         ],
+        # The emulator named as for the worker and kombu: no flag needed.
+        env=dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
