@@ -554,6 +554,7 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-host",
         type=not_empty("an address"),
         default="127.0.0.1",
+        metavar="HOST",
         help="address the metrics are served on (default: %(default)s)",
     )
     add_log_level_option(parser, default="INFO")
