@@ -294,7 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _show(client, queues, args, stop)
     except KeyboardInterrupt:
-        return
+        # Ctrl-C is how a watch ends; a single look it interrupts.
+        if args.watch is None:
+            sys.exit(130)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
