@@ -11,6 +11,8 @@ import os
 import pathlib
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -181,3 +183,43 @@ def test_the_emulator_logs_json(spawn: Spawn, tmp_path: pathlib.Path):
         "note: not serving push queues mail (only queues with 'mode: pull' are served by the REST API)"
     )
     assert any(line["level"] == "DEBUG" and line["message"].endswith("/tasks 200") for line in lines)
+
+
+@pytest.mark.slow
+def test_the_local_gateway_logs_json(tmp_path: pathlib.Path):
+    queue_yaml = tmp_path / "queue.yaml"
+    queue_yaml.write_text("queue:\n- name: jobs\n  mode: pull\n")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kombu_appengine.gateway.cli",
+            "serve",
+            "--queue-yaml",
+            str(queue_yaml),
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "DEBUG",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{url}/taskqueue/v1beta2/projects/p/taskqueues/nope", timeout=10)
+        assert missing.value.code == 404
+        missing.value.close()
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    lines = json_lines(err)
+    assert any(line["message"].endswith("/taskqueues/nope 404") for line in lines), lines
