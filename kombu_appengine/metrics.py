@@ -102,8 +102,13 @@ class MetricsServer:
         # programs' series, and values of earlier runs, into ours.
         os.environ[MULTIPROC_DIR_ENV] = self.directory
         try:
-            from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+            from prometheus_client import CollectorRegistry, multiprocess, start_http_server, values
 
+            if not getattr(values.ValueClass, "_multiprocess", False):
+                raise MetricsUnavailable(
+                    "prometheus_client was imported before --metrics-port could set "
+                    f"{MULTIPROC_DIR_ENV}: the worker's processes could not share their metrics"
+                )
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.directory)
             self._server, self._thread = start_http_server(port, addr=host, registry=registry)
