@@ -1,5 +1,7 @@
 """What every console script of the project shares: ``--version``,
-``--log-level``, and the argparse ``type=`` functions that check values.
+``--log-level`` and ``--log-format`` (with the JSON log formatter), the
+connection options of the commands that talk to the API, and the argparse
+``type=`` functions that check values.
 
 ``pullqueue_emulator``, ``pullqueue_worker``, ``pullqueue_authenticate`` and
 the demo each build their own :class:`argparse.ArgumentParser`; the options
@@ -13,16 +15,24 @@ anything starts.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
 import math
 import signal
 import sys
-from typing import Callable, Protocol
+import traceback
+from typing import Any, Callable, NoReturn, Protocol
 
 from . import __version__
 
 #: The logging levels ``--log-level`` offers (any case; ``WARN`` is taken too).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The formats ``--log-format`` offers: lines for people, or one JSON object a line.
+LOG_FORMATS = ("text", "json")
+#: The attributes every :class:`logging.LogRecord` has; anything else on a
+#: record came from ``extra=`` and goes into a JSON line's ``extra``.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 def log_level(value: str) -> str:
@@ -50,6 +60,111 @@ def add_log_level_option(parser: argparse.ArgumentParser, default: str) -> None:
         metavar="LEVEL",
         help=f"logging level: {', '.join(LOG_LEVELS)} (default: %(default)s)",
     )
+
+
+def add_log_format_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--log-format text|json`` (default ``text``)."""
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines as text, or one JSON object a line for log pipelines (default: %(default)s)",
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``timestamp`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, ``process`` (the pid) and ``process_name``; ``exception`` (the
+    exception's type and text) and ``traceback`` when the record carries one,
+    ``stack`` with ``stack_info``, and ``extra`` with what ``extra=`` added.
+
+    A traceback is a field of its line, never lines of its own, so a log
+    pipeline reading a line at a time keeps it with its message. Values that
+    JSON cannot hold (in ``extra``, say) are written as their ``repr``: a log
+    call never fails for what it carries.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (no newline inside)."""
+        document: dict[str, Any] = {
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+            "process_name": record.processName,
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            document["exception"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+            document["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            document["traceback"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        extra = {key: value for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES}
+        if extra:
+            document["extra"] = extra
+        return json.dumps(document, default=repr, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str, text_format: str) -> None:
+    """Log to stderr at ``level``, as ``text_format`` lines or (``json``) with :class:`JsonFormatter`.
+
+    With ``json``, Python's warnings are logged too (``py.warnings``), so
+    that every line on stderr is JSON. Like :func:`logging.basicConfig`, it
+    does nothing when the root logger has a handler already (a forked
+    worker process inherits its parent's).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(log_format == "json")
+
+
+def fail(prog: str, message: str, log_format: str) -> NoReturn:
+    """Stop the command with ``message``: ``PROG: MESSAGE`` on stderr, or with
+    ``--log-format json`` a CRITICAL JSON line, so that stderr stays all JSON; exit status 1."""
+    if log_format == "json":
+        logging.getLogger(f"kombu_appengine.{prog}").critical("%s", message)
+        sys.exit(1)
+    sys.exit(f"{prog}: {message}")
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """Add how a command reaches the API: ``--project``, ``--hrd-project``,
+    ``--api-endpoint`` and ``--credentials`` (``TASKQUEUE_EMULATOR_HOST`` works too)."""
+    parser.add_argument("--project", help="the App Engine application id (not needed with an emulator)")
+    parser.add_argument("--hrd-project", action="store_true", help="send the project as s~PROJECT")
+    parser.add_argument(
+        "--api-endpoint",
+        metavar="URL",
+        help="base URL of another server speaking the API, such as a deployed gateway (default: Google's)",
+    )
+    parser.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="credentials file (from pullqueue_authenticate, a service-account key, an authorized-user "
+        "file, or any other kind google-auth loads); default: Application Default Credentials",
+    )
+
+
+def connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The transport options that :func:`add_connection_options`'s flags give."""
+    options: dict[str, Any] = {"hrd_project": args.hrd_project}
+    if args.project:
+        options["project_name"] = args.project
+    if args.credentials:
+        options["credentials_file"] = args.credentials
+    if args.api_endpoint:
+        options["api_endpoint"] = args.api_endpoint
+    return options
 
 
 def add_version_option(parser: argparse.ArgumentParser) -> None:

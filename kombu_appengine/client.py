@@ -9,6 +9,10 @@ and the project.
 It is safe to share between threads (each thread gets its own HTTP
 connection, since ``httplib2.Http`` is not thread-safe) and across
 ``fork()`` (a child process builds its own).
+
+:func:`observe_calls` lets a process watch every call it makes (its name,
+how long it took, whether it failed), as ``pullqueue_worker --metrics-port``
+does, without this module knowing what watches.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import google.auth.exceptions
 import httplib2
@@ -50,6 +54,46 @@ logger = logging.getLogger(__name__)
 
 #: Errors of the network or the HTTP exchange itself, worth retrying.
 TRANSPORT_ERRORS = (OSError, httplib2.HttpLib2Error, http.client.HTTPException)
+
+#: What an observer of calls is told: the call's name (:data:`CALL_NAMES`,
+#: with ``_batch`` added for a batch call), its seconds, retries included,
+#: and the error it ended with, or ``None``.
+CallObserver = Callable[[str, float, Optional[BaseException]], None]
+#: The name each call is observed under, by the action its errors name.
+CALL_NAMES = {
+    "get queue": "get_queue",
+    "insert task": "insert",
+    "lease tasks": "lease",
+    "get task": "get_task",
+    "delete task": "delete",
+    "change lease": "change_lease",
+    "list tasks": "list",
+}
+#: The observers of this process's calls (see :func:`observe_calls`).
+_observers: list[CallObserver] = []
+
+
+def observe_calls(observer: CallObserver) -> Callable[[], None]:
+    """Call ``observer(name, seconds, error)`` after every API call of this process.
+
+    A batch call is one call, named after its parts with ``_batch`` added
+    (``delete_batch``, ``change_lease_batch``). The observer runs on the
+    thread that made the call, so it must be quick and must not raise; one
+    that raises is logged and the call's own outcome stands.
+
+    Returns:
+        A function that stops the observing.
+    """
+    _observers.append(observer)
+    return lambda: _observers.remove(observer)
+
+
+def _tell_observers(name: str, seconds: float, error: BaseException | None) -> None:
+    for observer in list(_observers):
+        try:
+            observer(name, seconds, error)
+        except Exception:  # an observer's bug must not fail the call it watched
+            logger.exception("an observer of API calls failed on %s", name)
 
 
 def emulator_root_url() -> str | None:
@@ -215,8 +259,9 @@ class TaskQueueClient:
         done_if_retried: Iterable[int] = (),
         deadline: float | None = None,
         max_retries: int | None = None,
+        call_name: str | None = None,
     ) -> Any:
-        """Run a request, retrying transient failures with backoff.
+        """Run a request, retrying transient failures with backoff; tell the observers.
 
         ``done_if_retried`` are statuses that mean the request already took
         effect when they answer a retry (409 for an insert with our own
@@ -228,7 +273,34 @@ class TaskQueueClient:
         ``deadline`` (on :func:`time.monotonic`'s clock) ends the retries
         early: a retry that could not start before it is not made, and the
         last failure is raised. ``max_retries`` overrides the client's.
+        ``call_name`` is what observers are told (by default, ``action``'s
+        name in :data:`CALL_NAMES`).
         """
+        if not _observers:
+            return self._execute_with_retries(
+                make_request, queue, action, done_if_retried, deadline, max_retries
+            )
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            return self._execute_with_retries(
+                make_request, queue, action, done_if_retried, deadline, max_retries
+            )
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            _tell_observers(call_name or CALL_NAMES.get(action, action), time.monotonic() - started, error)
+
+    def _execute_with_retries(
+        self,
+        make_request: Callable[[], Any],
+        queue: str,
+        action: str,
+        done_if_retried: Iterable[int],
+        deadline: float | None,
+        max_retries: int | None,
+    ) -> Any:
         retries = self.max_retries if max_retries is None else max_retries
         delay = self.retry_delay
         for attempt in range(retries + 1):
@@ -566,7 +638,7 @@ class TaskQueueClient:
                 batch.add(make(self.tasks, task), request_id=task)
             return batch
 
-        self._execute(build, queue, action)
+        self._execute(build, queue, action, call_name=CALL_NAMES.get(action, action) + "_batch")
         return answers
 
 

@@ -18,6 +18,9 @@ bytes), acknowledge (delete) it when FUNCTION returns.
   second signal stops at once (the leases then expire: nothing is lost).
 * Every ``--stats-interval`` seconds one log line with processed, failed,
   retried and tasks per second; a summary line at exit.
+* ``--metrics-port``: Prometheus metrics of all the processes together
+  (:mod:`kombu_appengine.metrics`, the ``metrics`` extra).
+* ``--log-format json``: one JSON object a line on stderr, from every process.
 """
 
 from __future__ import annotations
@@ -36,22 +39,32 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kombu import Connection
 
 from .api import MAX_LEASE_SECONDS, MAX_NUM_TASKS
 from .cli_common import (
+    add_connection_options,
+    add_log_format_option,
     add_log_level_option,
     add_version_option,
+    configure_logging,
+    connection_options,
+    fail,
     integer,
     non_negative_int,
+    not_empty,
     number,
+    port_number,
     positive_int,
     queue_name,
 )
 from .errors import TaskQueueConnectionError, TaskQueueError
 from .names import pull_queue_name
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer, ProcessMetrics
 
 logger = logging.getLogger("kombu_appengine.worker")
 
@@ -65,6 +78,8 @@ QUICK_DEATH_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: The counters every worker process adds to.
 COUNTERS = ("processed", "failed", "retried", "dead_lettered", "dropped")
+#: The format of the worker's text log lines.
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s: %(message)s"
 
 
 class WorkerError(Exception):
@@ -126,6 +141,9 @@ class WorkerSettings:
     retry_backoff: float = 1.0
     polling_interval: float = 1.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    #: Whether the processes write Prometheus metrics (``--metrics-port``).
+    metrics: bool = False
 
 
 class Counters:
@@ -133,11 +151,18 @@ class Counters:
 
     def __init__(self, context: Any) -> None:
         self._values = {name: context.Value("q", 0) for name in COUNTERS}
+        self._observer: Callable[[str, int], None] | None = None
+
+    def watch(self, observer: Callable[[str, int], None]) -> None:
+        """In this process, call ``observer(name, amount)`` with every addition too (the metrics)."""
+        self._observer = observer
 
     def add(self, name: str, amount: int = 1) -> None:
         value = self._values[name]
         with value.get_lock():
             value.value += amount
+        if self._observer is not None:
+            self._observer(name, amount)
 
     def snapshot(self) -> dict[str, int]:
         return {name: value.value for name, value in self._values.items()}
@@ -150,11 +175,15 @@ def _handle(
     settings: WorkerSettings,
     max_leases: int | None,
     counters: Counters,
+    metrics: ProcessMetrics | None = None,
 ) -> None:
+    started = time.monotonic()
     try:
         payload = message.decode()
         function(payload)
     except Exception:  # FUNCTION may raise anything; the task is kept
+        if metrics is not None:
+            metrics.task_done("failed", time.monotonic() - started)
         counters.add("failed")
         attempt = int(message.delivery_info.get("retry_count", 1))
         task_id = message.delivery_info.get("task_id")
@@ -188,15 +217,25 @@ def _handle(
         channel.retry_later(message.delivery_tag, delay)
         counters.add("retried")
         return
+    if metrics is not None:
+        metrics.task_done("processed", time.monotonic() - started)
     message.ack()
     counters.add("processed")
 
 
 def work(settings: WorkerSettings, counters: Counters) -> None:
     """One worker process: get, call, ack, until SIGTERM (a second one stops at once)."""
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format, TEXT_LOG_FORMAT)
+    try:
+        _work(settings, counters)
+    except Exception:
+        # Logged, rather than printed by multiprocessing, so that it is one
+        # JSON line with --log-format json; the supervisor starts another.
+        logger.exception("worker process failed")
+        sys.exit(1)
+
+
+def _work(settings: WorkerSettings, counters: Counters) -> None:
     stopping = threading.Event()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -212,6 +251,12 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
     # handlers never ran here; one that came meanwhile is delivered now, to ours.
     _unblock_stop_signals()
     function = load_function(settings.function)
+    metrics = None
+    if settings.metrics:
+        from .metrics import ProcessMetrics
+
+        metrics = ProcessMetrics()
+        counters.watch(metrics.count)
     with connect(settings.transport_options) as conn:
         channel = conn.default_channel
         max_leases = channel.queue_max_leases(settings.queue)
@@ -229,11 +274,13 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
                 logger.warning("cannot lease from %r now (%s); trying again", settings.queue, error)
                 stopping.wait(settings.polling_interval)
                 continue
+            if metrics is not None:
+                metrics.set_buffered(channel.buffered(settings.queue))
             if message is None:
                 stopping.wait(settings.polling_interval)
                 continue
             try:
-                _handle(channel, message, function, settings, max_leases, counters)
+                _handle(channel, message, function, settings, max_leases, counters, metrics)
             except TaskQueueError as error:
                 logger.warning(
                     "could not settle a task of %r (%s); it comes back when its lease ends",
@@ -265,8 +312,16 @@ def connect(transport_options: dict[str, Any]) -> Connection:
 class Supervisor:
     """Keeps ``processes`` worker processes running until told to stop."""
 
-    def __init__(self, settings: WorkerSettings, processes: int, stats_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        processes: int,
+        stats_interval: float = 5.0,
+        metrics: MetricsServer | None = None,
+    ) -> None:
         self.settings = settings
+        #: Told when a process exits, so that its gauges no longer count.
+        self.metrics = metrics
         self.processes = processes
         self.stats_interval = stats_interval
         methods = multiprocessing.get_all_start_methods()
@@ -292,6 +347,10 @@ class Supervisor:
             child.start()
         child.started_at = time.monotonic()
         return child
+
+    def _exited(self, child: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.process_exited(child.pid)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Only note it: a handler runs between any two bytecodes, even in the
@@ -356,6 +415,7 @@ class Supervisor:
                     continue
                 if self._stop_requests:
                     continue
+                self._exited(child)
                 lived = time.monotonic() - child.started_at
                 logger.error(
                     "%s (pid %d) died with exit code %s; starting another",
@@ -388,6 +448,7 @@ class Supervisor:
                 last_report, last_processed = now, counts["processed"]
         for child in self.children:
             child.join()
+            self._exited(child)
         final: dict[str, float] = dict(self.counters.snapshot())
         final["seconds"] = time.monotonic() - started
         return final
@@ -457,19 +518,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds to wait after finding the queue empty (default: %(default)s)",
     )
-    parser.add_argument("--project", help="the App Engine application id (not needed with an emulator)")
-    parser.add_argument("--hrd-project", action="store_true", help="send the project as s~PROJECT")
-    parser.add_argument(
-        "--api-endpoint",
-        metavar="URL",
-        help="base URL of another server speaking the API, such as a deployed gateway (default: Google's)",
-    )
-    parser.add_argument(
-        "--credentials",
-        metavar="FILE",
-        help="credentials file (from pullqueue_authenticate, a service-account key, an authorized-user "
-        "file, or any other kind google-auth loads); default: Application Default Credentials",
-    )
+    add_connection_options(parser)
     parser.add_argument(
         "--max-retries",
         type=non_negative_int,
@@ -494,7 +543,22 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between progress lines (default: %(default)s)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="N",
+        help="serve Prometheus metrics of all the processes on this port; 0 picks a free one "
+        "(needs the metrics extra; default: none)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        type=not_empty("an address"),
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics are served on (default: %(default)s)",
+    )
     add_log_level_option(parser, default="INFO")
+    add_log_format_option(parser)
     add_version_option(parser)
     return parser
 
@@ -503,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     """The ``pullqueue_worker`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(processName)s: %(message)s")
+    configure_logging(args.log_level, args.log_format, TEXT_LOG_FORMAT)
     if args.dead_letter_queue is not None and pull_queue_name(args.dead_letter_queue) == pull_queue_name(
         args.queue
     ):
@@ -515,14 +579,8 @@ def main(argv: list[str] | None = None) -> None:
         "num_tasks": args.num_tasks,
         "lease_secs": args.lease_secs,
         "polling_interval": args.polling_interval,
-        "hrd_project": args.hrd_project,
+        **connection_options(args),
     }
-    if args.project:
-        options["project_name"] = args.project
-    if args.credentials:
-        options["credentials_file"] = args.credentials
-    if args.api_endpoint:
-        options["api_endpoint"] = args.api_endpoint
     settings = WorkerSettings(
         function=args.function,
         queue=args.queue,
@@ -532,7 +590,37 @@ def main(argv: list[str] | None = None) -> None:
         retry_backoff=args.retry_backoff,
         polling_interval=args.polling_interval,
         log_level=args.log_level,
+        log_format=args.log_format,
+        metrics=args.metrics_port is not None,
     )
+    with contextlib.ExitStack() as cleanup:
+        metrics = None
+        if args.metrics_port is not None:
+            # Before FUNCTION's module is imported: it may import prometheus_client.
+            metrics = _serve_metrics(args.metrics_host, args.metrics_port, args.log_format)
+            cleanup.callback(metrics.close)
+        _check_and_run(args, options, settings, metrics)
+
+
+def _serve_metrics(host: str, port: int, log_format: str) -> MetricsServer:
+    from .metrics import MetricsServer, MetricsUnavailable
+
+    try:
+        server = MetricsServer(host, port)
+    except MetricsUnavailable as error:
+        fail("pullqueue_worker", str(error), log_format)
+    except OSError as error:
+        fail("pullqueue_worker", f"cannot serve metrics on {host}:{port}: {error}", log_format)
+    logger.info("serving Prometheus metrics on %s", server.url)
+    return server
+
+
+def _check_and_run(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    settings: WorkerSettings,
+    metrics: MetricsServer | None,
+) -> None:
     try:
         load_function(args.function)
         with connect(options) as conn:
@@ -540,12 +628,16 @@ def main(argv: list[str] | None = None) -> None:
             for queue in filter(None, (args.queue, args.dead_letter_queue)):
                 channel.queue_max_leases(queue)
     except (WorkerError, TaskQueueError, ValueError) as error:
-        sys.exit(f"pullqueue_worker: {error}")
-    supervisor = Supervisor(settings, args.processes, args.stats_interval)
+        fail("pullqueue_worker", str(error), args.log_format)
+    supervisor = Supervisor(settings, args.processes, args.stats_interval, metrics)
     counts = supervisor.run()
     print(format_summary(counts), flush=True)
     if supervisor.gave_up:
-        sys.exit("pullqueue_worker: worker processes kept dying as soon as they started; see the log above")
+        fail(
+            "pullqueue_worker",
+            "worker processes kept dying as soon as they started; see the log above",
+            args.log_format,
+        )
 
 
 if __name__ == "__main__":

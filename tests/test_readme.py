@@ -30,6 +30,7 @@ COMMANDS = {
     "pullqueue_worker": [sys.executable, "-m", "kombu_appengine.worker"],
     "pullqueue_authenticate": [sys.executable, "-m", "kombu_appengine.authenticate"],
     "pullqueue_gateway": [sys.executable, "-m", "kombu_appengine.gateway.cli"],
+    "pullqueue_status": [sys.executable, "-m", "kombu_appengine.status"],
 }
 
 

@@ -9,7 +9,16 @@ import sys
 
 from .. import cli_common
 from ..api import PROJECT_ID_RE, bare_project
-from ..cli_common import add_log_level_option, add_version_option, not_empty, port_number, serve_until_stopped
+from ..cli_common import (
+    add_log_format_option,
+    add_log_level_option,
+    add_version_option,
+    configure_logging,
+    fail,
+    not_empty,
+    port_number,
+    serve_until_stopped,
+)
 from .queue_yaml import QueueYamlError, queue_configs
 from .server import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT, REQUEST_TIMEOUT, Emulator
 from .storage import StorageError
@@ -19,6 +28,8 @@ positive_int = cli_common.positive_int
 #: ``type=`` of ``--request-timeout`` and ``--idle-timeout``.
 positive_seconds = cli_common.number("seconds")
 _milliseconds = cli_common.number("milliseconds", zero=True)
+
+logger = logging.getLogger(__name__)
 
 
 def milliseconds(value: str) -> float:
@@ -118,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         " out at once, and other connections are not held up (default: 0)",
     )
     add_log_level_option(parser, default="WARNING")
+    add_log_format_option(parser)
     add_version_option(parser)
     return parser
 
@@ -137,29 +149,36 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.fsync and not args.data_dir:
         parser.error("--fsync needs --data-dir")
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def notice(kind: str, text: str) -> None:
+        # Shown whatever --log-level says; with --log-format json, as a JSON line like the rest.
+        if args.log_format == "json":
+            logger.log(max(logging.WARNING, logger.getEffectiveLevel()), "%s: %s", kind, text)
+        else:
+            print(f"pullqueue_emulator: {kind}: {text}", file=sys.stderr)
+
     try:
         configs = queue_configs(args.queue, args.queue_yaml)
     except (QueueYamlError, ValueError) as exc:
-        sys.exit(f"pullqueue_emulator: {exc}")
+        fail("pullqueue_emulator", str(exc), args.log_format)
     push = [config.name for config in configs if config.mode != "pull"]
     if push:
-        print(
-            f"pullqueue_emulator: note: not serving push queues {', '.join(push)} "
+        notice(
+            "note",
+            f"not serving push queues {', '.join(push)} "
             "(only queues with 'mode: pull' are served by the REST API)",
-            file=sys.stderr,
         )
     if not any(config.mode == "pull" for config in configs):
-        print(
-            "pullqueue_emulator: warning: no pull queue declared (use --queue or --queue-yaml); "
-            "every request will be answered 404",
-            file=sys.stderr,
+        notice(
+            "warning",
+            "no pull queue declared (use --queue or --queue-yaml); every request will be answered 404",
         )
     if not _is_loopback(args.host):
-        print(
-            f"pullqueue_emulator: warning: listening on {args.host}, not loopback: anyone who can "
-            "reach it can read and change every queue",
-            file=sys.stderr,
+        notice(
+            "warning",
+            f"listening on {args.host}, not loopback: anyone who can reach it "
+            "can read and change every queue",
         )
     try:
         server = Emulator(
@@ -176,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             latency=args.latency,
         )
     except (OSError, StorageError) as exc:
-        sys.exit(f"pullqueue_emulator: cannot start: {exc}")
+        fail("pullqueue_emulator", f"cannot start: {exc}", args.log_format)
     serve_until_stopped(server)
 
 

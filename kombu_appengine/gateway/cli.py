@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from ..cli_common import add_log_level_option, add_version_option, serve_until_stopped
+from ..cli_common import (
+    add_log_format_option,
+    add_log_level_option,
+    add_version_option,
+    configure_logging,
+    fail,
+    serve_until_stopped,
+)
 from ..emulator.queue_yaml import QueueYamlError, load_queue_yaml
 from .auth import GOOGLE_TOKENINFO_URL
 
@@ -41,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         help="an account allowed on every queue, whatever its acl (repeatable)",
     )
     add_log_level_option(serve, default="WARNING")
+    add_log_format_option(serve)
     scaffold = commands.add_parser("scaffold", help="write a directory ready for gcloud app deploy")
     scaffold.add_argument("directory", metavar="DIR")
     scaffold.add_argument(
@@ -66,11 +73,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         configs = load_queue_yaml(args.queue_yaml)
     except QueueYamlError as exc:
-        sys.exit(f"pullqueue_gateway: {exc}")
+        fail("pullqueue_gateway", str(exc), args.log_format)
     from .auth import TokenInfoAuthenticator
     from .local import LocalGateway
 
@@ -82,7 +89,7 @@ def _serve(args: argparse.Namespace) -> None:
             configs, project=args.project, authenticator=authenticator, host=args.host, port=args.port
         )
     except OSError as exc:
-        sys.exit(f"pullqueue_gateway: cannot start: {exc}")
+        fail("pullqueue_gateway", f"cannot start: {exc}", args.log_format)
     serve_until_stopped(server)
 
 

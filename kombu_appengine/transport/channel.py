@@ -330,6 +330,10 @@ class Channel(virtual.Channel):
         """
         self._book.flush()
 
+    def buffered(self, queue: str) -> int:
+        """How many tasks of the kombu queue ``queue`` wait in this channel's buffer."""
+        return self._book.buffered(queue)
+
     def release_buffered(self, queue: str | None = None) -> int:
         """Release the leases of the tasks buffered but not yet delivered.
 

@@ -68,11 +68,12 @@ def readme_table_flags(section: str, first_column: str) -> set[str]:
     return flags
 
 
-def test_pyproject_declares_the_four_commands():
+def test_pyproject_declares_the_five_commands():
     assert SCRIPTS == [
         "pullqueue_authenticate",
         "pullqueue_emulator",
         "pullqueue_gateway",
+        "pullqueue_status",
         "pullqueue_worker",
     ]
 
@@ -108,7 +109,11 @@ def test_log_levels_are_taken_in_any_case(given: str, level: str):
 
 @pytest.mark.parametrize(
     ("script", "section", "first_column"),
-    [("pullqueue_emulator", "The emulator", "flag"), ("pullqueue_worker", "The worker", "option")],
+    [
+        ("pullqueue_emulator", "The emulator", "flag"),
+        ("pullqueue_worker", "The worker", "option"),
+        ("pullqueue_status", "Seeing the queues", "option"),
+    ],
 )
 def test_the_readme_table_documents_exactly_the_flags_of_help(script: str, section: str, first_column: str):
     in_help = help_flags(script) - UNDOCUMENTED
