@@ -143,8 +143,8 @@ def test_connect_to_an_unreachable_endpoint_fails(emulator):
     connection.release()
 
 
-def test_drain_events_keeps_to_its_timeout_when_the_server_goes_away(make_emulator):
-    server = make_emulator(queues=["default"])
+def test_drain_events_keeps_to_its_timeout_when_the_server_goes_away(make_server):
+    server = make_server(queues=["default"])
     # Enough retries, with their backoff, to take many times the timeout.
     with (
         connect(server, request_retries=8) as connection,
@@ -168,9 +168,9 @@ def test_client_errors_are_not_retried(emulator):
         queue.close()
 
 
-def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_emulator):
+def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_server):
     guarded = QueueConfig("guarded", consumer_emails=["worker@example.com"])
-    server = make_emulator(queues=[guarded], identities={"worker-token": "worker@example.com"})
+    server = make_server(queues=[guarded], identities={"worker-token": "worker@example.com"})
     token = google.oauth2.credentials.Credentials(token="worker-token")
     with connect(server, credentials=token) as connection:
         queue = connection.SimpleQueue("guarded")
