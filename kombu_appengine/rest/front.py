@@ -28,7 +28,7 @@ import logging
 import re
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, NamedTuple, Protocol
 
 from .. import api, discovery
@@ -299,7 +299,7 @@ class RestApi:
         self,
         backend: TaskQueueBackend,
         require_auth: bool = False,
-        accepted_tokens: set[str] | None = None,
+        accepted_tokens: Iterable[str] | None = None,
         identities: Mapping[str, str] | None = None,
         injector: FaultInjector | None = None,
         authenticator: Authenticator | None = None,
@@ -308,7 +308,7 @@ class RestApi:
     ) -> None:
         self.backend = backend
         self.require_auth = require_auth
-        self.accepted_tokens = accepted_tokens
+        self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None else None
         self.identities = identities
         self.authenticator = authenticator
         self.keep_tokens = keep_tokens
