@@ -268,6 +268,9 @@ class Queue:
         tasks to delete instead, because they reached ``maxLeases``.
         """
         candidates: Iterable[Task] = self._due(self._heap, now)
+        # As App Engine: an empty tag is no tag, here as on insert (the group
+        # is the oldest task's, not the tasks tagged "", of which there are none).
+        tag = tag or None
         if by_tag and tag is None:
             # As App Engine: the oldest task's tag is the group; a tagged
             # group is every due task of that tag, but an untagged one only
@@ -552,7 +555,7 @@ class TaskQueueService:
 
     def insert(self, project: str, name: str, body: Any) -> dict[str, Any]:
         """``tasks.insert``: add a task; a reserved name is 409."""
-        task_name, payload, tag = parse_new_task(body)
+        task_name, payload, tag = parse_new_task(body, name)
         with self.lock:
             queue = self.queue(project, name)
             check_queue_name(body, project, name)
@@ -604,7 +607,11 @@ class TaskQueueService:
             long_name = api.long_queue_name(project, name)
             response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if leased:
-                response["items"] = [task.resource(long_name, now) for task in leased]
+                # The lease made, even one of 0 seconds, over at once (as App
+                # Engine's lease gives each task its new ETA); a later get says 0.
+                response["items"] = [
+                    {**task.resource(long_name, now), "leaseTimestamp": str(expires)} for task in leased
+                ]
             return response
 
     def get_task(self, project: str, name: str, task_name: str) -> dict[str, Any]:

@@ -169,7 +169,7 @@ class AppEngineBackend:
 
     def insert(self, project: str, queue: str, body: Any) -> dict[str, Any]:
         """``tasks.insert`` through ``Queue.add``: a PULL task due now."""
-        name, payload, tag = parse_new_task(body)
+        name, payload, tag = parse_new_task(body, queue)
         with self.lock, _translated():
             self._queue(project, queue)
             check_queue_name(body, project, queue)

@@ -146,9 +146,9 @@ def test_bad_base64_is_400(emulator: Emulator, payload: Any) -> None:
 def test_payload_over_one_mib_is_400_and_the_whole_task_counts(emulator: Emulator) -> None:
     too_big = post_json(emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * (ONE_MIB + 1))})
     assert_google_error(too_big, 400, str(ONE_MIB))
-    # As App Engine: the payload, the name, the tag and the task's other fields count.
+    # As App Engine: the payload, the name, the tag, the queue name and the task's other fields count.
     exactly = post_json(emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * ONE_MIB)})
-    assert_google_error(exactly, 400, "1048640")
+    assert_google_error(exactly, 400, "1048647")
     tagged = post_json(
         emulator, QUEUE_PATH + "/tasks", {"payloadBase64": b64(b"x" * (ONE_MIB - 100)), "tag": "t" * 40}
     )
