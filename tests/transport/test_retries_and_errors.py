@@ -108,7 +108,7 @@ def test_more_failures_than_request_retries_is_a_connection_error(emulator):
 
 
 @pytest.mark.slow  # waits out the client's retries, seconds
-def test_unreachable_server_is_a_connection_error(emulator):
+def test_unreachable_server_is_a_connection_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
@@ -129,7 +129,7 @@ def test_unreachable_server_is_a_connection_error(emulator):
 
 
 @pytest.mark.slow  # waits out the client's retries, seconds
-def test_connect_to_an_unreachable_endpoint_fails(emulator):
+def test_connect_to_an_unreachable_endpoint_fails():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
