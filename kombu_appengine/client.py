@@ -142,6 +142,9 @@ class TaskQueueClient:
         self.timeout = timeout
         self._document = load_document(root_url)
         self._local = threading.local()
+        #: Every thread's HTTP object of this process, for :meth:`close`.
+        self._https: list[tuple[int, Any]] = []
+        self._https_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<TaskQueueClient project={self.project!r} root_url={self.root_url!r}>"
@@ -163,14 +166,29 @@ class TaskQueueClient:
             local.taskqueues = local.service.taskqueues()
             local.http = http
             local.pid = os.getpid()
+            with self._https_lock:
+                self._https.append((local.pid, http))
         return local
 
     def close_thread(self) -> None:
         """Close this thread's HTTP connections (a thread that ends leaves no socket behind)."""
         local = self._local
         if getattr(local, "pid", None) == os.getpid():
-            local.http.close()
+            self._close_http(local.http)
         local.pid = None
+
+    def close(self) -> None:
+        """Close the HTTP connections of every thread (the client can still be used: it reconnects)."""
+        with self._https_lock:
+            https = list(self._https)  # a thread that goes on using its own reconnects
+        for pid, opened in https:
+            if pid == os.getpid():  # a parent's sockets are the parent's to close
+                opened.close()
+
+    def _close_http(self, http: Any) -> None:
+        with self._https_lock:
+            self._https = [(pid, kept) for pid, kept in self._https if kept is not http]
+        http.close()
 
     @property
     def service(self) -> Any:
@@ -244,7 +262,7 @@ class TaskQueueClient:
                     ) from error
                 logger.warning("%s on queue %r failed (%r); retrying in %.2fs", action, queue, error, wait)
                 # A connection that failed may be half-used: start afresh.
-                self._local.pid = None
+                self.close_thread()
             time.sleep(wait)
             delay = min(delay * 2, self.max_retry_delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -6,6 +6,10 @@ code would; half through kombu), runs ``pullqueue_worker`` with several
 processes on them while a progress bar shows the queue draining, and ends
 with a summary. The queue is checked empty through the API at the end.
 Exits 0 when every task was processed and the queue is empty.
+
+The emulator's dashboard (its address is printed first) shows the queue
+draining; with ``--keep`` the emulator and the dashboard stay up after the
+summary, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -77,11 +82,20 @@ def _progress(left: int, total: int, started: float, stream: Any) -> None:
     stream.flush()
 
 
-def run(tasks: int, processes: int, num_tasks: int) -> int:
-    """Run the demo; returns the exit status."""
+def run(tasks: int, processes: int, num_tasks: int, keep: bool = False) -> int:
+    """Run the demo; returns the exit status.
+
+    With ``keep``, the emulator (and its dashboard) serve on after the
+    summary until SIGINT (Ctrl-C) or SIGTERM.
+    """
     err = sys.stderr
     with Emulator(queues=[QUEUE]) as emulator:
         print(f"emulator listening on {emulator.url}, pull queue {QUEUE!r}", file=err)
+        print(
+            f"dashboard: {emulator.url}/ (open it in a browser to watch the queue drain)",
+            file=err,
+            flush=True,
+        )
         rest_count = tasks // 2
         _insert_raw(emulator.host, rest_count, 0)
         options = {"api_endpoint": emulator.url, "project_name": "demo-app"}
@@ -149,7 +163,23 @@ def run(tasks: int, processes: int, num_tasks: int) -> int:
         print(f"queue now holds:    {total} tasks (taskqueues.get), {len(listed)} listed (tasks.list)")
         ok = processed == tasks and total == 0 and not listed and worker.returncode == 0
         print("OK: every task processed once, queue empty" if ok else "FAILED", flush=True)
+        if keep:
+            _serve_until_interrupted(emulator.url)
         return 0 if ok else 1
+
+
+def _serve_until_interrupted(url: str) -> None:
+    """Keep the process (and the emulator's thread) alive until SIGINT or SIGTERM."""
+    print(f"the emulator and its dashboard stay up at {url}/ until Ctrl-C", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        # Waits of a second at a time: the signal handlers run between them
+        # whatever a platform's lock waits do with signals.
+        while not stopped.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
 
 
 def _parse_summary(output: str) -> dict[str, int | float]:
@@ -177,8 +207,13 @@ def main(argv: list[str] | None = None) -> None:
         default=20,
         help="tasks per lease (default: %(default)s)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the summary, keep the emulator and its dashboard up until Ctrl-C",
+    )
     args = parser.parse_args(argv)
-    sys.exit(run(args.tasks, args.processes, args.num_tasks))
+    sys.exit(run(args.tasks, args.processes, args.num_tasks, args.keep))
 
 
 if __name__ == "__main__":

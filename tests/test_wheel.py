@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The console scripts pyproject.toml declares.
 SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"])
 #: Files the package needs besides its modules.
-PACKAGE_DATA = ("kombu_appengine/py.typed", "kombu_appengine/taskqueue_v1beta2.json")
+PACKAGE_DATA = (
+    "kombu_appengine/py.typed",
+    "kombu_appengine/taskqueue_v1beta2.json",
+    "kombu_appengine/dashboard/static/index.html",
+    "kombu_appengine/dashboard/static/dashboard.js",
+    "kombu_appengine/dashboard/static/dashboard.css",
+)
 
 
 def run(*command: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -78,3 +84,16 @@ def test_the_wheel_installs_into_a_fresh_venv_and_every_command_runs(tmp_path: P
     for script in SCRIPTS:
         result = run(bin_dir / script, "--version", cwd=tmp_path, timeout=60)
         assert result.stdout == f"{script} {__version__}\n"
+    # The dashboard's page and script come from the installed package's data.
+    served = run(
+        bin_dir / "python",
+        "-c",
+        "import urllib.request\n"
+        "from kombu_appengine.emulator import Emulator\n"
+        "with Emulator(queues=['q']) as server:\n"
+        "    for path in ('/', '/dashboard/dashboard.js', '/dashboard/dashboard.css'):\n"
+        "        print(urllib.request.urlopen(server.url + path).status)\n",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert served.stdout == "200\n200\n200\n"

@@ -36,6 +36,7 @@ from ..api import (
 )
 from ..rest.backend import (
     LeaseCounts,
+    PeekedTask,
     QueueAcl,
     check_lease,
     check_queue_name,
@@ -665,6 +666,54 @@ class TaskQueueService:
         if config is None:
             return None
         return QueueAcl(config.consumer_emails, config.producer_emails)
+
+    # -- what the dashboard reads, and its purge ---------------------------
+
+    def projects(self) -> list[str]:
+        """The project served, else the projects whose queues hold state (ever held a task), by id."""
+        with self.lock:
+            if self.project is not None:
+                return [self.project]
+            return sorted(self._projects)
+
+    def queue_names(self) -> list[str]:
+        """The declared pull queues, by name."""
+        with self.lock:
+            return sorted(name for name, config in self.configs.items() if config.mode == "pull")
+
+    def peek_tasks(self, project: str, name: str, limit: int, payload_bytes: int) -> list[PeekedTask]:
+        """The first ``limit`` tasks in lease order, with the first ``payload_bytes`` of each
+        payload; changes nothing."""
+        with self.lock:
+            queue = self.queue(project, name)
+            now = self.now()
+            long_name = api.long_queue_name(project, name)
+            return [
+                PeekedTask(
+                    task.resource(long_name, now, with_payload=False),
+                    task.payload[:payload_bytes],
+                    len(task.payload),
+                )
+                for task in queue.ordered(limit)
+            ]
+
+    def leased_count(self, project: str, name: str) -> int:
+        """How many of the queue's tasks are leased now (exact: every task is looked at)."""
+        with self.lock:
+            queue = self.queue(project, name)
+            now = self.now()
+            return sum(1 for task in queue.tasks.values() if task.leased_at(now))
+
+    def purge_queue(self, project: str, name: str) -> int:
+        """Delete every task the queue holds now, leased or not, in one journaled change; how many."""
+        with self.lock:
+            queue = self.queue(project, name)
+            now = self.now()
+            tasks = list(queue.tasks.values())
+            self._record(*(self._delete_record(project, name, task.name, now) for task in tasks))
+            for task in tasks:
+                queue.remove(task, now)
+            return len(tasks)
 
     def update_task(
         self, project: str, name: str, task_name: str, new_lease_seconds: int, body: Any

@@ -48,7 +48,7 @@ from typing import Any, Callable, TypeVar
 
 from ..api import PROJECT_ID_RE, bare_project
 from ..rest import batch
-from ..rest.backend import TaskQueueBackend
+from ..rest.backend import QueueAdmin, TaskQueueBackend
 from ..rest.errors import ApiError
 from ..rest.faults import Fault, ResetConnection
 from ..rest.front import Authenticator, RestApi, error_response, loggable_target
@@ -251,7 +251,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._linger()
             return
         self.rfile.end_deadline()
-        self.server.count_request()
+        if not self.server.api.dashboard.serves(self.path):
+            # The dashboard's own polls are not API traffic (the demo counts calls per task).
+            self.server.count_request()
         host = self.headers.get("Host") or self.server.address
         try:
             fault = self.server.api.faults.take_fault(self.command, self.path)
@@ -303,6 +305,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}")
         head.append(f"Content-Length: {len(response.body)}")
+        head += [f"{name}: {value}" for name, value in response.headers]
         if self.close_connection:
             head.append("Connection: close")
         head += ["", ""]
@@ -478,6 +481,8 @@ class RestServer:
             while running (:attr:`latency`).
         require_auth, accepted_tokens, identities, authenticator: who may
             call, as :class:`~kombu_appengine.rest.front.RestApi` takes them.
+        admin: what the dashboard may change (its delete and purge), as
+            :class:`~kombu_appengine.rest.front.RestApi` takes it.
 
     Raises:
         ValueError: a connection option that is not positive and finite, or
@@ -498,6 +503,7 @@ class RestServer:
         accepted_tokens: Iterable[str] | None = None,
         identities: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
+        admin: QueueAdmin | None = None,
     ) -> None:
         for option, value in (
             ("max_connections", max_connections),
@@ -513,6 +519,7 @@ class RestServer:
             accepted_tokens=accepted_tokens,
             identities=identities,
             authenticator=authenticator,
+            admin=admin,
         )
         self._server = _Server(
             (host, port), self.api, max_connections, request_timeout, idle_timeout, latency
@@ -551,7 +558,7 @@ class RestServer:
 
     @property
     def requests(self) -> int:
-        """HTTP requests received so far (a batch counts as one)."""
+        """HTTP requests of the API received so far (a batch counts as one; the dashboard's not at all)."""
         return self._server.requests
 
     def inject_failures(
@@ -675,6 +682,7 @@ class Emulator(RestServer):
             require_auth=require_auth,
             accepted_tokens=accepted_tokens,
             identities=identities,
+            admin=self.service,
         )
         try:
             self._journal = FileJournal(data_dir, self.service, fsync=fsync) if data_dir else None

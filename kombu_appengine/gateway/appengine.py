@@ -46,6 +46,7 @@ from ..api import MAX_LIST_TASKS, bare_project
 from ..rest import errors
 from ..rest.backend import (
     LeaseCounts,
+    PeekedTask,
     QueueAcl,
     check_lease,
     check_queue_name,
@@ -67,6 +68,8 @@ _SERVICE = "taskqueue"
 _ERROR = pb.TaskQueueServiceError
 #: Most queues one FetchQueues asks for (an application may declare up to 100 in production).
 _MAX_QUEUES = 1000
+#: Tasks one QueryTasks reads when counting leased tasks.
+_LEASED_PAGE = 1000
 #: Service errors that are worth retrying: answered 503.
 _TRANSIENT = (gae_taskqueue.TransientError, gae_taskqueue.InternalError)
 
@@ -327,6 +330,62 @@ class AppEngineBackend:
                 found.body,
                 found.tag.decode("utf-8") if found.HasField("tag") else None,
             )
+
+    # -- what the dashboard reads -------------------------------------------
+
+    def projects(self) -> list[str]:
+        """The application served; none when any id names the (one) application's queues."""
+        return [self.project] if self.project is not None else []
+
+    def queue_names(self) -> list[str]:
+        """The pull queues ``FetchQueues`` reports, by name."""
+        with self.lock, _translated():
+            return sorted(name for name, info in self._fetch_queues().items() if info.pull)
+
+    def peek_tasks(self, project: str, queue: str, limit: int, payload_bytes: int) -> list[PeekedTask]:
+        """The first ``limit`` tasks in lease order (ETA, then name), with the first
+        ``payload_bytes`` of each payload: one ``QueryTasks`` (which reads whole payloads)."""
+        with self.lock, _translated():
+            self._queue(project, queue)
+            request = pb.TaskQueueQueryTasksRequest(
+                queue_name=queue.encode("utf-8"), start_eta_usec=0, max_rows=limit
+            )
+            response = pb.TaskQueueQueryTasksResponse()
+            _call("QueryTasks", request, response)
+            return [
+                PeekedTask(
+                    self._resource(project, queue, row, with_payload=False),
+                    row.body[:payload_bytes],
+                    len(row.body),
+                )
+                for row in response.task
+            ]
+
+    def leased_count(self, project: str, queue: str) -> int:
+        """How many tasks are leased now: those due after now that were leased, read from now on.
+
+        A lease lives in the ETA, so only tasks whose ETA is in the future
+        are read (leased ones, and tasks added with a countdown), in pages of
+        :data:`_LEASED_PAGE`, never the whole queue.
+        """
+        with self.lock, _translated():
+            self._queue(project, queue)
+            count = 0
+            start_eta, start_name = self._now() + 1, b""
+            while True:
+                request = pb.TaskQueueQueryTasksRequest(
+                    queue_name=queue.encode("utf-8"),
+                    start_eta_usec=start_eta,
+                    start_task_name=start_name,
+                    max_rows=_LEASED_PAGE,
+                )
+                response = pb.TaskQueueQueryTasksResponse()
+                _call("QueryTasks", request, response)
+                rows = list(response.task)
+                count += sum(1 for row in rows if self._leased(row))
+                if len(rows) < _LEASED_PAGE:
+                    return count
+                start_eta, start_name = rows[-1].eta_usec, rows[-1].task_name + b"\x00"
 
     # -- helpers ----------------------------------------------------------
 

@@ -57,6 +57,9 @@ class TaskQueueBackend(Protocol):
     queue 400.
     """
 
+    #: Seconds since the epoch: the backend's own clock.
+    clock: Callable[[], float]
+
     def get_queue(self, project: str, queue: str, get_stats: bool = False) -> dict[str, Any]:
         """``taskqueues.get``: the ``taskqueues#taskqueue`` resource, with ``stats`` when asked."""
 
@@ -97,6 +100,46 @@ class TaskQueueBackend(Protocol):
 
     def acl(self, project: str, queue: str) -> QueueAcl | None:
         """The queue's ACL, or ``None`` when the queue is unknown (its call then answers 404)."""
+
+    # What the dashboard reads beside the API's methods (the API has no call
+    # listing queues, and tasks.list gives no payloads).
+
+    def projects(self) -> list[str]:
+        """The projects (bare ids) whose queues hold state, in order: the one
+        served when the backend serves one; empty when any project id names
+        the same queues and none is known yet."""
+
+    def queue_names(self) -> list[str]:
+        """The declared pull queues, by name."""
+
+    def peek_tasks(self, project: str, queue: str, limit: int, payload_bytes: int) -> list[PeekedTask]:
+        """The first ``limit`` tasks in lease order, each with the first ``payload_bytes`` of its
+        payload; changes nothing."""
+
+    def leased_count(self, project: str, queue: str) -> int:
+        """How many of the queue's tasks are leased now."""
+
+
+class PeekedTask(NamedTuple):
+    """A task as the dashboard reads it: its resource, and the head of its payload."""
+
+    #: The ``taskqueues#task`` resource, without ``payloadBase64``.
+    resource: dict[str, Any]
+    #: The payload's first bytes (all of it when it is short enough).
+    payload: bytes
+    #: The payload's whole length, in bytes.
+    size: int
+
+
+class QueueAdmin(Protocol):
+    """What a dashboard that changes queues needs beyond the API: the emulator's model has it."""
+
+    def purge_queue(self, project: str, queue: str) -> int:
+        """Delete every task the queue holds now, leased or not; returns how many.
+
+        Raises:
+            ApiError: 404 for an unknown project or queue.
+        """
 
 
 #: What App Engine counts of a pull task beside its payload, name, tag and

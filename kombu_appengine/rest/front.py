@@ -7,6 +7,10 @@ or the gateway's App Engine backend. It knows nothing of sockets, so the
 batch endpoint runs each of its parts through the same dispatch, and any
 server (the emulator's, or a WSGI server through :mod:`.wsgi`) can host it.
 
+Requests for ``/`` and under ``/dashboard/`` go to the dashboard
+(:mod:`kombu_appengine.dashboard`), which uses the same authentication and
+ACLs (:meth:`RestApi.caller`, :meth:`RestApi.check_acl`).
+
 Authentication is the emulator's static one by default (``require_auth``,
 ``accepted_tokens``, ``identities``), or an :class:`Authenticator` (the
 gateway verifies tokens at Google's token-info endpoint). When the caller's
@@ -33,7 +37,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 from .. import api, discovery
 from . import errors
-from .backend import QueueAcl, TaskQueueBackend
+from .backend import QueueAcl, QueueAdmin, TaskQueueBackend, no_such_task
 from .errors import ApiError
 from .faults import RETRY_TEST_HEADER, RETRY_TEST_PATH, FaultInjector, ResetConnection
 
@@ -98,6 +102,8 @@ class Response(NamedTuple):
     status: int
     body: bytes = b""
     content_type: str | None = JSON_TYPE
+    #: More header lines (name, value) beside Content-Type and Content-Length.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def json_response(status: int, document: Any) -> Response:
@@ -293,6 +299,9 @@ class RestApi:
             tests of credentials); a server facing the world keeps none.
         fault_injection: serve retry tests (``/retry_test``); a server
             facing the world does not.
+        admin: when given, the dashboard (``/``, :mod:`kombu_appengine.dashboard`)
+            deletes tasks and purges queues through it (the emulator);
+            without, the dashboard is read-only (the gateway).
     """
 
     def __init__(
@@ -305,7 +314,11 @@ class RestApi:
         authenticator: Authenticator | None = None,
         keep_tokens: bool = True,
         fault_injection: bool = True,
+        admin: QueueAdmin | None = None,
     ) -> None:
+        # Imported here: the dashboard builds on this module.
+        from ..dashboard.app import Dashboard
+
         self.backend = backend
         self.require_auth = require_auth
         self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None else None
@@ -313,6 +326,8 @@ class RestApi:
         self.authenticator = authenticator
         self.keep_tokens = keep_tokens
         self.fault_injection = fault_injection
+        #: The page at ``/`` and its data, on the same auth and ACLs as the API.
+        self.dashboard = Dashboard(self, admin)
         #: The failures to inject: retry tests, and Python-level faults.
         self.faults = injector or FaultInjector()
         #: The latest :data:`TOKENS_KEPT` bearer tokens received, oldest
@@ -355,6 +370,9 @@ class RestApi:
             ResetConnection: a retry test says to drop the connection.
         """
         try:
+            # A batch's parts (which come with its token) are API calls only.
+            if outer_token is None and self.dashboard.serves(target):
+                return self.dashboard.answer(method.upper(), target, headers, body, host)
             return self._dispatch(method.upper(), target, headers, body, host, outer_token, outer_retry_test)
         except ApiError as error:
             return error_response(error)
@@ -396,6 +414,37 @@ class RestApi:
         except ApiError:
             return False
         return called.id in _TASK_BODY_METHODS
+
+    def caller(
+        self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None = None
+    ) -> Identity | None:
+        """Who sends a request, from its bearer token; ``None`` when requests are not held to ACLs.
+
+        ``headers`` has lower-case names; ``outer_token`` is the token of the
+        batch a part came in.
+
+        Raises:
+            ApiError: 401 when a token is required and missing, or not accepted.
+        """
+        return self._identify(self._authenticate(headers, query, outer_token))
+
+    def check_acl(self, identity: Identity | None, project: str, queue: str, role: str) -> None:
+        """Hold ``identity`` to the queue's ACL for ``role`` (:data:`CONSUMER`, :data:`PRODUCER`, ``"any"``).
+
+        Raises:
+            ApiError: 403 ``forbidden`` when the ACL does not allow it.
+        """
+        if identity is None or identity.everywhere:
+            return
+        acl = self.backend.acl(project, queue)
+        if acl is None:
+            return  # the backend answers 404 for it
+        if identity.email is None or not _allows(acl, role, identity.email):
+            who = identity.email or "this caller"
+            raise errors.forbidden(
+                f"{who} is not allowed to {_ROLE_VERBS[role]} queue {queue!r}: "
+                "see the acl of the queue in queue.yaml"
+            )
 
     def _authenticate(
         self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
@@ -539,7 +588,7 @@ class RestApi:
             result = results[call.task]
             if call.task in done and result is None:
                 # The same task twice: the second delete finds it gone.
-                result = errors.not_found(f"Task {call.task!r} does not exist in queue {queue!r}")
+                result = no_such_task(call.task, queue)
             done.add(call.task)
             answers[index] = error_response(result) if result is not None else Response(204, b"", None)
 
@@ -603,18 +652,7 @@ class RestApi:
         role: str,
     ) -> None:
         """Authenticate, then hold the caller's account to the queue's ACL (when it is known)."""
-        identity = self._identify(self._authenticate(headers, query, outer_token))
-        if identity is None or identity.everywhere:
-            return
-        acl = self.backend.acl(project, queue)
-        if acl is None:
-            return  # the backend answers 404 for it
-        if identity.email is None or not _allows(acl, role, identity.email):
-            who = identity.email or "this caller"
-            raise errors.forbidden(
-                f"{who} is not allowed to {_ROLE_VERBS[role]} queue {queue!r}: "
-                "see the acl of the queue in queue.yaml"
-            )
+        self.check_acl(self.caller(headers, query, outer_token), project, queue, role)
 
     @staticmethod
     def _allow(method: str, path: str, *allowed: str) -> None:

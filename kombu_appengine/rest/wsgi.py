@@ -45,6 +45,7 @@ class WsgiApp:
         headers = [("Content-Length", str(len(response.body)))]
         if response.content_type:
             headers.append(("Content-Type", response.content_type))
+        headers.extend(response.headers)
         start_response(f"{response.status} {reason}", headers)
         return [response.body]
 

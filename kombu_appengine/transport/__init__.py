@@ -22,10 +22,14 @@ How kombu maps onto the API
   ``message_format="raw"``). The task name is chosen by the client, so a
   retried insert never makes a copy.
 * get (``_get``): the next task of a local buffer, refilled by
-  ``tasks.lease`` of up to ``num_tasks`` tasks. The next lease is asked for
-  in the background once half the buffer is left (not with ``num_tasks=1``,
-  nor after a lease that came back short), so a consumer seldom waits for
-  a round trip. A get never waits longer for a lease than the timeout of
+  ``tasks.lease`` of up to ``num_tasks`` tasks. A queue's first lease asks
+  for one task, and each lease that comes back full doubles the next, up
+  to ``num_tasks`` (every lease counts toward ``task_retry_limit``, and a
+  connection that takes one message and closes must not spend a lease on
+  others). Once at ``num_tasks``, the next lease is asked for in the
+  background when half the buffer is left (not with ``num_tasks=1``, nor
+  after a lease that came back short), so a consumer seldom waits for a
+  round trip. A get never waits longer for a lease than the timeout of
   ``drain_events``. With a prefetch limit, buffered tasks and leases on
   their way count against it, whatever their queue. Every delivery has a
   fresh delivery tag; ``redelivered`` is true when the task had been
@@ -48,12 +52,16 @@ How kombu maps onto the API
   lease the channel holds, buffered and delivered alike, with its
   ``leaseTimestamp``: a background thread renews, to ``lease_secs``, each
   lease with less than ``lease_secs / 2`` left, in one batch call per queue,
-  so a buffered task never costs a second lease against
-  ``task_retry_limit``. Every renewal and release carries the lease it
-  changes: the service refuses it when the lease ran out and another
-  consumer may hold the task, and the book never touches that lease again.
-  A consumer that dies stops renewing, so its tasks come back within
-  ``lease_secs``. Acks and gets never wait for the book's HTTP calls.
+  so a buffered task costs no second lease against ``task_retry_limit``
+  while the connection is open. Closing gives buffered tasks back having
+  spent one lease each: at most the last lease's tasks, and no more than
+  the connection has delivered (leases grow as it takes messages). Every
+  renewal and release carries the lease it changes: the service refuses
+  it when the lease ran out and another consumer may hold the task, and
+  the book never touches that lease again. A consumer that dies stops
+  renewing, so its tasks come back within ``lease_secs``. Acks and gets
+  never wait for the book's HTTP calls, and acks never wait behind a
+  renewal (nor renewals behind acks): each has its own thread.
 * An acknowledged task whose lease was lost is deleted only if no other
   consumer holds it now (one ``tasks.get`` tells): otherwise that consumer
   runs it again and deletes it. ``tasks.delete`` takes no lease, so this is
@@ -130,7 +138,8 @@ Transport Options
   ``worker_prefetch_multiplier``) the buffer never holds more than the
   limit allows. Buffered tasks keep their leases (they are renewed), so a
   slow consumer costs no extra lease against ``task_retry_limit``; it does
-  keep them from other consumers meanwhile.
+  keep them from other consumers meanwhile. Leases start at one task and
+  double up to ``num_tasks`` (see get, above).
 * ``lease_secs``: (int, 1..604800, one week) lease length in seconds. Default ``60``:
   a consumer that dies gives its tasks back within a minute.
 * ``polling_interval``: (float) seconds to wait after a lease that found
@@ -266,6 +275,13 @@ class Transport(virtual.Transport):
         """
         self.client_for_channels.ping(self.settings.shared_queue or PROBE_QUEUE)
         return super().establish_connection()
+
+    def close_connection(self, connection: Any) -> None:
+        """Close the channels (they give back what they hold), then every HTTP connection."""
+        try:
+            super().close_connection(connection)
+        finally:
+            self.client_for_channels.close()
 
     @property
     def default_connection_params(self) -> dict[str, Any]:

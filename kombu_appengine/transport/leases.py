@@ -17,14 +17,17 @@ A lease is in one of these states:
 * lost: the service said it is not ours, or it ran out before a renewal.
 
 Buffered and delivered leases alike are renewed before they run out, so a
-task waiting in the buffer never costs a second lease (each counts toward
-``task_retry_limit``). Two background threads do the HTTP work, and neither
-holds the book's lock while it waits for the network, so acks, rejects and
-gets never wait behind a slow or failing call:
+task waiting in the buffer costs no second lease (each counts toward
+``task_retry_limit``) while the channel is open. Three background threads
+do the HTTP work, and none holds the book's lock while it waits for the
+network, so acks, rejects and gets never wait behind a slow or failing
+call, and neither do the threads' jobs wait behind one another:
 
-* the *keeper* sends deletes, releases and lease changes in batch calls (by
-  count, by age, before ``_size`` and ``_purge``, and at close) and renews
-  the leases that are due, one batch call per pull queue;
+* the *settler* sends deletes, releases and lease changes in batch calls
+  (by count, by age, before ``_size`` and ``_purge``, and at close);
+* the *renewer* renews the leases that are due, one batch call per pull
+  queue (a lease being renewed is released only once the renewal answered,
+  with the lease it gave);
 * the *leaser* sends ``tasks.lease``, the next one before the buffer runs dry.
 
 An acknowledged task is deleted by its name, which needs no lease. When its
@@ -54,7 +57,7 @@ from .routing import Route
 
 logger = logging.getLogger(__name__)
 
-#: Longest pause, in seconds, before the keeper tries again after a call failed.
+#: Longest pause, in seconds, before the settler or the renewer tries again after a call failed.
 RETRY_PAUSE = 1.0
 
 
@@ -91,6 +94,8 @@ class Lease:
     new_lease_seconds: int = 0
     #: When it was acknowledged or given back, on the monotonic clock.
     settled_at: float = 0.0
+    #: Whether a renewal of it is on its way (a change waits for its answer).
+    renewing: bool = False
 
 
 @dataclass(eq=False)
@@ -110,12 +115,11 @@ class LeaseRequest:
 
 
 @dataclass
-class _Work:
-    """What one round of the keeper sends."""
+class _Settling:
+    """What one round of the settler sends."""
 
     deletes: list[Lease]
     changes: list[Lease]
-    renewals: list[Lease]
 
 
 def _by_queue(
@@ -146,9 +150,9 @@ class LeaseBook:
 
     def _start_empty(self) -> None:
         self._lock = threading.Lock()
-        #: The keeper waits on it for work.
+        #: The settler and the renewer wait on it for work.
         self._work_ready = threading.Condition(self._lock)
-        #: Gets wait on it for leases; flushes for rounds of the keeper.
+        #: Gets wait on it for leases; flushes for rounds of the settler.
         self._progress = threading.Condition(self._lock)
         self._buffers: dict[str, collections.deque[Lease]] = collections.defaultdict(collections.deque)
         self._delivered: dict[str, Lease] = {}
@@ -160,13 +164,19 @@ class LeaseBook:
         self._errors: dict[str, Exception] = {}
         #: Kombu queues whose last lease came back short: none is asked ahead.
         self._drained: set[str] = set()
+        #: How many tasks the next lease of each kombu queue may ask for (see :meth:`_room`).
+        self._windows: dict[str, int] = {}
+        #: Rounds of the settler, and the round a flush waits for.
         self._rounds_started = 0
         self._rounds_done = 0
         self._forced = 0
-        self._pause_until = 0.0
+        #: After a failed call, each thread waits until then (unless flushed).
+        self._settle_pause = 0.0
+        self._renew_pause = 0.0
         self._closing = False
         self._stopped = False
-        self._keeper: threading.Thread | None = None
+        self._settler: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
         self._leaser: threading.Thread | None = None
         self._at_exit: multiprocessing.util.Finalize | None = None
 
@@ -216,7 +226,7 @@ class LeaseBook:
                 if request is None:
                     # A lease asked ahead, before this get, that found nothing
                     # says nothing of what was put since: only our own does.
-                    count = 0 if sent or self._closing else self._room(room)
+                    count = 0 if sent or self._closing else self._room(queue, room)
                     if count < 1:
                         return None
                     request = self._ask(queue, route, count, deadline, awaited=True)
@@ -230,26 +240,37 @@ class LeaseBook:
                     return None
                 self._progress.wait(remaining)
 
-    def _room(self, room: int | None) -> int:
-        """How many tasks a lease may ask for now."""
+    def _room(self, queue: str, room: int | None) -> int:
+        """How many tasks a lease for ``queue`` may ask for now.
+
+        A queue's first lease asks for one task, and each lease that comes
+        back full doubles the next one, up to ``num_tasks``. Every lease
+        counts toward ``task_retry_limit``, and what a connection closes
+        with undelivered is given back having spent one: a consumer that
+        takes one message and closes (``SimpleQueue.get``, a script run
+        from cron) must not spend a lease on nine others each time.
+        """
+        window = self._windows.get(queue, 1)
         if room is None:
-            return self.settings.num_tasks
+            return window
         held = sum(map(len, self._buffers.values())) + sum(r.count for r in self._requests.values())
-        return min(self.settings.num_tasks, room - held)
+        return min(window, room - held)
 
     def _lease_ahead(self, queue: str, route: Route, room: int | None) -> None:
         """Ask for the next lease once half the buffer is left, so a get seldom waits.
 
-        Not with ``num_tasks=1`` (that asks for one task at a time), nor
-        when the last lease brought fewer tasks than it asked for (the queue
-        has run dry: the next lease waits for the buffer to be empty).
+        Not with ``num_tasks=1`` (that asks for one task at a time), not
+        before the queue's leases have grown to ``num_tasks`` (a consumer
+        that has taken few messages may be about to close), nor when the
+        last lease brought fewer tasks than it asked for (the queue has run
+        dry: the next lease waits for the buffer to be empty).
         """
         num_tasks = self.settings.num_tasks
         if num_tasks < 2 or self._closing or queue in self._requests or queue in self._drained:
             return
-        if len(self._buffers[queue]) > num_tasks // 2:
+        if self._windows.get(queue, 1) < num_tasks or len(self._buffers[queue]) > num_tasks // 2:
             return
-        count = self._room(room)
+        count = self._room(queue, room)
         if count >= 1:
             self._ask(queue, route, count, None, awaited=False)
 
@@ -334,11 +355,14 @@ class LeaseBook:
                     self._delete(lease)
             elif leases:
                 self._buffers[request.queue].extend(leases)
-                self._start_keeper()  # to renew them
+                self._start_threads()  # to renew them
             if failure is None and len(leases) < request.count:
                 self._drained.add(request.queue)
             else:
                 self._drained.discard(request.queue)
+            if request.fate == "deliver" and failure is None and len(leases) >= request.count:
+                window = self._windows.get(request.queue, 1)
+                self._windows[request.queue] = min(self.settings.num_tasks, 2 * window)
             if failure is not None:
                 if request.awaited:
                     self._errors[request.queue] = failure
@@ -360,6 +384,12 @@ class LeaseBook:
             lease = self._delivered.pop(delivery_tag, None)
             if lease is not None:
                 self._delete(lease)
+            elif self._stopped:
+                logger.warning(
+                    "message %s was acknowledged after its channel closed: its task was given back "
+                    "at the close, and runs again",
+                    delivery_tag,
+                )
 
     def give_back(self, delivery_tag: str, seconds: int = 0) -> None:
         """The message goes back to the queue in ``seconds`` (0: at once), by a lease change in a batch."""
@@ -380,7 +410,7 @@ class LeaseBook:
             lease.state = State.DELETING
         lease.settled_at = time.monotonic()
         self._deletes.append(lease)
-        self._wake_keeper(len(self._deletes))
+        self._wake_settler(len(self._deletes))
 
     def _give_back(self, lease: Lease, seconds: int) -> None:
         if lease.state is State.LOST:
@@ -389,22 +419,27 @@ class LeaseBook:
         lease.new_lease_seconds = seconds
         lease.settled_at = time.monotonic()
         self._changes.append(lease)
-        self._wake_keeper(len(self._changes))
+        self._wake_settler(len(self._changes))
 
-    def _wake_keeper(self, pending: int) -> None:
+    def _wake_settler(self, pending: int) -> None:
         # The first one sets when the batch is due; a full batch is due now.
         if pending == 1 or pending >= self.settings.ack_batch_size:
             self._work_ready.notify_all()
-        self._start_keeper()
+        self._start_threads()
 
-    def _start_keeper(self) -> None:
-        if not self._stopped and (self._keeper is None or not self._keeper.is_alive()):
-            self._keeper = self._thread(self._keep_loop, "keeper")
-            if self._at_exit is None:
-                # A process that ends without closing its connection still
-                # sends what is pending (multiprocessing runs this in its
-                # children too, which is why it is registered here, late).
-                self._at_exit = multiprocessing.util.Finalize(self, self.flush, exitpriority=0)
+    def _start_threads(self) -> None:
+        """Start the settler and the renewer, unless they run."""
+        if self._stopped:
+            return
+        if self._settler is None or not self._settler.is_alive():
+            self._settler = self._thread(self._settle_loop, "settler")
+        if not self._closing and (self._renewer is None or not self._renewer.is_alive()):
+            self._renewer = self._thread(self._renew_loop, "renewer")
+        if self._at_exit is None:
+            # A process that ends without closing its connection still
+            # sends what is pending (multiprocessing runs this in its
+            # children too, which is why it is registered here, late).
+            self._at_exit = multiprocessing.util.Finalize(self, self.flush, exitpriority=0)
 
     def _thread(self, target: Callable[[], None], job: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=f"kombu-appengine-{job}-{self.name}", daemon=True)
@@ -417,7 +452,7 @@ class LeaseBook:
         """Give back the tasks buffered for ``queue`` (default: every queue), and those on their way.
 
         Returns how many buffered tasks are given back. The releases are
-        sent by the next round of the keeper; :meth:`flush` waits for it.
+        sent by the next round of the settler; :meth:`flush` waits for it.
         """
         with self._lock:
             released = 0
@@ -451,7 +486,7 @@ class LeaseBook:
         with self._lock:
             return len(self._buffers.get(queue, ()))
 
-    # -- the keeper ------------------------------------------------------------
+    # -- the settler and the renewer ----------------------------------------------
 
     def flush(self) -> None:
         """Send every delete, release and lease change waiting for its batch now; wait for the answers.
@@ -464,46 +499,93 @@ class LeaseBook:
                 return
             target = self._rounds_started + 1
             self._forced = max(self._forced, target)
-            self._start_keeper()
+            self._start_threads()
             self._work_ready.notify_all()
-            while self._rounds_done < target and self._keeper is not None and self._keeper.is_alive():
+            while self._rounds_done < target and self._settler is not None and self._settler.is_alive():
                 self._progress.wait(0.1)
 
-    def _keep_loop(self) -> None:
+    def _settle_loop(self) -> None:
         try:
             while True:
                 with self._lock:
-                    work = self._next_work()
+                    work = self._next_settling()
                     if work is None:
                         return
+                failed = False
                 try:
-                    self._send(work)
-                except Exception:  # keep keeping: one bad round must not end renewals
-                    logger.exception("the lease keeper's round failed")
+                    failed = self._settle(work)
+                except Exception:  # keep settling: one bad round must not end the acks
+                    logger.exception("the lease book's round of deletes and releases failed")
                 with self._lock:
+                    if failed:
+                        self._settle_pause = time.monotonic() + self._retry_pause()
                     self._rounds_done += 1
                     self._progress.notify_all()
         finally:
             self.client.close_thread()
 
-    def _next_work(self) -> _Work | None:
-        """Wait (holding the lock only while waiting) for the next round's work."""
+    def _next_settling(self) -> _Settling | None:
+        """Wait (holding the lock only while waiting) for the settler's next round."""
         while True:
             now = time.monotonic()
             self._drop_ended(now)
             forced = self._forced > self._rounds_started
-            paused = now < self._pause_until and not forced
-            work = _Work(
-                deletes=self._take_due(self._deletes, now, forced or self._closing, paused),
-                changes=self._take_due(self._changes, now, forced or self._closing, paused),
-                renewals=[] if paused or self._closing else self._due_renewals(now),
+            if forced and any(lease.renewing for lease in self._changes):
+                # A flush sends every change: wait for the renewal's new lease.
+                self._work_ready.wait()
+                continue
+            paused = now < self._settle_pause and not forced
+            urgent = forced or self._closing
+            work = _Settling(
+                deletes=self._take_due(self._deletes, now, urgent, paused),
+                changes=self._take_due(self._changes, now, urgent, paused, after_renewals=True),
             )
-            if forced or work.deletes or work.changes or work.renewals:
+            if forced or work.deletes or work.changes:
                 self._rounds_started += 1
                 return work
             if self._stopped:
                 return None
-            self._work_ready.wait(self._next_due(now))
+            self._work_ready.wait(self._next_settling_due(now))
+
+    def _renew_loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    renewals = self._next_renewals()
+                    if renewals is None:
+                        return
+                    for lease in renewals:
+                        lease.renewing = True
+                failed = False
+                try:
+                    for (pull_queue, _), leases in _by_queue(renewals).items():
+                        failed |= self._send_renewals(pull_queue, leases)
+                except Exception:  # keep renewing: one bad round must not end renewals
+                    logger.exception("the lease book's round of renewals failed")
+                finally:
+                    with self._lock:
+                        for lease in renewals:
+                            lease.renewing = False
+                        if failed:
+                            self._renew_pause = time.monotonic() + self._retry_pause()
+                        self._work_ready.notify_all()
+        finally:
+            self.client.close_thread()
+
+    def _next_renewals(self) -> list[Lease] | None:
+        """Wait (holding the lock only while waiting) for leases to renew; ``None`` once closing."""
+        while True:
+            now = time.monotonic()
+            self._drop_ended(now)
+            if self._closing or self._stopped:
+                return None
+            renewals = [] if now < self._renew_pause else self._due_renewals(now)
+            if renewals:
+                return renewals
+            self._work_ready.wait(self._next_renewal_due(now))
+
+    def _retry_pause(self) -> float:
+        return min(RETRY_PAUSE, self.settings.lease_secs / 4)
 
     def _drop_ended(self, now: float) -> None:
         """Leases certainly over (renewals failed until then) are lost; none is released."""
@@ -516,18 +598,25 @@ class LeaseBook:
             self._changes.remove(lease)
             lease.state = State.LOST
 
-    def _take_due(self, pending: list[Lease], now: float, forced: bool, paused: bool) -> list[Lease]:
-        """All of ``pending`` when its batch is due, else nothing."""
-        if not pending or paused:
+    def _take_due(
+        self, pending: list[Lease], now: float, forced: bool, paused: bool, after_renewals: bool = False
+    ) -> list[Lease]:
+        """All of ``pending`` when its batch is due, else nothing.
+
+        With ``after_renewals`` (lease changes), a lease whose renewal is on
+        its way stays: a change sent now would name the lease the renewal
+        replaces, and be refused. A delete takes no lease: it never waits.
+        """
+        ready = [lease for lease in pending if not (after_renewals and lease.renewing)]
+        if not ready or paused:
             return []
-        full = len(pending) >= self.settings.ack_batch_size
-        old = now - pending[0].settled_at >= self.settings.ack_flush_interval
+        full = len(ready) >= self.settings.ack_batch_size
+        old = now - ready[0].settled_at >= self.settings.ack_flush_interval
         # A settled lease whose renewal is due is sent now rather than renewed.
-        ending = min(lease.expires for lease in pending) - now < self.settings.lease_secs / 2
+        ending = min(lease.expires for lease in ready) - now < self.settings.lease_secs / 2
         if forced or full or old or ending:
-            taken = list(pending)
-            pending.clear()
-            return taken
+            pending[:] = [lease for lease in pending if after_renewals and lease.renewing]
+            return ready
         return []
 
     def _held(self) -> Iterable[Lease]:
@@ -543,20 +632,27 @@ class LeaseBook:
             return []
         return [lease for lease in held if lease.expires - now < lease_secs * 3 / 4]
 
-    def _next_due(self, now: float) -> float | None:
-        """Seconds until the keeper has something to do, if it knows."""
-        lease_secs = self.settings.lease_secs
-        held = () if self._closing else self._held()
-        times = [lease.expires - lease_secs / 2 for lease in held if lease.state is not State.LOST]
+    def _next_settling_due(self, now: float) -> float | None:
+        """Seconds until the settler has something to do, if it knows."""
+        times = []
         for pending in (self._deletes, self._changes):
             if pending:
                 times.append(pending[0].settled_at + self.settings.ack_flush_interval)
+                times.append(min(lease.expires for lease in pending) - self.settings.lease_secs / 2)
         if not times:
             return None
-        return max(min(times), self._pause_until) - now
+        return max(min(times), self._settle_pause) - now
 
-    def _send(self, work: _Work) -> None:
-        """One round's HTTP calls; the lock is not held."""
+    def _next_renewal_due(self, now: float) -> float | None:
+        """Seconds until a held lease is due for renewal, if one is held."""
+        lease_secs = self.settings.lease_secs
+        times = [lease.expires - lease_secs / 2 for lease in self._held() if lease.state is not State.LOST]
+        if not times:
+            return None
+        return max(min(times), self._renew_pause) - now
+
+    def _settle(self, work: _Settling) -> bool:
+        """One round's deletes and lease changes (the lock is not held); whether a call failed."""
         failed = False
         now = time.monotonic()
         checked = [lease for lease in work.deletes if lease.state is State.LOST or lease.expires <= now]
@@ -569,11 +665,7 @@ class LeaseBook:
             work.changes, key=lambda lease: lease.new_lease_seconds
         ).items():
             failed |= self._send_changes(pull_queue, leases, seconds)
-        for (pull_queue, _), leases in _by_queue(work.renewals).items():
-            failed |= self._send_renewals(pull_queue, leases)
-        if failed:
-            with self._lock:
-                self._pause_until = time.monotonic() + min(RETRY_PAUSE, self.settings.lease_secs / 4)
+        return failed
 
     def _send_deletes(self, pull_queue: str, leases: list[Lease]) -> bool:
         """Delete acknowledged tasks; whether some must be tried again."""
@@ -754,6 +846,6 @@ class LeaseBook:
                     )
                 pending.clear()
             self._work_ready.notify_all()
-        keeper = self._keeper
-        if keeper is not None and keeper is not threading.current_thread():
-            keeper.join()
+        for thread in (self._settler, self._renewer):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()

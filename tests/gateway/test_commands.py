@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from google.appengine.api import appinfo
 from kombu import Connection
 
 from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.dashboard.app import DATA_PATH, PURGE_PATH
 from tests.gateway.conftest import APP_ID
 from tests.support.api import api_path
 from tests.support.helpers import ROOT
@@ -91,6 +93,16 @@ def test_a_scaffolded_main_py_serves_requests(gateway, oauth, tmp_path, monkeypa
         assert request_to(where, "GET", ours, headers=headers).status == 200
         assert request_to(where, "GET", ours).status == 401
         assert request_to(where, "GET", other, headers=headers).status == 404
+        # The dashboard, read-only and behind the same tokens.
+        page = request_to(where, "GET", "/")
+        assert page.status == 200
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert request_to(where, "GET", DATA_PATH).status == 401
+        data = request_to(where, "GET", DATA_PATH, headers=headers)
+        assert [group["project"] for group in data.json()["projects"]] == [APP_ID]
+        purge = json.dumps({"project": APP_ID, "queue": "pull-queue"}).encode()
+        answer = request_to(where, "POST", PURGE_PATH, purge, {**headers, "Content-Type": "application/json"})
+        assert answer.status == 403
     finally:
         server.shutdown()
         server.server_close()

@@ -306,6 +306,10 @@ def check_answer(answer: Answer) -> list[Answer]:
         assert answer.body == b""
         return [answer]
     assert answer.status == 200, (answer.status, answer.body[:300])
+    if answer.headers.get("content-type", "").startswith("text/html"):
+        # The dashboard's page, at /.
+        assert answer.body.startswith(b"<!DOCTYPE html>"), answer.body[:100]
+        return [answer]
     if answer.headers.get("content-type", "").startswith("multipart/mixed"):
         parts = [part for _, part in parts_of(answer)]
         assert parts, "a batch answered with no parts"

@@ -54,6 +54,14 @@ def blocking(payload):
     _record("done", payload)
 
 
+def blocking_marked(payload):
+    """Succeed at once, except for a payload marked ``{"block": true}``: that one waits like ``blocking``."""
+    if payload.get("block"):
+        blocking(payload)
+    else:
+        record(payload)
+
+
 def raw_payload(payload):
     """Record the payload's Python type (JSON decoded, or bytes)."""
     if isinstance(payload, bytes):

@@ -58,16 +58,19 @@ def test_a_buffered_task_keeps_its_lease_and_is_delivered_without_a_second_lease
 ) -> None:
     # With task_retry_limit 1, a second lease of a task would delete it.
     server = make_server(queues=[QueueConfig("default", max_leases=1)])
-    prefill(server, 2)
+    prefill(server, 3)
     with connect(server, num_tasks=2, lease_secs=2) as connection:
         queue = connection.SimpleQueue("default")
+        # Leases of one task, then of two: the third waits in the buffer.
+        zeroth = queue.get(timeout=5)
         first = queue.get(timeout=5)
-        assert first.payload == {"n": 0}
-        # Leased together, the two share an ETA and are listed by name: found by payload.
+        assert [zeroth.payload, first.payload] == [{"n": 0}, {"n": 1}]
+        zeroth.ack()
+        # Leased together, tasks share an ETA and are listed by name: found by payload.
         buffered = next(
             task["id"]
             for task in listed(server)
-            if payload_of(server.service.get_task(PROJECT, "default", task["id"])) == b'{"n": 1}'
+            if payload_of(server.service.get_task(PROJECT, "default", task["id"])) == b'{"n": 2}'
         )
         first_lease_end = int(lease_of(server, buffered))
         wait_for(
@@ -77,7 +80,7 @@ def test_a_buffered_task_keeps_its_lease_and_is_delivered_without_a_second_lease
         )
         assert lease_of(server, buffered) != "0"
         second = queue.get(timeout=5)
-        assert second.payload == {"n": 1}
+        assert second.payload == {"n": 2}
         assert second.delivery_info["retry_count"] == 1
         assert second.delivery_info["redelivered"] is False
         first.ack()
@@ -177,6 +180,31 @@ def test_an_ack_never_waits_for_a_renewal_in_progress(emulator):
         acked.ack()
         # The renewal, stalled before it is carried out, has not changed the
         # lease yet: the ack did not wait for it.
+        assert lease_of(emulator, kept.delivery_info["task_id"]) == kept_lease
+        kept.ack()
+        queue.close()
+    assert total_tasks(emulator) == 0
+
+
+def test_an_ack_is_deleted_while_a_renewal_stalls(emulator):
+    stall = retry_test(
+        emulator, "POST", "/retry_test", {"instructions": {api.TASKS_UPDATE.id: ["stall-for-5s"]}}
+    )
+    credentials = StallingCredentials(stall["id"])
+    prefill(emulator, 2)
+    with connect(emulator, lease_secs=4, num_tasks=1, credentials=credentials) as connection:
+        queue = connection.SimpleQueue("default")
+        kept, acked = queue.get(timeout=5), queue.get(timeout=5)
+        kept_lease = lease_of(emulator, kept.delivery_info["task_id"])
+        wait_for(
+            lambda: retry_test(emulator, "GET", f"/retry_test/{stall['id']}")["completed"],
+            what="a renewal to be on its way, stalled",
+        )
+        acked.ack()
+        connection.default_channel.flush()
+        # The delete went out while the renewal, stalled before it is carried
+        # out, has not changed the lease yet: deletes never queue behind it.
+        assert [task["id"] for task in listed(emulator)] == [kept.delivery_info["task_id"]]
         assert lease_of(emulator, kept.delivery_info["task_id"]) == kept_lease
         kept.ack()
         queue.close()

@@ -108,10 +108,8 @@ def test_tasks_of_a_sigkilled_consumer_all_come_back_once(emulator):
                 received.append(message.payload["n"])
                 assert message.delivery_info["redelivered"] is True
                 message.ack()
-            came_back_after = time.monotonic() - killed_at
 
             assert sorted(received) == list(range(6))
-            assert came_back_after < 3 + 2  # within the lease, and a margin
             with pytest.raises(queue.Empty):
                 survivor_queue.get(block=False)
             survivor_queue.close()
@@ -304,11 +302,12 @@ def test_forked_child_uses_the_connection_with_its_own_http_client(emulator):
 
 def test_a_forked_child_closing_the_inherited_connection_keeps_the_parents_leases(emulator):
     context = multiprocessing.get_context("fork")
-    with connect(emulator, num_tasks=3) as connection:
+    with connect(emulator, num_tasks=2) as connection:
         default_queue = connection.SimpleQueue("default")
         for number in range(3):
             default_queue.put({"n": number})
-        held = default_queue.get(timeout=5)  # one delivered and unacked, two buffered
+        # Leases of one task, then of two: two delivered and unacked, one buffered.
+        held = [default_queue.get(timeout=5), default_queue.get(timeout=5)]
 
         def child() -> None:
             connection.close()
@@ -320,8 +319,9 @@ def test_a_forked_child_closing_the_inherited_connection_keeps_the_parents_lease
         tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
         assert len(tasks) == 3
         assert all(task["leaseTimestamp"] != "0" for task in tasks), "the child released the parent's leases"
-        held.ack()
+        for message in held:
+            message.ack()
         default_queue.close()
     # The parent's own close releases what it still buffers.
     tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
-    assert [task["leaseTimestamp"] for task in tasks] == ["0", "0"]
+    assert [task["leaseTimestamp"] for task in tasks] == ["0"]

@@ -103,8 +103,13 @@ def test_sigterm_finishes_running_tasks_and_releases_buffered_ones_at_once(emula
 
 
 def test_a_second_signal_stops_at_once_and_loses_nothing(emulator, run_worker):
-    publish(emulator, 3)
-    run = run_worker("blocking", "--processes", "1", "--num-tasks", "3", "--lease-secs", "600")
+    with connect(emulator) as conn:
+        simple = conn.SimpleQueue("jobs")
+        for n in range(6):
+            simple.put({"n": n, "block": n == 3})
+    # Leases of 1, 2, then 4 tasks (num_tasks): tasks 0 to 2 are done, 3
+    # blocks, 4 and 5 wait in the buffer.
+    run = run_worker("blocking_marked", "--processes", "1", "--num-tasks", "4", "--lease-secs", "600")
     run.wait_for(lambda: run.count("started"), "a task to start")
     run.process.send_signal(signal.SIGTERM)
     # Signals sent together may arrive as one: send the second once the
@@ -113,7 +118,8 @@ def test_a_second_signal_stops_at_once_and_loses_nothing(emulator, run_worker):
     run.process.send_signal(signal.SIGTERM)
     code, _, _ = run.stop(sig=None)
     assert code == 0
-    assert not run.count("done")
+    assert run.count("started") == {3: 1}
+    assert run.count("done") == {0: 1, 1: 1, 2: 1}
     assert total_tasks(emulator, "jobs") == 3, "an interrupted task stays in the queue"
 
 

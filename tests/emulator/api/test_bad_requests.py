@@ -322,8 +322,8 @@ def test_legal_but_unknown_queue_is_404(emulator: RestServer) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
         "/nothing/here",
+        "/dashboard/nothing/here",
         "/taskqueue/v1beta2/projects/",
         "/taskqueue/v1beta2/projects/demo",
         "/taskqueue/v1beta2/projects/demo/queues/default",
