@@ -1,7 +1,13 @@
 """Fixtures shared by the test suite: real emulators (in this process and as
-processes of their own) and an OAuth 2.0 server on loopback, and
-google-api-python-client built from the shipped discovery document. Fixtures
-only one directory uses live in its own conftest.py."""
+processes of their own), servers of either kind (emulator or gateway), an
+OAuth 2.0 server on loopback, and google-api-python-client built from the
+shipped discovery document. Fixtures only one directory uses live in its own
+conftest.py.
+
+A test that depends on ``server_kind`` (through ``make_server`` or a
+directory's ``emulator`` fixture) runs against both servers: the transport,
+worker, Celery and API conformance suites do
+(:func:`tests.support.servers.parametrize_servers`)."""
 
 from __future__ import annotations
 
@@ -16,9 +22,11 @@ from googleapiclient.discovery import build_from_document
 
 from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import Emulator
-from tests.support.emulator_process import EmulatorProcess, Spawn
-from tests.support.helpers import TEST_QUEUES, MakeEmulator, build_service
+from kombu_appengine.emulator.server import RestServer
+from tests.support.emulator_process import COMMANDS, EmulatorProcess, Spawn
+from tests.support.helpers import TEST_QUEUES, MakeEmulator, MakeServer, build_service
 from tests.support.oauth_server import OAuthServer
+from tests.support.servers import parametrize_servers, start_server
 
 
 @pytest.fixture
@@ -42,9 +50,10 @@ def emulator(make_emulator: MakeEmulator) -> Emulator:
 
 @pytest.fixture
 def spawn(tmp_path: pathlib.Path) -> Iterator[Spawn]:
-    """Start emulator processes: ``spawn(*args, port=0, wait=True, cwd=None, env=None)``
-    runs ``python -m kombu_appengine.emulator --port PORT ARGS`` and, unless
-    ``wait`` is false, waits for its listening line. Every one is killed at teardown."""
+    """Start server processes: ``spawn(*args, port=0, wait=True, cwd=None, env=None, kind="emulator")``
+    runs ``python -m kombu_appengine.emulator --port PORT ARGS`` (with
+    ``kind="gateway"``, ``pullqueue_gateway serve --port PORT ARGS``) and,
+    unless ``wait`` is false, waits for its listening line. Every one is killed at teardown."""
     started: list[EmulatorProcess] = []
 
     def start(
@@ -53,19 +62,22 @@ def spawn(tmp_path: pathlib.Path) -> Iterator[Spawn]:
         wait: bool = True,
         cwd: pathlib.Path | None = None,
         env: Mapping[str, str] | None = None,
+        kind: str = "emulator",
     ) -> EmulatorProcess:
         stderr_path = tmp_path / f"stderr-{len(started)}.txt"
-        emulator = EmulatorProcess(["--port", str(port), *args], stderr_path, cwd=cwd, env=env)
-        started.append(emulator)
+        server = EmulatorProcess(
+            ["--port", str(port), *args], stderr_path, cwd=cwd, env=env, command=COMMANDS[kind]
+        )
+        started.append(server)
         if not wait:
-            return emulator
-        emulator.wait_listening()
-        assert port in (0, emulator.port), emulator.line
-        return emulator
+            return server
+        server.wait_listening()
+        assert port in (0, server.port), server.line
+        return server
 
     yield start
-    for emulator in started:
-        emulator.kill()
+    for server in started:
+        server.kill()
 
 
 @pytest.fixture
@@ -88,8 +100,20 @@ def shipped_service() -> Any:
     return build_from_document(load_document(), http=httplib2.Http())
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that depends on ``server_kind`` runs against the emulator and the gateway."""
+    parametrize_servers(metafunc)
+
+
 @pytest.fixture
-def server_kind() -> str:
-    """The server a test runs against, unless a directory's conftest runs it
-    against both (``tests.support.servers.parametrize_servers``)."""
-    return "emulator"
+def make_server(server_kind: str) -> Iterator[MakeServer]:
+    """Start servers of the test's kind (``server_kind``: the emulator, then the
+    gateway): ``make_server(**options)`` takes the emulator's options (the
+    gateway takes those it has) and gives the running server. Every server
+    started is stopped at teardown."""
+    with contextlib.ExitStack() as started:
+
+        def make(**options: Any) -> RestServer:
+            return started.enter_context(start_server(server_kind, **options))
+
+        yield make

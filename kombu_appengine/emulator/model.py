@@ -34,15 +34,17 @@ from ..api import (
     TOMBSTONE_SECONDS,
     bare_project,
 )
-from ..rest import errors
 from ..rest.backend import (
+    LeaseCounts,
     PeekedTask,
     QueueAcl,
     check_lease,
     check_queue_name,
-    check_queue_name_syntax,
     check_task_name_syntax,
     decode_payload,
+    find_pull_queue,
+    name_taken,
+    no_such_task,
     not_leased,
     parse_lease_change,
     parse_new_task,
@@ -76,6 +78,11 @@ class QueueConfig:
     consumer_emails: list[str] = field(default_factory=list)
     #: ``writer_email`` entries of the queue's ACL.
     producer_emails: list[str] = field(default_factory=list)
+
+    @property
+    def pull(self) -> bool:
+        """Whether the REST API serves it."""
+        return self.mode == "pull"
 
     def __post_init__(self) -> None:
         if not QUEUE_NAME_RE.match(self.name):
@@ -143,27 +150,6 @@ _HeapEntry = tuple[int, str, int, int, Task]
 _Lease = tuple[str, int, int, int]
 
 
-class LeaseWindow:
-    """How many tasks were leased in the last ``seconds``, exactly, in O(1) amortized."""
-
-    def __init__(self, seconds: int) -> None:
-        self.span = seconds * _MICROS
-        self._log: collections.deque[tuple[int, int]] = collections.deque()
-        self._total = 0
-
-    def add(self, when: int, count: int) -> None:
-        """Record ``count`` tasks leased at ``when``."""
-        self._log.append((when, count))
-        self._total += count
-
-    def total(self, now: int) -> int:
-        """Tasks leased after ``now`` minus the window."""
-        log = self._log
-        while log and log[0][0] <= now - self.span:
-            self._total -= log.popleft()[1]
-        return self._total
-
-
 class Queue:
     """One pull queue of one project."""
 
@@ -181,8 +167,7 @@ class Queue:
         self.tombstones: dict[str, int] = {}
         self._tombstone_order: collections.deque[tuple[int, str]] = collections.deque()
         #: Tasks leased recently, for the stats.
-        self._leased_last_minute = LeaseWindow(60)
-        self._leased_last_hour = LeaseWindow(3600)
+        self._lease_counts = LeaseCounts()
 
     # -- index upkeep -----------------------------------------------------
 
@@ -284,6 +269,9 @@ class Queue:
         tasks to delete instead, because they reached ``maxLeases``.
         """
         candidates: Iterable[Task] = self._due(self._heap, now)
+        # As App Engine: an empty tag is no tag, here as on insert (the group
+        # is the oldest task's, not the tasks tagged "", of which there are none).
+        tag = tag or None
         if by_tag and tag is None:
             # As App Engine: the oldest task's tag is the group; a tagged
             # group is every due task of that tag, but an untagged one only
@@ -340,9 +328,7 @@ class Queue:
         for task in leased:
             task.retry_count += 1
             self.set_lease(task, now + lease_micros, now + lease_micros)
-        if leased:
-            self._leased_last_minute.add(now, len(leased))
-            self._leased_last_hour.add(now, len(leased))
+        self._lease_counts.add(now, len(leased))
 
     def ordered(self, limit: int) -> list[Task]:
         """The first ``limit`` tasks in lease order (ETA, then name).
@@ -369,14 +355,7 @@ class Queue:
         have it: a leased task's is its lease expiry.
         """
         first = self.ordered(1)
-        # A new task's ETA is a microsecond before its enqueue time: given back here.
-        oldest = max(first[0].eta + 1, 0) // _MICROS if first else 0
-        return {
-            "totalTasks": len(self.tasks),
-            "oldestTask": str(oldest),
-            "leasedLastMinute": str(self._leased_last_minute.total(now)),
-            "leasedLastHour": str(self._leased_last_hour.total(now)),
-        }
+        return self._lease_counts.stats(len(self.tasks), first[0].eta if first else None, now)
 
 
 class MalformedEntry(ValueError):
@@ -526,17 +505,8 @@ class TaskQueueService:
             ApiError: 404 for an unknown project or queue, 400 for an illegal
                 queue name or a push queue.
         """
+        config = find_pull_queue(project, name, self.project, self.configs.get)
         bare = bare_project(project)
-        if not bare or (self.project is not None and bare != self.project):
-            raise errors.not_found(f"Project {project!r} is not known to this server")
-        check_queue_name_syntax(name)
-        config = self.configs.get(name)
-        if config is None:
-            raise errors.not_found(
-                f"Queue {name!r} of project {bare!r} does not exist: pull queues are declared in queue.yaml"
-            )
-        if config.mode != "pull":
-            raise errors.bad_request(f"Queue {name!r} is not a pull queue", reason="badRequest")
         queue = self._projects.get(bare, {}).get(name)
         if queue is None:
             queue = Queue(config)
@@ -548,7 +518,7 @@ class TaskQueueService:
         check_task_name_syntax(name)
         task = queue.tasks.get(name)
         if task is None:
-            raise errors.not_found(f"Task {name!r} does not exist in queue {queue.config.name!r}")
+            raise no_such_task(name, queue.config.name)
         return task
 
     def _record(self, *entries: dict[str, Any]) -> None:
@@ -586,7 +556,7 @@ class TaskQueueService:
 
     def insert(self, project: str, name: str, body: Any) -> dict[str, Any]:
         """``tasks.insert``: add a task; a reserved name is 409."""
-        task_name, payload, tag = parse_new_task(body)
+        task_name, payload, tag = parse_new_task(body, name)
         with self.lock:
             queue = self.queue(project, name)
             check_queue_name(body, project, name)
@@ -594,9 +564,7 @@ class TaskQueueService:
             if task_name is None:
                 task_name = uuid.uuid4().hex
             elif queue.name_reserved(task_name, now):
-                raise errors.conflict(
-                    f"Task {task_name!r} already exists or was deleted recently in queue {name!r}"
-                )
+                raise name_taken(task_name, name)
             task = Task(task_name, payload, tag, now, self._seq + 1)
             self._record(
                 {
@@ -640,7 +608,11 @@ class TaskQueueService:
             long_name = api.long_queue_name(project, name)
             response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if leased:
-                response["items"] = [task.resource(long_name, now) for task in leased]
+                # The lease made, even one of 0 seconds, over at once (as App
+                # Engine's lease gives each task its new ETA); a later get says 0.
+                response["items"] = [
+                    {**task.resource(long_name, now), "leaseTimestamp": str(expires)} for task in leased
+                ]
             return response
 
     def get_task(self, project: str, name: str, task_name: str) -> dict[str, Any]:

@@ -48,9 +48,10 @@ from typing import Any, Callable, TypeVar
 
 from ..api import PROJECT_ID_RE, bare_project
 from ..rest import batch
+from ..rest.backend import QueueAdmin, TaskQueueBackend
 from ..rest.errors import ApiError
 from ..rest.faults import Fault, ResetConnection
-from ..rest.front import RestApi, error_response, loggable_target
+from ..rest.front import Authenticator, RestApi, error_response, loggable_target
 from . import wire
 from .model import QueueConfig, TaskQueueService
 from .queue_yaml import queue_configs
@@ -462,7 +463,7 @@ class RestServer:
     it as a context manager: entering starts it, leaving stops it.
 
     Parameters:
-        api: the front, with its backend.
+        backend: the queues (:class:`~kombu_appengine.rest.backend.TaskQueueBackend`).
         host: address to bind; loopback by default.
         port: port to bind; 0 picks a free one.
         max_connections: most connections served at once
@@ -478,6 +479,10 @@ class RestServer:
             is carried out at once; only its answer waits, in its own
             connection, so other connections are not held up. Settable
             while running (:attr:`latency`).
+        require_auth, accepted_tokens, identities, authenticator: who may
+            call, as :class:`~kombu_appengine.rest.front.RestApi` takes them.
+        admin: what the dashboard may change (its delete and purge), as
+            :class:`~kombu_appengine.rest.front.RestApi` takes it.
 
     Raises:
         ValueError: a connection option that is not positive and finite, or
@@ -487,13 +492,18 @@ class RestServer:
 
     def __init__(
         self,
-        api: RestApi,
+        backend: TaskQueueBackend,
         host: str = "127.0.0.1",
         port: int = 0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
         latency: float = 0.0,
+        require_auth: bool = False,
+        accepted_tokens: Iterable[str] | None = None,
+        identities: Mapping[str, str] | None = None,
+        authenticator: Authenticator | None = None,
+        admin: QueueAdmin | None = None,
     ) -> None:
         for option, value in (
             ("max_connections", max_connections),
@@ -503,7 +513,14 @@ class RestServer:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{option} must be positive, not {value!r}")
         _check_latency(latency)
-        self.api = api
+        self.api = RestApi(
+            backend,
+            require_auth=require_auth,
+            accepted_tokens=accepted_tokens,
+            identities=identities,
+            authenticator=authenticator,
+            admin=admin,
+        )
         self._server = _Server(
             (host, port), self.api, max_connections, request_timeout, idle_timeout, latency
         )
@@ -648,21 +665,25 @@ class Emulator(RestServer):
     ) -> None:
         if data_dir is not None and not data_dir:
             raise ValueError("data_dir must name a directory, not '': give None for memory only")
-        if project is not None and not PROJECT_ID_RE.match(bare_project(project)):
-            raise ValueError(f"project {project!r} is not an application id: no request could name it")
+        check_project_option(project)
         if fsync and not data_dir:
             raise ValueError("fsync=True needs a data_dir: without one nothing is written to disk")
         configs = queue_configs(queues, queue_yaml)
         self.service = TaskQueueService(configs, project=project, clock=clock)
-        api = RestApi(
+        self._journal: FileJournal | None = None
+        super().__init__(
             self.service,
+            host,
+            port,
+            max_connections,
+            request_timeout,
+            idle_timeout,
+            latency,
             require_auth=require_auth,
-            accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
+            accepted_tokens=accepted_tokens,
             identities=identities,
             admin=self.service,
         )
-        self._journal: FileJournal | None = None
-        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout, latency)
         try:
             self._journal = FileJournal(data_dir, self.service, fsync=fsync) if data_dir else None
         except BaseException:
@@ -679,6 +700,16 @@ class Emulator(RestServer):
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+
+def check_project_option(project: str | None) -> None:
+    """A server's ``project`` option: ``None`` (any), or an application id.
+
+    Raises:
+        ValueError: it is not an application id (with or without ``s~``/``e~``).
+    """
+    if project is not None and not PROJECT_ID_RE.match(bare_project(project)):
+        raise ValueError(f"project {project!r} is not an application id: no request could name it")
 
 
 def _check_latency(seconds: float) -> None:

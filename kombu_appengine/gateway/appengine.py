@@ -29,6 +29,7 @@ values outside them; every check is made before any call, by the shared
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import time
@@ -42,15 +43,17 @@ from google.appengine.runtime import apiproxy_errors
 
 from .. import api
 from ..api import MAX_LIST_TASKS, bare_project
-from ..emulator.model import LeaseWindow
 from ..rest import errors
 from ..rest.backend import (
+    LeaseCounts,
     PeekedTask,
     QueueAcl,
     check_lease,
     check_queue_name,
-    check_queue_name_syntax,
     check_task_name_syntax,
+    find_pull_queue,
+    name_taken,
+    no_such_task,
     not_leased,
     parse_lease_change,
     parse_new_task,
@@ -111,8 +114,7 @@ class AppEngineBackend:
         self.queues_ttl = queues_ttl
         self._queues: dict[str, QueueInfo] = {}
         self._queues_fetched = -float("inf")
-        self._leased_last_minute: dict[str, LeaseWindow] = {}
-        self._leased_last_hour: dict[str, LeaseWindow] = {}
+        self._lease_counts: collections.defaultdict[str, LeaseCounts] = collections.defaultdict(LeaseCounts)
 
     # -- queues -----------------------------------------------------------
 
@@ -141,18 +143,7 @@ class AppEngineBackend:
             ApiError: 404 for another project or an unknown queue, 400 for an
                 illegal queue name or a push queue.
         """
-        bare = bare_project(project)
-        if not bare or (self.project is not None and bare != self.project):
-            raise errors.not_found(f"Project {project!r} is not known to this server")
-        check_queue_name_syntax(name)
-        info = self._fetch_queues().get(name)
-        if info is None:
-            raise errors.not_found(
-                f"Queue {name!r} of project {bare!r} does not exist: pull queues are declared in queue.yaml"
-            )
-        if not info.pull:
-            raise errors.bad_request(f"Queue {name!r} is not a pull queue", reason="badRequest")
-        return info
+        return find_pull_queue(project, name, self.project, lambda queue: self._fetch_queues().get(queue))
 
     def acl(self, project: str, queue: str) -> QueueAcl | None:
         """The queue's ``user_email`` (consumers) and ``writer_email`` (producers) entries."""
@@ -171,22 +162,17 @@ class AppEngineBackend:
             )
             if get_stats:
                 statistics = gae_taskqueue.Queue(queue).fetch_statistics()
-                now = self._now()
-                oldest = statistics.oldest_eta_usec if statistics.tasks and statistics.oldest_eta_usec else -1
-                resource["stats"] = {
-                    "totalTasks": statistics.tasks,
-                    # A new task's ETA is a microsecond before its enqueue time: given back here.
-                    "oldestTask": str((oldest + 1) // _MICROS),
-                    "leasedLastMinute": str(self._window(self._leased_last_minute, queue, 60).total(now)),
-                    "leasedLastHour": str(self._window(self._leased_last_hour, queue, 3600).total(now)),
-                }
+                oldest = (
+                    statistics.oldest_eta_usec if statistics.tasks and statistics.oldest_eta_usec else None
+                )
+                resource["stats"] = self._lease_counts[queue].stats(statistics.tasks, oldest, self._now())
             return resource
 
     # -- tasks ------------------------------------------------------------
 
     def insert(self, project: str, queue: str, body: Any) -> dict[str, Any]:
         """``tasks.insert`` through ``Queue.add``: a PULL task due now."""
-        name, payload, tag = parse_new_task(body)
+        name, payload, tag = parse_new_task(body, queue)
         with self.lock, _translated():
             self._queue(project, queue)
             check_queue_name(body, project, queue)
@@ -204,9 +190,7 @@ class AppEngineBackend:
             try:
                 added = gae_taskqueue.Queue(queue).add(task)
             except (gae_taskqueue.TaskAlreadyExistsError, gae_taskqueue.TombstonedTaskError):
-                raise errors.conflict(
-                    f"Task {name!r} already exists or was deleted recently in queue {queue!r}"
-                ) from None
+                raise name_taken(str(name), queue) from None
             # The service keeps the creation time in whole seconds.
             return task_resource(
                 added.name, api.long_queue_name(project, queue), int(now) * _MICROS, 0, 0, payload, tag
@@ -233,9 +217,7 @@ class AppEngineBackend:
             response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if not leased:
                 return response
-            now = self._now()
-            for windows, span in ((self._leased_last_minute, 60), (self._leased_last_hour, 3600)):
-                self._window(windows, queue, span).add(now, len(leased))
+            self._lease_counts[queue].add(self._now(), len(leased))
             expires = leased[0]._eta_usec
             created = self._creation_times(queue, expires, {task.name for task in leased})
             long_name = api.long_queue_name(project, queue)
@@ -317,7 +299,7 @@ class AppEngineBackend:
             self._queue(project, queue)
             if valid:
                 for deleted in gae_taskqueue.Queue(queue).delete_tasks_by_name(valid):
-                    results[deleted.name] = None if deleted.was_deleted else _no_task(deleted.name, queue)
+                    results[deleted.name] = None if deleted.was_deleted else no_such_task(deleted.name, queue)
         return [results[name] for name in tasks]
 
     def update_task(
@@ -410,13 +392,6 @@ class AppEngineBackend:
     def _now(self) -> int:
         return int(self.clock() * _MICROS)
 
-    @staticmethod
-    def _window(windows: dict[str, LeaseWindow], queue: str, seconds: int) -> LeaseWindow:
-        window = windows.get(queue)
-        if window is None:
-            window = windows[queue] = LeaseWindow(seconds)
-        return window
-
     def _fetch_task(self, queue: str, task: str) -> Any:
         request = pb.TaskQueueFetchTaskRequest(
             queue_name=queue.encode("utf-8"), task_name=task.encode("utf-8")
@@ -426,7 +401,7 @@ class AppEngineBackend:
             _call("FetchTask", request, response)
         except apiproxy_errors.ApplicationError as error:
             if error.application_error in (_ERROR.UNKNOWN_TASK, _ERROR.TOMBSTONED_TASK):
-                raise _no_task(task, queue) from None
+                raise no_such_task(task, queue) from None
             raise
         return response.task.task[0]
 
@@ -447,10 +422,6 @@ class AppEngineBackend:
             row.body if with_payload else None,
             row.tag.decode("utf-8") if row.HasField("tag") else None,
         )
-
-
-def _no_task(task: str, queue: str) -> ApiError:
-    return errors.not_found(f"Task {task!r} does not exist in queue {queue!r}")
 
 
 def _call(method: str, request: Any, response: Any) -> None:

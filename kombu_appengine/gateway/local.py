@@ -29,8 +29,14 @@ from google.appengine.api.taskqueue import taskqueue_stub
 
 from ..emulator.model import QueueConfig
 from ..emulator.queue_yaml import queue_configs
-from ..emulator.server import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT, REQUEST_TIMEOUT, RestServer
-from ..rest.front import Authenticator, RestApi
+from ..emulator.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    IDLE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    RestServer,
+    check_project_option,
+)
+from ..rest.front import Authenticator
 from .appengine import AppEngineBackend
 
 #: The service name the bundled API calls.
@@ -145,20 +151,26 @@ class LocalGateway(RestServer):
         idle_timeout: float = IDLE_TIMEOUT,
         latency: float = 0.0,
     ) -> None:
+        check_project_option(project)
         configs = queue_configs(queues, queue_yaml)
         self.local_stub = LocalStub(configs, clock)
         #: The backend, as the emulator's ``service``: the same interface.
         self.service = AppEngineBackend(
             project, clock=clock, lock=threading.RLock(), writers=_LiveWriters(self.local_stub)
         )
-        api = RestApi(
+        super().__init__(
             self.service,
+            host,
+            port,
+            max_connections,
+            request_timeout,
+            idle_timeout,
+            latency,
             require_auth=require_auth,
-            accepted_tokens=set(accepted_tokens) if accepted_tokens is not None else None,
+            accepted_tokens=accepted_tokens,
             identities=identities,
             authenticator=authenticator,
         )
-        super().__init__(api, host, port, max_connections, request_timeout, idle_timeout, latency)
         self.local_stub.install()
 
     def declare_queue(self, name: str, **settings: Any) -> None:

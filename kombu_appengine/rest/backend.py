@@ -11,14 +11,17 @@ refusal.
 
 The checks of arguments and bodies that the API makes whatever stands behind
 it (ranges of ``numTasks``, ``leaseSecs`` and ``newLeaseSeconds``, a Task
-body's fields, ``queueName`` naming the queue of the URL) live here, once,
-and so does the rendering of a task as the API's resource.
+body's fields, ``queueName`` naming the queue of the URL, which project and
+queue a path may name) live here, once, and so do the refusals both backends
+answer, the rendering of tasks and queues as the API's resources, and the
+lease counts of a queue's stats.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
 from .. import api
 from ..api import (
@@ -33,6 +36,8 @@ from ..api import (
 )
 from . import errors
 from .errors import ApiError
+
+_MICROS = 1_000_000
 
 
 class QueueAcl(NamedTuple):
@@ -137,9 +142,13 @@ class QueueAdmin(Protocol):
         """
 
 
-#: What App Engine counts of a pull task beside its payload, name and tag (its
-#: method, URL, headers and other fields) against the 1 MiB limit: the SDK
-#: refused an auto-named task whose payload was exactly 1 MiB, finding 1,048,640 bytes.
+#: What App Engine counts of a pull task beside its payload, name, tag and
+#: queue name against the 1 MiB limit. It checks twice: the bundled API
+#: counts the payload, the method and the headers it adds (54 bytes and the
+#: length of the app's host name: 64 with the SDK testbed's), the service the
+#: whole add request (the payload, the name, the tag, the queue name and up
+#: to 53 bytes of fields). 64 makes the count never smaller than either of
+#: the SDK's, so nothing accepted here is refused there.
 TASK_OVERHEAD_BYTES = 64
 
 
@@ -180,8 +189,8 @@ def invalid_task_name(name: Any) -> ApiError:
     return errors.bad_request(f"Invalid task name {name!r}: use 1 to 500 of a-z, A-Z, 0-9, _ and -")
 
 
-def parse_new_task(body: Any) -> NewTask:
-    """The task a ``tasks.insert`` body asks for.
+def parse_new_task(body: Any, queue: str) -> NewTask:
+    """The task a ``tasks.insert`` body asks for, to be added to ``queue``.
 
     Raises:
         ApiError: 400 for a body that is not a Task object, a payload that is
@@ -202,11 +211,17 @@ def parse_new_task(body: Any) -> NewTask:
     if name is not None and (not isinstance(name, str) or not TASK_NAME_RE.match(name)):
         raise invalid_task_name(name)
     # As App Engine: the whole task counts, not the payload alone.
-    size = len(payload) + len(name or "") + len((tag or "").encode("utf-8")) + TASK_OVERHEAD_BYTES
+    size = (
+        len(payload)
+        + len(name or "")
+        + len((tag or "").encode("utf-8"))
+        + len(queue.encode("utf-8"))
+        + TASK_OVERHEAD_BYTES
+    )
     if size > MAX_PAYLOAD_BYTES:
         raise task_too_large(
             f"Task size must be less than {MAX_PAYLOAD_BYTES}; found {size} (the payload, the name, "
-            f"the tag and {TASK_OVERHEAD_BYTES} bytes of the task's other fields)"
+            f"the tag, the queue name and {TASK_OVERHEAD_BYTES} bytes of the task's other fields)"
         )
     return NewTask(name, payload, tag)
 
@@ -231,6 +246,47 @@ def check_queue_name(body: dict[str, Any], project: str, queue: str) -> None:
             )
     if given != queue:
         raise errors.bad_request(f"queueName {given!r} does not match the queue {queue!r} of the URL")
+
+
+class PullFlag(Protocol):
+    """What a backend knows of a declared queue, as far as the path's checks go."""
+
+    @property
+    def pull(self) -> bool:
+        """Whether it is a pull queue (the API serves no other)."""
+        ...
+
+
+_Q = TypeVar("_Q", bound=PullFlag)
+
+
+def find_pull_queue(
+    project: str, queue: str, served_project: str | None, lookup: Callable[[str], _Q | None]
+) -> _Q:
+    """The declared pull queue a path names.
+
+    Parameters:
+        project: the path's project segment (with or without ``s~``/``e~``).
+        queue: the path's queue segment.
+        served_project: the only project served (bare), or ``None`` for any.
+        lookup: the backend's declared queue of that name, or ``None``.
+
+    Raises:
+        ApiError: 404 for another project or an unknown queue, 400 for an
+            illegal queue name or a push queue.
+    """
+    bare = bare_project(project)
+    if not bare or (served_project is not None and bare != served_project):
+        raise errors.not_found(f"Project {project!r} is not known to this server")
+    check_queue_name_syntax(queue)
+    found = lookup(queue)
+    if found is None:
+        raise errors.not_found(
+            f"Queue {queue!r} of project {bare!r} does not exist: pull queues are declared in queue.yaml"
+        )
+    if not found.pull:
+        raise errors.bad_request(f"Queue {queue!r} is not a pull queue", reason="badRequest")
+    return found
 
 
 def check_queue_name_syntax(queue: str) -> None:
@@ -284,6 +340,16 @@ def parse_lease_change(new_lease_seconds: int, body: Any, project: str, queue: s
         return int(given)
     except (TypeError, ValueError, OverflowError):
         raise errors.bad_request("leaseTimestamp must be an integer") from None
+
+
+def name_taken(task: str, queue: str) -> ApiError:
+    """409: the name is held by a task, or by one deleted recently (a tombstone)."""
+    return errors.conflict(f"Task {task!r} already exists or was deleted recently in queue {queue!r}")
+
+
+def no_such_task(task: str, queue: str) -> ApiError:
+    """404: no task of that name (it never was, or it was deleted)."""
+    return errors.not_found(f"Task {task!r} does not exist in queue {queue!r}")
 
 
 def stale_lease(task: str) -> ApiError:
@@ -344,3 +410,57 @@ def queue_resource(name: str, max_leases: int | None, acl: QueueAcl) -> dict[str
     if max_leases is not None:
         resource["maxLeases"] = max_leases
     return resource
+
+
+class LeaseWindow:
+    """How many tasks were leased in the last ``seconds``, exactly, in O(1) amortized."""
+
+    def __init__(self, seconds: int) -> None:
+        self.span = seconds * _MICROS
+        self._log: collections.deque[tuple[int, int]] = collections.deque()
+        self._total = 0
+
+    def add(self, when: int, count: int) -> None:
+        """Record ``count`` tasks leased at ``when``."""
+        self._log.append((when, count))
+        self._total += count
+
+    def total(self, now: int) -> int:
+        """Tasks leased after ``now`` minus the window."""
+        log = self._log
+        while log and log[0][0] <= now - self.span:
+            self._total -= log.popleft()[1]
+        return self._total
+
+
+class LeaseCounts:
+    """The tasks one queue leased in the last minute and in the last hour (its stats' counts)."""
+
+    def __init__(self) -> None:
+        self._minute = LeaseWindow(60)
+        self._hour = LeaseWindow(3600)
+
+    def add(self, when: int, count: int) -> None:
+        """Record ``count`` tasks leased at ``when`` (microseconds since the epoch)."""
+        if count:
+            self._minute.add(when, count)
+            self._hour.add(when, count)
+
+    def stats(self, total_tasks: int, oldest_eta: int | None, now: int) -> dict[str, Any]:
+        """The ``stats`` object of ``taskqueues.get``.
+
+        Parameters:
+            total_tasks: every task of the queue, leased or not.
+            oldest_eta: the earliest ETA of its tasks (a leased task's is its
+                lease expiry, as App Engine's statistics have it), microseconds;
+                ``None`` for an empty queue.
+            now: microseconds since the epoch.
+        """
+        # A new task's ETA is a microsecond before its enqueue time: given back here.
+        oldest = max(oldest_eta + 1, 0) // _MICROS if oldest_eta is not None else 0
+        return {
+            "totalTasks": total_tasks,
+            "oldestTask": str(oldest),
+            "leasedLastMinute": str(self._minute.total(now)),
+            "leasedLastHour": str(self._hour.total(now)),
+        }

@@ -32,12 +32,12 @@ import logging
 import re
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, NamedTuple, Protocol
 
 from .. import api, discovery
 from . import errors
-from .backend import QueueAcl, QueueAdmin, TaskQueueBackend
+from .backend import QueueAcl, QueueAdmin, TaskQueueBackend, no_such_task
 from .errors import ApiError
 from .faults import RETRY_TEST_HEADER, RETRY_TEST_PATH, FaultInjector, ResetConnection
 
@@ -308,7 +308,7 @@ class RestApi:
         self,
         backend: TaskQueueBackend,
         require_auth: bool = False,
-        accepted_tokens: set[str] | None = None,
+        accepted_tokens: Iterable[str] | None = None,
         identities: Mapping[str, str] | None = None,
         injector: FaultInjector | None = None,
         authenticator: Authenticator | None = None,
@@ -321,7 +321,7 @@ class RestApi:
 
         self.backend = backend
         self.require_auth = require_auth
-        self.accepted_tokens = accepted_tokens
+        self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None else None
         self.identities = identities
         self.authenticator = authenticator
         self.keep_tokens = keep_tokens
@@ -588,7 +588,7 @@ class RestApi:
             result = results[call.task]
             if call.task in done and result is None:
                 # The same task twice: the second delete finds it gone.
-                result = errors.not_found(f"Task {call.task!r} does not exist in queue {queue!r}")
+                result = no_such_task(call.task, queue)
             done.add(call.task)
             answers[index] = error_response(result) if result is not None else Response(204, b"", None)
 

@@ -15,29 +15,13 @@ import pytest
 from kombu_appengine.emulator.server import RestServer
 from tests.support import celery_app
 from tests.support.celery_worker import PULL_QUEUES, WORKER_QUEUES, Worker
-from tests.support.helpers import ROOT
-from tests.support.servers import parametrize_servers, start_server
-
-#: Tests that run against the gateway too (App Engine's task queue stub):
-#: results through rpc:// (reply queues as tags on the shared queue) and
-#: routing. The rest exercise Celery's and the transport's own behaviour.
-BOTH_SERVERS = frozenset(
-    {
-        "test_a_few_hundred_tasks_with_results_through_rpc",
-        "test_routing_to_a_pull_queue_and_to_a_tag_on_the_shared_queue",
-    }
-)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    parametrize_servers(metafunc, BOTH_SERVERS)
+from tests.support.helpers import ROOT, MakeServer
 
 
 @pytest.fixture
-def emulator(server_kind: str) -> Iterator[RestServer]:
-    """A server with the test project's pull queues."""
-    with start_server(server_kind, queues=PULL_QUEUES) as server:
-        yield server
+def emulator(make_server: MakeServer) -> RestServer:
+    """A server (of either kind) with the test project's pull queues."""
+    return make_server(queues=PULL_QUEUES)
 
 
 @pytest.fixture

@@ -51,12 +51,12 @@ def test_a_few_hundred_tasks_with_results_through_rpc(emulator, start_worker, cl
     assert_clean(worker.log())
 
 
-def test_the_readme_example(spawn, tmp_path):
-    # The README's files, and its commands: an emulator reading queue.yaml,
-    # a worker, and a producer in another process.
+def test_the_readme_example(spawn, server_kind, tmp_path):
+    # The README's files, and its commands: an emulator (or the local
+    # gateway) reading queue.yaml, a worker, and a producer in another process.
     shutil.copy(CELERY_EXAMPLE, tmp_path / "tasks.py")
     (tmp_path / "queue.yaml").write_text(README_QUEUE_YAML, encoding="utf-8")
-    emulator = spawn("--queue-yaml", "queue.yaml", cwd=tmp_path)
+    emulator = spawn("--queue-yaml", "queue.yaml", cwd=tmp_path, kind=server_kind)
     worker = None
     try:
         env = {**os.environ, "TASKQUEUE_EMULATOR_HOST": emulator.host, "C_FORCE_ROOT": "1"}

@@ -485,7 +485,14 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: pathlib.Path) 
     writer.start()
     with pytest.raises(ConfigurationError) as failure:
         connect_with_file(fifo)
-    writer.join(timeout=10)
+    # Refused without opening it, so the writer waits for a reader: be one
+    # until it is done (it may not have begun to wait yet).
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        writer.join(timeout=10)
+    finally:
+        os.close(reader)
+    assert not writer.is_alive()
     assert str(failure.value) == f"credentials_file {fifo}: cannot read it: it is not a regular file"
 
 

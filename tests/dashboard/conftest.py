@@ -10,7 +10,7 @@ import pytest
 
 from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.emulator.server import RestServer
-from tests.support.servers import SERVER_KINDS, start_server
+from tests.support.helpers import MakeServer
 
 #: The application both servers serve.
 APP = "test-app"
@@ -42,11 +42,10 @@ CHROMIUM_FLAGS = (
 )
 
 
-@pytest.fixture(params=SERVER_KINDS)
-def server(request: pytest.FixtureRequest) -> Iterator[RestServer]:
-    """The emulator or the gateway (each test runs on both), serving :data:`APP`."""
-    with start_server(request.param, queues=QUEUES, project=APP) as running:
-        yield running
+@pytest.fixture
+def server(make_server: MakeServer) -> RestServer:
+    """The emulator or the gateway (each test runs on both, see the root conftest), serving :data:`APP`."""
+    return make_server(queues=QUEUES, project=APP)
 
 
 @pytest.fixture

@@ -45,8 +45,8 @@ LIMITED_MAX_LEASES = 2
 TASK_NAMES = ("t0", "t1", "t2", "t3")
 #: Tags given to inserts; the empty tag means no tag.
 TAGS = ("", "red", "blue")
-#: Tags asked for by leases; ``green`` is never given to a task.
-LEASE_TAGS = ("red", "blue", "green")
+#: Tags asked for by leases; ``green`` is never given to a task, and the empty tag is none.
+LEASE_TAGS = ("red", "blue", "green", "")
 #: Clock steps, in seconds: within a lease, past one, past the stats windows, past a tombstone.
 CLOCK_STEPS = (0.5, 1, 2, 5, 61, 3601, 7 * 24 * 3600)
 
@@ -128,6 +128,7 @@ class QueueModel:
         self, num_tasks: int, lease_secs: int, group_by_tag: bool, tag: str | None, now: int
     ) -> list[ModelTask]:
         available = [t for t in self.in_lease_order() if t.eta < now and not t.leased(now)]
+        tag = tag or None  # an empty tag is no tag
         if group_by_tag and tag is None:
             # The oldest due task's tag; untagged: the untagged among the oldest num_tasks.
             window = available[:num_tasks]
@@ -252,7 +253,11 @@ class QueueMachine(RuleBasedStateMachine):
         leased = self.model.lease(num_tasks, lease_secs, group_by_tag, tag if group_by_tag else None, now)
         expected: dict[str, Any] = {"kind": "taskqueue#tasks"}
         if leased:
-            expected["items"] = [task.resource(self.long_name, now) for task in leased]
+            # The lease made, even one of 0 seconds that is over at once.
+            expected["items"] = [
+                {**task.resource(self.long_name, now), "leaseTimestamp": str(task.lease_expires)}
+                for task in leased
+            ]
         assert document == expected
 
     @rule(data=st.data())

@@ -27,8 +27,7 @@ def guarded(oauth: OAuthServer) -> Iterator[LocalGateway]:
 
 
 def token(oauth: OAuthServer, email: str, scope: str = TASKQUEUE_SCOPE) -> str:
-    oauth.user_email = email
-    return oauth._issue(oauth.client_id, scope, refresh=False, email=email)["access_token"]
+    return oauth.access_token_for(email, scope)
 
 
 def call(server, token=None, queue="guarded", path=("tasks",), method="GET"):
@@ -79,6 +78,46 @@ def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplo
     call(guarded, "ya29.secret-looking-token")
     assert worker not in caplog.text
     assert "secret-looking" not in caplog.text
+
+
+@pytest.mark.slow
+def test_serve_with_require_auth_verifies_tokens_at_the_given_endpoint_and_never_prints_one(
+    spawn, oauth, tmp_path
+):
+    """``pullqueue_gateway serve --require-auth --tokeninfo-url URL`` as a process, logging all."""
+    (tmp_path / "queue.yaml").write_text(
+        "queue:\n- name: guarded\n  mode: pull\n  acl:\n  - user_email: worker@example.com\n",
+        encoding="utf-8",
+    )
+    gateway = spawn(
+        "--queue-yaml",
+        str(tmp_path / "queue.yaml"),
+        "--project",
+        APP_ID,
+        "--require-auth",
+        "--tokeninfo-url",
+        oauth.tokeninfo_uri,
+        "--log-level",
+        "DEBUG",
+        kind="gateway",
+    )
+    worker = token(oauth, "worker@example.com")
+    stranger = token(oauth, "stranger@example.com")
+
+    error = assert_google_error(call(gateway), 401)
+    assert error["errors"][0]["reason"] == "required"
+    assert call(gateway, worker).status == 200
+    assert call(gateway, worker, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 200
+    error = assert_google_error(call(gateway, stranger), 403, "queue.yaml")
+    assert error["errors"][0]["reason"] == "forbidden"
+    assert_google_error(call(gateway, "ya29.refused-token"), 401)
+    assert oauth.tokeninfo_requests == 3
+
+    output = gateway.stop()
+    assert "GET /taskqueue/v1beta2/projects/test-app/taskqueues/guarded/tasks" in output  # it did log
+    for secret in (worker, stranger, "ya29.refused-token"):
+        assert secret not in output
+    assert "ya29." not in output
 
 
 def test_the_transport_reaches_the_gateway_with_a_service_account_key_and_a_users_file(

@@ -1,4 +1,5 @@
-"""The emulator in a child process (``python -m kombu_appengine.emulator``),
+"""A server in a child process (the emulator, ``python -m
+kombu_appengine.emulator``, or the gateway, ``pullqueue_gateway serve``),
 and JSON clients for any emulator: a keep-alive :class:`Client`, and
 :func:`call` on a fresh connection each time."""
 
@@ -13,7 +14,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from tests.support.helpers import b64
@@ -25,13 +26,19 @@ START_DEADLINE = 30.0
 EXIT_DEADLINE = 10.0
 #: Seconds any one request may take.
 REQUEST_TIMEOUT = 10.0
-#: What the emulator prints on stdout once it accepts connections.
+#: The command of each kind of server (:data:`tests.support.servers.SERVER_KINDS`): arguments follow it.
+COMMANDS = {
+    "emulator": (sys.executable, "-m", "kombu_appengine.emulator"),
+    "gateway": (sys.executable, "-m", "kombu_appengine.gateway.cli", "serve"),
+}
+#: What the emulator (and the gateway) prints on stdout once it accepts connections.
 LISTENING_RE = re.compile(r"listening on http://(\[[0-9a-fA-F:.]+\]|[^:/\s\[\]]+):(\d+)\n\Z")
 
 
 class EmulatorProcess:
-    """``python -m kombu_appengine.emulator ARGS`` in a child process, its
-    stderr in a file; ``cwd`` and ``env`` as :class:`subprocess.Popen` takes them."""
+    """``python -m kombu_appengine.emulator ARGS`` (or another ``command`` of
+    :data:`COMMANDS`) in a child process, its stderr in a file; ``cwd`` and
+    ``env`` as :class:`subprocess.Popen` takes them."""
 
     def __init__(
         self,
@@ -39,11 +46,12 @@ class EmulatorProcess:
         stderr_path: pathlib.Path,
         cwd: pathlib.Path | None = None,
         env: Mapping[str, str] | None = None,
+        command: Sequence[str] = COMMANDS["emulator"],
     ) -> None:
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed by kill()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kombu_appengine.emulator", *args],
+            [*command, *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
@@ -133,6 +141,15 @@ class EmulatorProcess:
         status, listed = self.call("GET", tasks_path(queue))
         assert status == 200, listed
         return {task["id"] for task in listed["items"]}
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the exit, and give everything the process wrote
+        (stdout after the listening line, then stderr)."""
+        self.process.terminate()
+        assert self.process.stdout is not None
+        out = self.process.stdout.read().decode("utf-8", errors="replace")
+        self.process.wait(EXIT_DEADLINE)
+        return out + self.stderr()
 
     def kill(self) -> None:
         """SIGKILL, and reap."""

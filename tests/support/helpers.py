@@ -1,6 +1,6 @@
 """Small helpers many test modules use: polling with a deadline, a fake clock,
 base64 as the API carries it, private JSON files, a google-api-python-client
-service for an emulator, the type of the ``make_emulator`` fixture, and the
+service for an emulator, the types of the ``make_emulator`` and ``make_server`` fixtures, and the
 paths the processes started by the tests need."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from googleapiclient.discovery import build_from_document
 
 from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import Emulator
+from kombu_appengine.emulator.server import RestServer
 
 #: Queues every test emulator declares.
 TEST_QUEUES = ("default", "other", "pull-queue")
@@ -31,6 +32,8 @@ T = TypeVar("T")
 
 #: The type of the ``make_emulator`` fixture: Emulator's options in, a running one out.
 MakeEmulator = Callable[..., Emulator]
+#: The type of the ``make_server`` fixture: options in, a running server of the test's kind out.
+MakeServer = Callable[..., RestServer]
 
 
 def wait_for(

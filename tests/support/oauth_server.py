@@ -187,6 +187,11 @@ class OAuthServer:
         with self._lock:
             self._refresh_tokens.pop(refresh_token, None)
 
+    def access_token_for(self, email: str, scope: str = "https://www.googleapis.com/auth/taskqueue") -> str:
+        """An access token (no refresh token) the token-info endpoint gives as ``email``'s, for ``scope``."""
+        with self._lock:
+            return str(self._issue(self.client_id, scope, refresh=False, email=email)["access_token"])
+
     def issue_user_tokens(self) -> dict[str, Any]:
         """A token response for the client, as after the user's consent (no browser)."""
         with self._lock:

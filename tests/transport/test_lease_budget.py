@@ -7,18 +7,16 @@ from __future__ import annotations
 import pytest
 
 from kombu_appengine.emulator import QueueConfig
-from tests.support.helpers import MakeEmulator, wait_for
+from tests.support.helpers import MakeServer, wait_for
 from tests.support.transport import connect, listed, prefill, total_tasks
 
 
 @pytest.mark.parametrize("get", ["consumer", "polling"])
-def test_connections_that_each_take_one_message_deliver_every_task(
-    make_emulator: MakeEmulator, get: str
-) -> None:
+def test_connections_that_each_take_one_message_deliver_every_task(make_server: MakeServer, get: str) -> None:
     # With task_retry_limit 2, a task leased twice without being delivered
     # is deleted by its third lease: before the fix, each connection leased
     # num_tasks tasks, delivered one and gave the rest back.
-    server = make_emulator(queues=[QueueConfig("default", max_leases=2)])
+    server = make_server(queues=[QueueConfig("default", max_leases=2)])
     prefill(server, 5)
     delivered = []
     for _ in range(5):
@@ -32,8 +30,8 @@ def test_connections_that_each_take_one_message_deliver_every_task(
     assert total_tasks(server) == 0
 
 
-def test_leases_grow_to_num_tasks_as_a_consumer_keeps_taking_messages(make_emulator: MakeEmulator) -> None:
-    server = make_emulator(queues=["default"])
+def test_leases_grow_to_num_tasks_as_a_consumer_keeps_taking_messages(make_server: MakeServer) -> None:
+    server = make_server(queues=["default"])
     prefill(server, 40)
 
     def leased() -> int:
@@ -58,9 +56,9 @@ def test_leases_grow_to_num_tasks_as_a_consumer_keeps_taking_messages(make_emula
 
 
 def test_a_connection_that_closed_after_one_message_leaves_the_others_unleased(
-    make_emulator: MakeEmulator,
+    make_server: MakeServer,
 ) -> None:
-    server = make_emulator(queues=["default"])
+    server = make_server(queues=["default"])
     prefill(server, 5)
     with connect(server, num_tasks=10) as connection:
         queue = connection.SimpleQueue("default")

@@ -15,7 +15,7 @@ import pytest
 
 from kombu_appengine import api
 from kombu_appengine.emulator import Emulator, QueueConfig
-from tests.support.helpers import TEST_QUEUES, MakeEmulator, wait_for
+from tests.support.helpers import TEST_QUEUES, MakeServer, wait_for
 from tests.support.transport import PROJECT, connect, listed, only_task, payload_of, prefill, total_tasks
 
 
@@ -25,10 +25,10 @@ def lease_of(emulator: Emulator, name: str) -> str:
 
 
 def test_a_consumer_whose_lease_ran_out_never_changes_the_lease_another_consumer_holds(
-    make_emulator: MakeEmulator,
+    make_server: MakeServer,
 ) -> None:
     skew = [0.0]
-    server = make_emulator(queues=TEST_QUEUES, clock=lambda: time.time() + skew[0])
+    server = make_server(queues=TEST_QUEUES, clock=lambda: time.time() + skew[0])
     prefill(server, 2)
     stale = connect(server, lease_secs=60)
     stale_queue = stale.SimpleQueue("default")
@@ -54,10 +54,10 @@ def test_a_consumer_whose_lease_ran_out_never_changes_the_lease_another_consumer
 
 @pytest.mark.slow  # holds a message over the first lease, of 2 s, of a buffered one
 def test_a_buffered_task_keeps_its_lease_and_is_delivered_without_a_second_lease(
-    make_emulator: MakeEmulator,
+    make_server: MakeServer,
 ) -> None:
     # With task_retry_limit 1, a second lease of a task would delete it.
-    server = make_emulator(queues=[QueueConfig("default", max_leases=1)])
+    server = make_server(queues=[QueueConfig("default", max_leases=1)])
     prefill(server, 3)
     with connect(server, num_tasks=2, lease_secs=2) as connection:
         queue = connection.SimpleQueue("default")

@@ -111,7 +111,7 @@ def test_more_failures_than_request_retries_is_a_connection_error(emulator):
 
 
 @pytest.mark.slow  # waits out the client's retries, seconds
-def test_unreachable_server_is_a_connection_error(emulator):
+def test_unreachable_server_is_a_connection_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
@@ -132,7 +132,7 @@ def test_unreachable_server_is_a_connection_error(emulator):
 
 
 @pytest.mark.slow  # waits out the client's retries, seconds
-def test_connect_to_an_unreachable_endpoint_fails(emulator):
+def test_connect_to_an_unreachable_endpoint_fails():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
@@ -146,8 +146,8 @@ def test_connect_to_an_unreachable_endpoint_fails(emulator):
     connection.release()
 
 
-def test_drain_events_keeps_to_its_timeout_when_the_server_goes_away(make_emulator):
-    server = make_emulator(queues=["default"])
+def test_drain_events_keeps_to_its_timeout_when_the_server_goes_away(make_server):
+    server = make_server(queues=["default"])
     # Retries enough, with their backoff, to go on for many minutes: the
     # lease's retries must stop at drain_events' deadline.
     with (
@@ -181,9 +181,9 @@ def test_client_errors_are_not_retried(emulator):
         queue.close()
 
 
-def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_emulator):
+def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_server):
     guarded = QueueConfig("guarded", consumer_emails=["worker@example.com"])
-    server = make_emulator(queues=[guarded], identities={"worker-token": "worker@example.com"})
+    server = make_server(queues=[guarded], identities={"worker-token": "worker@example.com"})
     token = google.oauth2.credentials.Credentials(token="worker-token")
     with connect(server, credentials=token) as connection:
         queue = connection.SimpleQueue("guarded")

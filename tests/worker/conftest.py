@@ -10,31 +10,16 @@ import pytest
 
 from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.emulator.server import RestServer
-from tests.support.servers import parametrize_servers, start_server
+from tests.support.helpers import MakeServer
 from tests.support.transport import connect
 from tests.support.worker_run import Run
 
-#: Tests that run against the gateway too (App Engine's task queue stub): the
-#: worker's main job, payload kinds, and the queue's own lease limit. The
-#: rest exercise the worker's process handling, which does not depend on the server.
-BOTH_SERVERS = frozenset(
-    {
-        "test_every_task_processed_exactly_once_over_four_processes",
-        "test_raw_json_and_binary_payloads_reach_the_function_decoded",
-        "test_the_queues_max_leases_is_respected",
-    }
-)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    parametrize_servers(metafunc, BOTH_SERVERS)
-
 
 @pytest.fixture
-def emulator(server_kind: str) -> Iterator[RestServer]:
-    """The worker's queues: one to work on, one for dead letters, and one that allows three leases."""
-    with start_server(server_kind, queues=["jobs", "dead", QueueConfig("limited", max_leases=3)]) as server:
-        yield server
+def emulator(make_server: MakeServer) -> RestServer:
+    """The worker's queues (on either server): one to work on, one for dead
+    letters, and one that allows three leases."""
+    return make_server(queues=["jobs", "dead", QueueConfig("limited", max_leases=3)])
 
 
 @pytest.fixture

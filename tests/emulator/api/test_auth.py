@@ -18,8 +18,8 @@ def authorized_service(url, token):
     return build_from_document(load_document(url + "/"), credentials=credentials)
 
 
-def test_require_auth_refuses_requests_without_a_token(make_emulator, clock):
-    running = make_emulator(queues=[QUEUE], require_auth=True, clock=clock)
+def test_require_auth_refuses_requests_without_a_token(make_server, clock):
+    running = make_server(queues=[QUEUE], require_auth=True, clock=clock)
     response = raw_http.request(running, "GET", api_path())
     assert response.status == 401
     assert_google_error(response.json(), 401, "required")
@@ -29,8 +29,8 @@ def test_require_auth_refuses_requests_without_a_token(make_emulator, clock):
     assert running.tokens == []
 
 
-def test_require_auth_accepts_a_bearer_token_and_records_it(make_emulator, clock):
-    running = make_emulator(queues=[QUEUE], require_auth=True, clock=clock)
+def test_require_auth_accepts_a_bearer_token_and_records_it(make_server, clock):
+    running = make_server(queues=[QUEUE], require_auth=True, clock=clock)
     service = authorized_service(running.url, "token-1")
     assert service.taskqueues().get(project=PROJECT, taskqueue=QUEUE).execute()["id"] == QUEUE
     response = raw_http.request(running, "GET", api_path(), headers={"Authorization": "Bearer token-2"})
@@ -38,8 +38,8 @@ def test_require_auth_accepts_a_bearer_token_and_records_it(make_emulator, clock
     assert running.tokens == ["token-1", "token-2"]
 
 
-def test_accepted_tokens_refuse_other_tokens(make_emulator, clock):
-    running = make_emulator(queues=[QUEUE], accepted_tokens=["good"], clock=clock)
+def test_accepted_tokens_refuse_other_tokens(make_server, clock):
+    running = make_server(queues=[QUEUE], accepted_tokens=["good"], clock=clock)
     response = raw_http.request(running, "GET", api_path(), headers={"Authorization": "Bearer bad"})
     assert response.status == 401
     assert_google_error(response.json(), 401, "authError")
@@ -49,12 +49,12 @@ def test_accepted_tokens_refuse_other_tokens(make_emulator, clock):
     assert running.tokens == ["bad", "good"]
 
 
-def test_identities_hold_requests_to_the_queue_acl(make_emulator):
+def test_identities_hold_requests_to_the_queue_acl(make_server):
     acl_queue = QueueConfig(
         "guarded", consumer_emails=["worker@example.com"], producer_emails=["app@example.com"]
     )
     identities = {"worker-token": "worker@example.com", "app-token": "app@example.com"}
-    server = make_emulator(queues=[acl_queue], identities=identities)
+    server = make_server(queues=[acl_queue], identities=identities)
 
     def call(token, method, path, body=None):
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}

@@ -48,6 +48,17 @@ def test_lease_returns_the_task_with_its_lease(service, clock):
     }
 
 
+def test_a_lease_of_zero_seconds_answers_the_lease_it_made_and_is_over_at_once(service, clock):
+    insert(service, id="t1")
+    [task] = lease(service, lease_secs=0)["items"]
+    # As App Engine: the task's ETA is now, which is when its lease ends.
+    assert (task["leaseTimestamp"], task["retry_count"]) == (micros(START), 1)
+    assert get_task(service, "t1")["leaseTimestamp"] == "0"
+    expect_error(change_lease(service, "update", "t1", 60), 400)
+    clock.advance(1)
+    assert [(task["id"], task["retry_count"]) for task in lease(service)["items"]] == [("t1", 2)]
+
+
 def test_lease_of_an_empty_queue(service):
     assert lease(service) == {"kind": "taskqueue#tasks"}
 
@@ -133,6 +144,15 @@ def test_group_by_tag_with_a_tagged_oldest_task_takes_every_task_of_its_tag(serv
         insert(service, id=name, tag=tag)
         clock.advance(1)
     assert leased_ids(service, num_tasks=2, groupByTag=True) == ["a0", "a3"]
+
+
+def test_group_by_tag_with_an_empty_tag_takes_the_tag_of_the_oldest_task(service, clock):
+    # As App Engine: an empty tag is no tag, on a lease as on an insert.
+    for name, tag in (("b1", "b"), ("plain", ""), ("b2", "b")):
+        insert(service, id=name, tag=tag)
+        clock.advance(1)
+    assert leased_ids(service, groupByTag=True, tag="") == ["b1", "b2"]
+    assert leased_ids(service, groupByTag=True, tag="") == ["plain"]
 
 
 def test_group_by_tag_skips_leased_tasks_when_choosing_the_tag(service, clock):

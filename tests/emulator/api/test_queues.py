@@ -57,8 +57,8 @@ def test_redeclaring_a_queue_in_use_changes_it(service, emulator):
     assert list_ids(service) == ["kept"]
 
 
-def test_queue_config_max_leases_reaches_the_resource(make_emulator, clock):
-    running = make_emulator(queues=[QueueConfig("limited", max_leases=0)], clock=clock)
+def test_queue_config_max_leases_reaches_the_resource(make_server, clock):
+    running = make_server(queues=[QueueConfig("limited", max_leases=0)], clock=clock)
     queue = build_service(running.url).taskqueues().get(project=PROJECT, taskqueue="limited").execute()
     assert queue["maxLeases"] == 0
 
@@ -125,7 +125,6 @@ def test_a_long_get_sent_as_post_with_method_override_keeps_its_query(service):
 # -- projects and queues ------------------------------------------------------
 
 
-@pytest.mark.emulator_only("the gateway serves one application (tests/gateway test its project ids)")
 def test_prefixed_and_bare_ids_are_one_project(service):
     insert(service, project="s~app", id="t1")
     for project in ("app", "e~app", "s~app"):
@@ -133,6 +132,14 @@ def test_prefixed_and_bare_ids_are_one_project(service):
             get_task(service, "t1", project=project)["queueName"] == f"projects/{project}/taskqueues/{QUEUE}"
         )
         assert list_ids(service, project=project) == ["t1"]
+
+
+@pytest.mark.emulator_only(
+    "the emulator keeps the queues of any number of projects apart; the gateway serves its own "
+    "application only, and other ids are 404 (test_a_server_for_one_project_refuses_others)"
+)
+def test_each_project_has_queues_of_its_own(service):
+    insert(service, project="s~app", id="t1")
     assert list_ids(service, project="another-app") == []
 
 
@@ -151,8 +158,8 @@ def test_a_domain_scoped_project(service):
     assert list_ids(service, project="example.com:my-app") == ["t1"]
 
 
-def test_a_server_for_one_project_refuses_others(make_emulator, clock):
-    running = make_emulator(queues=[QUEUE], project="myapp", clock=clock)
+def test_a_server_for_one_project_refuses_others(make_server, clock):
+    running = make_server(queues=[QUEUE], project="myapp", clock=clock)
     service = build_service(running.url)
     for project in ("myapp", "s~myapp", "e~myapp"):
         insert(service, project=project)
@@ -181,7 +188,7 @@ def test_a_push_queue_is_400(service, emulator):
         assert "pull queue" in expect_error(request, 400)
 
 
-def test_a_push_queue_from_queue_config_is_400(make_emulator, clock):
-    running = make_emulator(queues=[QueueConfig("pushy", mode="push")], clock=clock)
+def test_a_push_queue_from_queue_config_is_400(make_server, clock):
+    running = make_server(queues=[QueueConfig("pushy", mode="push")], clock=clock)
     service = build_service(running.url)
     expect_error(service.taskqueues().get(project=PROJECT, taskqueue="pushy"), 400)

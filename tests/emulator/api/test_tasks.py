@@ -4,6 +4,8 @@ import base64
 
 import pytest
 
+from kombu_appengine.api import MAX_PAYLOAD_BYTES
+from kombu_appengine.rest.backend import TASK_OVERHEAD_BYTES
 from tests.support import raw_http
 from tests.support.api import (
     LONG_QUEUE_NAME,
@@ -128,6 +130,22 @@ def test_insert_accepts_url_safe_and_unpadded_base64(emulator, service, encoded)
     task = response.json()
     assert task["payloadBase64"] == "+/7+/w=="
     assert get_task(service, task["id"])["payloadBase64"] == "+/7+/w=="
+
+
+def test_the_queue_name_counts_against_the_task_size_limit(service, emulator):
+    # As App Engine's service, which counts the whole add request: the
+    # longer the queue's name, the smaller the largest payload.
+    queue = "q" * 100
+    emulator.declare_queue(queue)
+    largest = MAX_PAYLOAD_BYTES - len(queue) - len("t1") - TASK_OVERHEAD_BYTES
+    assert insert(service, b"x" * largest, queue=queue, id="t1")["id"] == "t1"
+    expect_error(
+        service.tasks().insert(
+            project=PROJECT, taskqueue=queue, body={"id": "t2", "payloadBase64": b64(b"x" * (largest + 1))}
+        ),
+        400,
+        "taskTooLarge",
+    )
 
 
 def test_insert_without_a_tag_reports_none(service):

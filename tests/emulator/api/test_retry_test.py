@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from kombu_appengine import api
-from kombu_appengine.emulator import Emulator
+from kombu_appengine.emulator.server import RestServer
 from tests.support.raw_http import (
     QUEUE_PATH,
     Answer,
@@ -32,17 +32,17 @@ from tests.support.raw_http import (
 LEASE = f"{QUEUE_PATH}/tasks/lease?numTasks=10&leaseSecs=60"
 
 
-def create(emulator: Emulator, instructions: Mapping[str, list[str]]) -> dict[str, Any]:
+def create(emulator: RestServer, instructions: Mapping[str, list[str]]) -> dict[str, Any]:
     answer = post_json(emulator, "/retry_test", {"instructions": instructions})
     assert answer.status == 200, answer.body
     return answer.json()
 
 
-def insert(emulator: Emulator, name: str, headers: Mapping[str, str] | None = None) -> Answer:
+def insert(emulator: RestServer, name: str, headers: Mapping[str, str] | None = None) -> Answer:
     return post_json(emulator, QUEUE_PATH + "/tasks", {"id": name, "payloadBase64": "eA=="}, headers)
 
 
-def test_create_show_and_delete_a_retry_test(emulator: Emulator) -> None:
+def test_create_show_and_delete_a_retry_test(emulator: RestServer) -> None:
     instructions = {
         api.TASKS_LEASE.id: ["return-503", "return-reset-connection"],
         api.TASKS_DELETE.id: ["stall-for-2s"],
@@ -64,7 +64,7 @@ def test_create_show_and_delete_a_retry_test(emulator: Emulator) -> None:
     assert_google_error(request(emulator, "DELETE", f"/retry_test/{test_id}"), 404, test_id)
 
 
-def test_each_request_consumes_the_next_instruction_of_its_method(emulator: Emulator) -> None:
+def test_each_request_consumes_the_next_instruction_of_its_method(emulator: RestServer) -> None:
     assert insert(emulator, "t1").status == 200
     instructions = {api.TASKS_LEASE.id: ["return-503", "return-reset-connection", "return-429"]}
     test_id = create(emulator, instructions)["id"]
@@ -96,7 +96,7 @@ def test_each_request_consumes_the_next_instruction_of_its_method(emulator: Emul
     assert task["retry_count"] == 1
 
 
-def test_a_stall_delays_the_request_then_carries_it_out(emulator: Emulator) -> None:
+def test_a_stall_delays_the_request_then_carries_it_out(emulator: RestServer) -> None:
     test_id = create(emulator, {api.TASKS_INSERT.id: ["stall-for-0.4s"]})["id"]
     started = time.monotonic()
     assert insert(emulator, "slow", {"x-retry-test-id": test_id}).status == 200
@@ -107,7 +107,7 @@ def test_a_stall_delays_the_request_then_carries_it_out(emulator: Emulator) -> N
     assert time.monotonic() - started < 0.4
 
 
-def test_reset_connection_happens_before_the_request_takes_effect(emulator: Emulator) -> None:
+def test_reset_connection_happens_before_the_request_takes_effect(emulator: RestServer) -> None:
     test_id = create(emulator, {api.TASKS_INSERT.id: ["return-reset-connection"]})["id"]
     body = b'{"payloadBase64": "eA=="}'
     data = head(
@@ -126,7 +126,7 @@ def test_reset_connection_happens_before_the_request_takes_effect(emulator: Emul
     assert task_count(emulator) == 0
 
 
-def test_instructions_inside_a_batch_apply_to_each_part_by_its_method(emulator: Emulator) -> None:
+def test_instructions_inside_a_batch_apply_to_each_part_by_its_method(emulator: RestServer) -> None:
     test_id = create(emulator, {api.TASKS_INSERT.id: ["return-503"], api.TASKS_GET.id: ["return-500"]})["id"]
     parts = []
     for n, (method, path, body) in enumerate(
@@ -160,7 +160,7 @@ def test_instructions_inside_a_batch_apply_to_each_part_by_its_method(emulator: 
     assert request(emulator, "GET", f"/retry_test/{test_id}").json()["completed"] is True
 
 
-def test_a_reset_inside_a_batch_drops_the_batch_connection(emulator: Emulator) -> None:
+def test_a_reset_inside_a_batch_drops_the_batch_connection(emulator: RestServer) -> None:
     test_id = create(emulator, {api.TASKS_LEASE.id: ["return-reset-connection"]})["id"]
     part = f"--b\r\nContent-Type: application/http\r\n\r\nPOST {LEASE} HTTP/1.1\r\n\r\n\r\n".encode()
     with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
@@ -174,7 +174,7 @@ def test_a_reset_inside_a_batch_drops_the_batch_connection(emulator: Emulator) -
     assert request(emulator, "GET", f"/retry_test/{test_id}").json()["completed"] is True
 
 
-def test_retry_tests_are_independent(emulator: Emulator) -> None:
+def test_retry_tests_are_independent(emulator: RestServer) -> None:
     first = create(emulator, {api.TASKS_INSERT.id: ["return-500"]})["id"]
     second = create(emulator, {api.TASKS_INSERT.id: ["return-502"]})["id"]
     assert first != second
@@ -183,7 +183,7 @@ def test_retry_tests_are_independent(emulator: Emulator) -> None:
     assert insert(emulator, "x", {"x-retry-test-id": first}).status == 200
 
 
-def test_an_unknown_retry_test_id_in_the_header_is_404(emulator: Emulator) -> None:
+def test_an_unknown_retry_test_id_in_the_header_is_404(emulator: RestServer) -> None:
     assert_google_error(insert(emulator, "x", {"x-retry-test-id": "no-such-test"}), 404, "no-such-test")
     assert task_count(emulator) == 0
 
@@ -205,11 +205,11 @@ def test_an_unknown_retry_test_id_in_the_header_is_404(emulator: Emulator) -> No
         [],
     ],
 )
-def test_bad_retry_test_documents_are_400(emulator: Emulator, document: Any) -> None:
+def test_bad_retry_test_documents_are_400(emulator: RestServer, document: Any) -> None:
     assert_google_error(post_json(emulator, "/retry_test", document), 400)
 
 
-def test_a_retry_test_document_needs_application_json(emulator: Emulator) -> None:
+def test_a_retry_test_document_needs_application_json(emulator: RestServer) -> None:
     body = json.dumps({"instructions": {api.TASKS_LEASE.id: ["return-503"]}}).encode()
     answer = request(emulator, "POST", "/retry_test", body, {"Content-Type": "text/plain"})
     assert_google_error(answer, 400, "application/json")
@@ -218,11 +218,11 @@ def test_a_retry_test_document_needs_application_json(emulator: Emulator) -> Non
 @pytest.mark.parametrize(
     ("method", "path"), [("PUT", "/retry_test"), ("GET", "/retry_test"), ("POST", "/retry_test/x")]
 )
-def test_other_verbs_on_retry_tests_are_405(emulator: Emulator, method: str, path: str) -> None:
+def test_other_verbs_on_retry_tests_are_405(emulator: RestServer, method: str, path: str) -> None:
     assert_google_error(request(emulator, method, path), 405, method)
 
 
-def test_python_level_failures_still_work_alongside(emulator: Emulator) -> None:
+def test_python_level_failures_still_work_alongside(emulator: RestServer) -> None:
     emulator.inject_failures(1, status=503, method="POST", path_contains="/tasks")
     test_id = create(emulator, {api.TASKS_INSERT.id: ["return-500"]})["id"]
     assert insert(emulator, "x", {"x-retry-test-id": test_id}).status == 503

@@ -1,5 +1,5 @@
-"""The emulator's batch endpoint, through google-api-python-client's batch
-requests and through hand-made ``multipart/mixed`` bodies."""
+"""The batch endpoint, through google-api-python-client's batch requests and
+through hand-made ``multipart/mixed`` bodies."""
 
 import email.parser
 import email.policy
@@ -94,7 +94,7 @@ def test_a_batch_lease_leases(service):
     assert (task["id"], task["retry_count"]) == ("t1", 1)
 
 
-def test_batch_lease_changes(service):
+def test_batch_lease_changes(service, clock):
     for name in ("t1", "t2", "t3"):
         insert(service, id=name)
     service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=3, leaseSecs=60).execute()
@@ -111,6 +111,8 @@ def test_batch_lease_changes(service):
     assert success(results["update"])["leaseTimestamp"] == "0"
     assert success(results["patch"])["leaseTimestamp"] == "0"
     assert failure(results["unknown"]) == (404, "notFound")
+    # A released task is due from the moment of its release: leasable just after it.
+    clock.advance(1)
     leased = service.tasks().lease(project=PROJECT, taskqueue=QUEUE, numTasks=3, leaseSecs=60).execute()
     assert sorted(task["id"] for task in leased["items"]) == ["t1", "t2"]
 
@@ -126,6 +128,18 @@ def test_batch_deletes(service):
     results = run_batch(service, requests)
     assert [success(results[name]) for name in names] == ["", "", ""]
     assert failure(results["never"]) == (404, "notFound")
+    assert list_ids(service) == []
+
+
+def test_two_deletes_of_one_task_in_a_batch_delete_it_once(service):
+    # Each part on its own, as if sent one by one: the first deletes, the other finds nothing.
+    insert(service, id="t1")
+    requests = {
+        part: service.tasks().delete(project=PROJECT, taskqueue=QUEUE, task="t1") for part in ("a", "b")
+    }
+    results = run_batch(service, requests)
+    outcomes = [None if results[part][1] is None else failure(results[part]) for part in "ab"]
+    assert outcomes in ([None, (404, "notFound")], [(404, "notFound"), None])
     assert list_ids(service) == []
 
 
@@ -337,8 +351,8 @@ def test_a_body_that_is_not_multipart_is_400(emulator):
     assert_google_error(response.json(), 400)
 
 
-def test_the_token_of_the_batch_serves_its_parts(make_emulator):
-    running = make_emulator(queues=[QUEUE], require_auth=True)
+def test_the_token_of_the_batch_serves_its_parts(make_server):
+    running = make_server(queues=[QUEUE], require_auth=True)
     parts = [("<q>", http_request("GET", api_path()))]
     refused = post_batch(running, parts)
     assert refused.status == 401
