@@ -498,8 +498,11 @@ class TaskQueueClient:
         )
         return response.get("items", [])
 
-    def ping(self, queue: str) -> None:
+    def ping(self, queue: str, timeout: float | None = None) -> None:
         """One ``taskqueues.get``, not retried: raises only if the service cannot be reached.
+
+        ``timeout`` bounds the wait for an answer, in seconds (default: the
+        client's ``timeout``): kombu's ``connect_timeout``.
 
         Any answer of the service (the queue missing, or not allowed to the
         account, included) means it can be reached, except a refusal of the
@@ -510,18 +513,28 @@ class TaskQueueClient:
             AuthenticationFailed: the credentials were refused (401), or
                 their refresh was.
         """
+        http = None
+        if timeout is not None:
+            http = httplib2.Http(timeout=timeout)
+            if self.credentials is not None:
+                http = authorized_http(self.credentials, http)
+
+        def request() -> Any:
+            made = self.taskqueues.get(project=self.project, taskqueue=queue)
+            if http is not None:
+                made.http = http  # what execute() sends it with
+            return made
+
         try:
-            self._execute(
-                lambda: self.taskqueues.get(project=self.project, taskqueue=queue),
-                queue,
-                "get queue",
-                max_retries=0,
-            )
+            self._execute(request, queue, "get queue", max_retries=0)
         except AuthenticationFailed as error:
             if error.status != 403:
                 raise
         except TaskQueueChannelError:
             pass
+        finally:
+            if http is not None:
+                http.close()
 
     # -- batches ------------------------------------------------------------
 

@@ -14,7 +14,8 @@ Features
 
 How kombu maps onto the API
 ===========================
-* connect: one ``taskqueues.get`` tells whether the service can be reached,
+* connect: one ``taskqueues.get`` tells whether the service can be reached
+  (waiting at most kombu's ``connect_timeout`` for its answer),
   so ``Connection.connect()``, ``ensure_connection`` and Celery's "Cannot
   connect to broker, retrying" hear of an unreachable endpoint at once.
 * publish (``_put``): ``tasks.insert`` of the message, as kombu's JSON
@@ -47,7 +48,12 @@ How kombu maps onto the API
   inserted. A release that fails loses nothing: the task comes back when
   its lease ends.
 * Cancelling the last consumer of a queue, and closing a channel, release
-  the leases of the tasks still buffered.
+  the leases of the tasks still buffered; the queue's next lease asks for
+  one task again. Closing waits at most ``lease_secs`` for the service.
+* An acknowledged task keeps its lease, renewed, until the service has
+  confirmed its delete: an ack that waits behind a slow call never lets
+  another consumer run the task. A forked child may ack or reject the
+  messages its parent received.
 * The lease book (:mod:`kombu_appengine.transport.leases`) keeps every
   lease the channel holds, buffered and delivered alike, with its
   ``leaseTimestamp``: a background thread renews, to ``lease_secs``, each
@@ -273,7 +279,8 @@ class Transport(virtual.Transport):
                 retries, as its connection settings say).
             AuthenticationFailed: the credentials were refused.
         """
-        self.client_for_channels.ping(self.settings.shared_queue or PROBE_QUEUE)
+        timeout = getattr(self.client, "connect_timeout", None)
+        self.client_for_channels.ping(self.settings.shared_queue or PROBE_QUEUE, timeout=timeout)
         return super().establish_connection()
 
     def close_connection(self, connection: Any) -> None:

@@ -315,9 +315,13 @@ class Channel(virtual.Channel):
         return int(value) if value is not None else None
 
     def release_messages(self, messages: Iterable[Any]) -> None:
-        """Give unacknowledged messages back (lease releases, sent in batches)."""
+        """Give unacknowledged messages back (lease releases, sent in batches).
+
+        Messages a parent process delivered before this one was forked are
+        left to the parent.
+        """
         for message in messages:
-            self._book.give_back(message.delivery_tag)
+            self._book.give_back(message.delivery_tag, inherited=False)
 
     # -- the lease book -------------------------------------------------------
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import itertools
 import logging
 import multiprocessing.util
 import threading
@@ -156,7 +157,12 @@ class LeaseBook:
         self._progress = threading.Condition(self._lock)
         self._buffers: dict[str, collections.deque[Lease]] = collections.defaultdict(collections.deque)
         self._delivered: dict[str, Lease] = {}
+        #: What the parent process had delivered when this one was forked:
+        #: acked or rejected here, never renewed nor given back at a close.
+        self._inherited: dict[str, Lease] = {}
         self._deletes: list[Lease] = []
+        #: Deletes the settler is sending: their leases are kept until the answer.
+        self._deletes_on_the_way: list[Lease] = []
         self._changes: list[Lease] = []
         #: The lease request of each kombu queue, on its way or waiting for the leaser.
         self._requests: dict[str, LeaseRequest] = {}
@@ -181,10 +187,17 @@ class LeaseBook:
         self._at_exit: multiprocessing.util.Finalize | None = None
 
     def reset_after_fork(self) -> None:
-        """In a child process: forget every lease (the parent holds them) and every thread."""
+        """In a child process: forget every lease (the parent holds them) and every thread.
+
+        The messages the parent had delivered may be acknowledged or
+        rejected here (a child that processes them); nothing else is done
+        to their leases here.
+        """
         if self._at_exit is not None:
             self._at_exit.cancel()
+        inherited = {**self._inherited, **self._delivered}
         self._start_empty()
+        self._inherited = inherited
 
     # -- leasing --------------------------------------------------------------
 
@@ -227,7 +240,9 @@ class LeaseBook:
                     # A lease asked ahead, before this get, that found nothing
                     # says nothing of what was put since: only our own does.
                     count = 0 if sent or self._closing else self._room(queue, room)
-                    if count < 1:
+                    if count < 1 or (deadline is not None and deadline <= time.monotonic()):
+                        # A lease sent after the deadline would only be
+                        # given back unused, having spent a lease.
                         return None
                     request = self._ask(queue, route, count, deadline, awaited=True)
                     sent = True
@@ -376,12 +391,19 @@ class LeaseBook:
     def lease_of(self, delivery_tag: str) -> Lease | None:
         """The lease of a delivered, unsettled message."""
         with self._lock:
-            return self._delivered.get(delivery_tag)
+            return self._delivered.get(delivery_tag) or self._inherited.get(delivery_tag)
+
+    def _settle_delivered(self, delivery_tag: str, inherited: bool = True) -> Lease | None:
+        """Take a delivered message's lease out of the book (or one a parent delivered, if ``inherited``)."""
+        lease = self._delivered.pop(delivery_tag, None)
+        if lease is None and inherited:
+            lease = self._inherited.pop(delivery_tag, None)
+        return lease
 
     def ack(self, delivery_tag: str) -> None:
         """The message was acknowledged or rejected: its task is to be deleted (in a batch)."""
         with self._lock:
-            lease = self._delivered.pop(delivery_tag, None)
+            lease = self._settle_delivered(delivery_tag)
             if lease is not None:
                 self._delete(lease)
             elif self._stopped:
@@ -391,17 +413,21 @@ class LeaseBook:
                     delivery_tag,
                 )
 
-    def give_back(self, delivery_tag: str, seconds: int = 0) -> None:
-        """The message goes back to the queue in ``seconds`` (0: at once), by a lease change in a batch."""
+    def give_back(self, delivery_tag: str, seconds: int = 0, inherited: bool = True) -> None:
+        """The message goes back to the queue in ``seconds`` (0: at once), by a lease change in a batch.
+
+        ``inherited=False`` (the restore at a close) leaves alone the
+        messages a parent process delivered: they are the parent's.
+        """
         with self._lock:
-            lease = self._delivered.pop(delivery_tag, None)
+            lease = self._settle_delivered(delivery_tag, inherited)
             if lease is not None:
                 self._give_back(lease, seconds)
 
     def abandon(self, delivery_tag: str) -> None:
         """Stop keeping a delivered message's lease: its task comes back when the lease ends."""
         with self._lock:
-            lease = self._delivered.pop(delivery_tag, None)
+            lease = self._settle_delivered(delivery_tag)
             if lease is not None:
                 lease.state = State.LOST
 
@@ -461,6 +487,9 @@ class LeaseBook:
                 for lease in buffer:
                     self._give_back(lease, 0)
                 released += len(buffer)
+                # No one takes from the queue now: its next consumer starts
+                # with a lease of one task again (see _room).
+                self._windows.pop(name, None)
                 request = self._requests.get(name)
                 if request is not None:
                     request.fate = "release"
@@ -488,21 +517,26 @@ class LeaseBook:
 
     # -- the settler and the renewer ----------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, deadline: float | None = None) -> bool:
         """Send every delete, release and lease change waiting for its batch now; wait for the answers.
 
         Failures are logged, not raised: what could not be sent is sent
         again by a later round (or comes back when its lease ends).
+        Returns whether the round ended before ``deadline`` (a monotonic
+        time; ``None`` waits for it).
         """
         with self._lock:
             if not (self._deletes or self._changes or self._rounds_started > self._rounds_done):
-                return
+                return True
             target = self._rounds_started + 1
             self._forced = max(self._forced, target)
             self._start_threads()
             self._work_ready.notify_all()
             while self._rounds_done < target and self._settler is not None and self._settler.is_alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
                 self._progress.wait(0.1)
+            return True
 
     def _settle_loop(self) -> None:
         try:
@@ -517,6 +551,7 @@ class LeaseBook:
                 except Exception:  # keep settling: one bad round must not end the acks
                     logger.exception("the lease book's round of deletes and releases failed")
                 with self._lock:
+                    self._deletes_on_the_way = []
                     if failed:
                         self._settle_pause = time.monotonic() + self._retry_pause()
                     self._rounds_done += 1
@@ -542,6 +577,7 @@ class LeaseBook:
             )
             if forced or work.deletes or work.changes:
                 self._rounds_started += 1
+                self._deletes_on_the_way = list(work.deletes)
                 return work
             if self._stopped:
                 return None
@@ -620,9 +656,19 @@ class LeaseBook:
         return []
 
     def _held(self) -> Iterable[Lease]:
-        for buffer in self._buffers.values():
-            yield from buffer
-        yield from self._delivered.values()
+        """The leases to keep: buffered, delivered, and acknowledged until the service confirmed the delete.
+
+        An acknowledged task whose delete waits (behind a slow call, or
+        for its batch) must not go back to the queue meanwhile: another
+        consumer would run it again.
+        """
+        seen: set[int] = set()  # a delete that failed is pending again, and still on the way
+        for lease in itertools.chain(
+            *self._buffers.values(), self._delivered.values(), self._deletes, self._deletes_on_the_way
+        ):
+            if id(lease) not in seen:
+                seen.add(id(lease))
+                yield lease
 
     def _due_renewals(self, now: float) -> list[Lease]:
         """The held leases to renew now: once one is at half its length, all past a quarter of it."""
@@ -756,6 +802,8 @@ class LeaseBook:
                     lease.lease_timestamp = outcome.get("leaseTimestamp", lease.lease_timestamp)
                     lease.expires = started + lease_secs
                     lease.ends_by = answered + lease_secs
+                elif isinstance(outcome, TaskNotFound) and lease.state is State.DELETING:
+                    pass  # our own delete got there first
                 elif isinstance(outcome, (LeaseLost, TaskNotFound)):
                     self._lose(lease, outcome)
                 else:
@@ -818,8 +866,10 @@ class LeaseBook:
     def close(self) -> None:
         """Give back every buffered task, send everything pending, and stop the threads.
 
-        What still cannot be sent is logged and dropped: those tasks come
-        back when their leases end (acknowledged ones run again).
+        Waits at most ``lease_secs`` for the service: by then every lease
+        this book held has ended, and what was not sent no longer matters
+        (those tasks come back; acknowledged ones run again). What could
+        not be sent is logged.
         """
         with self._lock:
             if self._stopped:
@@ -828,14 +878,21 @@ class LeaseBook:
             self._work_ready.notify_all()
         if self._at_exit is not None:
             self._at_exit.cancel()
+        deadline = time.monotonic() + self.settings.lease_secs
         self.release_buffered()
         leaser = self._leaser
         if leaser is not None and leaser is not threading.current_thread():
-            leaser.join()
-        self.flush()
+            leaser.join(max(0.0, deadline - time.monotonic()))
+        answered = self.flush(deadline) and not (leaser is not None and leaser.is_alive())
         with self._lock:
             self._stopped = True
-            left = {"delete": self._deletes, "release": self._changes}
+            if not answered:
+                logger.warning(
+                    "closing: the Task Queue API did not answer within lease_secs (%s s); "
+                    "not waiting any longer",
+                    self.settings.lease_secs,
+                )
+            left = {"delete": self._deletes + self._deletes_on_the_way, "release": self._changes}
             for what, pending in left.items():
                 for (pull_queue, _), leases in _by_queue(pending).items():
                     logger.warning(
@@ -844,8 +901,10 @@ class LeaseBook:
                         len(leases),
                         pull_queue,
                     )
-                pending.clear()
+            self._deletes.clear()
+            self._changes.clear()
             self._work_ready.notify_all()
-        for thread in (self._settler, self._renewer):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join()
+        if answered:
+            for thread in (self._settler, self._renewer):
+                if thread is not None and thread is not threading.current_thread():
+                    thread.join()

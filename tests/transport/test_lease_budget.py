@@ -4,11 +4,14 @@ worked by short-lived connections loses tasks that were never run."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+from kombu import Consumer, Queue
 
 from kombu_appengine.emulator import QueueConfig
-from tests.support.helpers import MakeServer, wait_for
-from tests.support.transport import connect, listed, prefill, total_tasks
+from tests.support.helpers import MakeEmulator, MakeServer, wait_for
+from tests.support.transport import PROJECT, connect, listed, prefill, total_tasks
 
 
 @pytest.mark.parametrize("get", ["consumer", "polling"])
@@ -69,3 +72,43 @@ def test_a_connection_that_closed_after_one_message_leaves_the_others_unleased(
         server.service.get_task("emulator", "default", task["id"])["retry_count"] for task in listed(server)
     ]
     assert retry_counts == [0, 0, 0, 0]
+
+
+def test_a_simple_queue_per_message_on_one_connection_delivers_every_task(make_server: MakeServer) -> None:
+    # Opening a SimpleQueue, taking one message and closing it, on one
+    # connection: before the fix, leases kept growing across the queues,
+    # and each close gave back num_tasks - 1 tasks having spent a lease.
+    server = make_server(queues=[QueueConfig("default", max_leases=2)])
+    prefill(server, 12)
+    delivered = []
+    with connect(server, num_tasks=10) as connection:
+        for _ in range(12):
+            queue = connection.SimpleQueue("default")
+            message = queue.get(timeout=5)
+            delivered.append(message.payload["n"])
+            message.ack()
+            queue.close()
+    assert sorted(delivered) == list(range(12))
+    assert total_tasks(server) == 0
+
+
+def test_no_lease_is_sent_once_drain_events_timed_out(make_emulator: MakeEmulator) -> None:
+    # Each answer takes longer than the drain's timeout: a consumer of many
+    # queues may lease the first one before the deadline, never the others
+    # after it (their tasks would be given back unused, having spent a lease).
+    queues = [f"q{number}" for number in range(6)]
+    server = make_emulator(queues=queues, latency=0.3)
+    for queue in queues:
+        prefill(server, 1, queue)
+    with connect(server, num_tasks=10) as connection:
+        consumer = Consumer(
+            connection, [Queue(queue) for queue in queues], callbacks=[lambda body, message: None]
+        )
+        with consumer, pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.1)
+    leased = sum(
+        server.service.get_task(PROJECT, queue, task["id"])["retry_count"]
+        for queue in queues
+        for task in listed(server, queue)
+    )
+    assert leased <= 1

@@ -4,6 +4,7 @@ may hold the task); and the keeping never holds up an ack."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import time
@@ -207,5 +208,42 @@ def test_an_ack_is_deleted_while_a_renewal_stalls(emulator):
         assert [task["id"] for task in listed(emulator)] == [kept.delivery_info["task_id"]]
         assert lease_of(emulator, kept.delivery_info["task_id"]) == kept_lease
         kept.ack()
+        queue.close()
+    assert total_tasks(emulator) == 0
+
+
+def test_an_acknowledged_task_keeps_its_lease_until_its_delete_is_sent(emulator):
+    # The release of one message stalls; an ack made meanwhile waits for the
+    # settler. Before the fix, the acknowledged task's lease was no longer
+    # renewed and ran out, and another consumer ran the task again.
+    stall = retry_test(
+        emulator, "POST", "/retry_test", {"instructions": {api.TASKS_UPDATE.id: ["stall-for-6s"]}}
+    )
+    prefill(emulator, 2)
+    with connect(emulator, lease_secs=2, num_tasks=1, credentials=StallingCredentials(stall["id"])) as first:
+        queue = first.SimpleQueue("default")
+        requeued, acked = queue.get(timeout=5), queue.get(timeout=5)
+        requeued.requeue()
+        wait_for(
+            lambda: retry_test(emulator, "GET", f"/retry_test/{stall['id']}")["completed"],
+            what="the release to be on its way, stalled",
+        )
+        acked.ack()
+        acked_id = acked.delivery_info["task_id"]
+        with connect(emulator, lease_secs=60, num_tasks=1) as second:
+            other = second.SimpleQueue("default")
+            # Until the acknowledged task is deleted, a second consumer takes
+            # what it can: the requeued task (its release stalled, its lease
+            # ran out), never the acknowledged one.
+            seen = []
+            deadline = time.monotonic() + 60  # a hang guard: the delete follows the 6 s stall
+            while any(task["id"] == acked_id for task in listed(emulator)):
+                assert time.monotonic() < deadline, "the acknowledged task was never deleted"
+                with contextlib.suppress(Empty):
+                    seen.append(other.get(timeout=0.5))
+            assert acked_id not in [message.delivery_info["task_id"] for message in seen]
+            for message in seen:
+                message.ack()
+            other.close()
         queue.close()
     assert total_tasks(emulator) == 0

@@ -325,3 +325,32 @@ def test_a_forked_child_closing_the_inherited_connection_keeps_the_parents_lease
     # The parent's own close releases what it still buffers.
     tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
     assert [task["leaseTimestamp"] for task in tasks] == ["0"]
+
+
+def test_a_forked_child_acknowledges_a_message_its_parent_received(emulator):
+    # A parent takes messages and hands them to forked children to process
+    # (as a pre-fork pool does): a child's ack deletes the task, a child's
+    # requeue gives it back, and the parent's close does not hand them out again.
+    context = multiprocessing.get_context("fork")
+    with connect(emulator, num_tasks=1, lease_secs=60) as connection:
+        default_queue = connection.SimpleQueue("default")
+        for number in range(2):
+            default_queue.put({"n": number})
+        acked, requeued = default_queue.get(timeout=5), default_queue.get(timeout=5)
+
+        def child() -> None:
+            acked.ack()
+            requeued.requeue()
+            connection.close()
+
+        process = context.Process(target=child)
+        process.start()
+        process.join(timeout=30)
+        assert process.exitcode == 0
+        tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
+        assert [(task["id"], task["leaseTimestamp"]) for task in tasks] == [
+            (requeued.delivery_info["task_id"], "0")
+        ]
+        default_queue.close()
+    again = emulator.service.list_tasks(PROJECT, "default")["items"]
+    assert [task["id"] for task in again] == [requeued.delivery_info["task_id"]]

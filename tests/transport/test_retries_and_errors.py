@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError
 
 from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.errors import AuthenticationFailed, TaskQueueChannelError, TaskQueueConnectionError
+from tests.support.fault_proxy import FaultProxy
 from tests.support.transport import connect, total_tasks
 
 #: Seconds after which a call that should have returned is taken to hang.
@@ -197,3 +198,64 @@ def test_a_queue_acl_refusal_is_an_authentication_error_naming_queue_yaml(make_s
         assert isinstance(refused.value, tuple(connection.channel_errors))
         with pytest.raises(Empty):  # consuming is allowed: the queue is just empty
             queue.get(block=False)
+
+
+def silent_listener() -> socket.socket:
+    """A socket on loopback that takes connections and never answers (a stalled server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    return listener
+
+
+def in_thread(work: Any) -> list[BaseException | None]:
+    """Run ``work`` in a thread; wait (up to :data:`HANG`) and give what it raised, or ``None``."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    assert not thread.is_alive(), "still waiting for a server that never answers"
+    return outcome
+
+
+def test_connect_waits_at_most_connect_timeout_for_a_server_that_never_answers():
+    with silent_listener() as listener:
+        port = listener.getsockname()[1]
+        connection = Connection(
+            transport="kombu_appengine:Transport",
+            transport_options={"api_endpoint": f"http://127.0.0.1:{port}", "request_retries": 0},
+            connect_timeout=0.5,
+        )
+        # The socket timeout is a minute: without connect_timeout, this hangs.
+        [error] = in_thread(connection.connect)
+        assert isinstance(error, tuple(connection.connection_errors)), error
+        assert f"127.0.0.1:{port}" in str(error)
+        connection.release()
+
+
+def test_close_waits_at_most_lease_secs_for_a_server_that_stopped_answering(make_emulator):
+    server = make_emulator(queues=["default"])
+    with silent_listener() as listener:
+        proxy = FaultProxy(server.host, fault_rate=0, seed=0).start()
+        try:
+            connection = connect(proxy, lease_secs=2, request_retries=0)
+            queue = connection.SimpleQueue("default")
+            queue.put({"n": 1})
+            message = queue.get(timeout=5)
+            # From now on every request goes to a server that never answers.
+            proxy.upstream = f"127.0.0.1:{listener.getsockname()[1]}"
+            message.ack()
+            assert in_thread(connection.close) == [None]
+        finally:
+            proxy.close()
+    # The ack never reached the service: its task comes back (at least once).
+    assert total_tasks(server) == 1
