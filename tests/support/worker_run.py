@@ -2,6 +2,7 @@
 task functions (:mod:`tests.support.worker_jobs`) write."""
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,9 @@ class Run:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group: a teardown kills the worker's children
+            # too, which would otherwise hold its pipes open.
+            start_new_session=True,
         )
 
     def events(self):
@@ -67,6 +71,12 @@ class Run:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             time.sleep(0.05)
+
+    def kill(self):
+        """Kill the worker and every process it started, and wait for them."""
+        with contextlib.suppress(ProcessLookupError):  # all of them gone already
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.communicate()
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         """Send ``sig`` (none when ``None``) and wait for the exit."""

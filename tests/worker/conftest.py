@@ -34,9 +34,7 @@ def run_worker(emulator: RestServer, tmp_path: pathlib.Path) -> Iterator[Callabl
 
     yield start
     for run in runs:
-        if run.process.poll() is None:
-            run.process.kill()
-            run.process.communicate()
+        run.kill()  # its children too, even when the worker itself has exited
 
 
 @pytest.fixture
