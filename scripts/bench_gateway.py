@@ -36,6 +36,7 @@ from kombu import Connection
 
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.gateway.local import LocalGateway
+from kombu_appengine.transport.leases import leases_needed
 from kombu_appengine.transport.options import Settings
 
 #: The pull queue the benchmark fills and drains.
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{emulator_value / gateway_value:8.2f}" if gateway_value else ""
         places = 4 if key == "calls per consumed message" else 2
         print(f"{key:28}{emulator_value:12.{places}f}{gateway_value:12.{places}f}{ratio}")
-    leases = math.ceil(args.messages / args.num_tasks)
+    leases = leases_needed(args.messages, args.num_tasks)
     bound = (leases + math.ceil(args.messages / Settings.ack_batch_size) + 2) / args.messages
     failed = False
     for name, figures in results.items():

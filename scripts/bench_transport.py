@@ -60,6 +60,7 @@ from kombu import Connection
 
 from kombu_appengine.client import TaskQueueClient, root_url_of
 from kombu_appengine.transport import EMULATOR_PROJECT, Settings
+from kombu_appengine.transport.leases import leases_needed
 
 #: The queue every transport fills and drains.
 QUEUE = "bench"
@@ -470,10 +471,10 @@ def report(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> bool:
     for row in rows:
         if row.calls is None or row.num_tasks is None:
             continue
-        # A lease per num_tasks, a batch of deletes per ack_batch_size, and
-        # two more: the lease asked ahead that finds the queue empty, and
-        # the flush of the last, partial batch.
-        allowed = math.ceil(row.consumed / row.num_tasks) + math.ceil(row.consumed / default_batch) + 2
+        # The leases (growing from one task to num_tasks), a batch of deletes
+        # per ack_batch_size, and two more: the lease asked ahead that finds
+        # the queue empty, and the flush of the last, partial batch.
+        allowed = leases_needed(row.consumed, row.num_tasks) + math.ceil(row.consumed / default_batch) + 2
         target = CALLS_TARGET if row.num_tasks == CALLS_TARGET_NUM_TASKS else None
         ok = row.calls <= allowed and (target is None or row.calls_per_message <= target)  # type: ignore[operator]
         within = within and ok

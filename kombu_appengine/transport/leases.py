@@ -123,6 +123,20 @@ class _Settling:
     changes: list[Lease]
 
 
+def leases_needed(messages: int, num_tasks: int) -> int:
+    """How many leases one consumer needs to take ``messages`` from a full queue.
+
+    A queue's leases ask for 1, 2, 4 ... tasks, then ``num_tasks`` each
+    (see :meth:`LeaseBook._room`).
+    """
+    leases, window = 0, 1
+    while messages > 0:
+        leases += 1
+        messages -= min(window, num_tasks)
+        window *= 2
+    return leases
+
+
 def _by_queue(
     leases: Iterable[Lease], key: Callable[[Lease], Any] = lambda lease: None
 ) -> dict[Any, list[Lease]]:

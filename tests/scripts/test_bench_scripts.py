@@ -34,8 +34,9 @@ def test_bench_transport_keeps_http_calls_per_message_within_the_target() -> Non
             sys.executable,
             str(SCRIPTS / "bench_transport.py"),
             "--no-peers",
+            # Enough for the leases to have grown to num_tasks (1, 2, 4 ... 64 first).
             "--messages",
-            "300",
+            "2000",
             "--rtt-ms",
             "0,5",
         ],
