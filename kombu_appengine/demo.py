@@ -170,15 +170,15 @@ def run(tasks: int, processes: int, num_tasks: int, keep: bool = False) -> int:
 
 def _serve_until_interrupted(url: str) -> None:
     """Keep the process (and the emulator's thread) alive until SIGINT or SIGTERM."""
-    print(f"the emulator and its dashboard stay up at {url}/ until Ctrl-C", flush=True)
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        # Waits of a second at a time: the signal handlers run between them
-        # whatever a platform's lock waits do with signals.
-        while not stopped.wait(1.0):
-            pass
-    except KeyboardInterrupt:
+    # Both handlers are in place before the address is printed: a signal
+    # sent as soon as it is read stops the wait, never the process half-way.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopped.set())
+    print(f"the emulator and its dashboard stay up at {url}/ until Ctrl-C", flush=True)
+    # Waits of a second at a time: the signal handlers run between them
+    # whatever a platform's lock waits do with signals.
+    while not stopped.wait(1.0):
         pass
 
 
