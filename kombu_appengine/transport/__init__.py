@@ -147,6 +147,9 @@ Transport Options
   calls a second per queue).
 * ``api_endpoint``: (str) base URL of another server speaking this API, e.g.
   ``http://127.0.0.1:8123``; no credentials are sent to it unless given.
+  Without it, ``TASKQUEUE_EMULATOR_HOST=host:port`` in the environment does
+  the same; either is checked at once (http(s), a host, a port from 1 to
+  65535, no path but the API's).
 * ``shared_queue``: (str) a pull queue that holds, as tagged tasks, every
   kombu queue that has no pull queue of its own (Celery's reply queues,
   say). Default: none.
