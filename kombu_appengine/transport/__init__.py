@@ -94,6 +94,10 @@ or any REST client) are delivered with the payload bytes as ``body``, and
 content type ``application/json`` when the payload is JSON (in UTF-8, after
 a byte order mark, or in UTF-16 or UTF-32, which ``content_encoding``
 names), so ``json.loads(message.body)`` and ``message.decode()`` both work.
+So is a payload shaped like kombu's envelope that kombu cannot read (its
+body not the base64 its ``body_encoding`` says, headers that are not a
+mapping ...), with one warning naming the task and the queue: the consumer
+gets it, to ack or reject, instead of an error out of ``drain_events``.
 
 Connection
 ==========
