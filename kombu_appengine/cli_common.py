@@ -144,6 +144,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hrd-project", action="store_true", help="send the project as s~PROJECT")
     parser.add_argument(
         "--api-endpoint",
+        type=endpoint_url,
         metavar="URL",
         help="base URL of another server speaking the API, such as a deployed gateway (default: Google's)",
     )
@@ -242,6 +243,21 @@ def not_empty(what: str, hint: str = "") -> Callable[[str], str]:
         return value
 
     return check
+
+
+def endpoint_url(value: str) -> str:
+    """An argparse ``type=``: a server's URL, checked as the transport option ``api_endpoint`` is.
+
+    See :func:`kombu_appengine.client.root_url_of`.
+    """
+    # Here, not at the top: the emulator's command needs none of the client.
+    from .client import root_url_of
+
+    try:
+        root_url_of(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 #: ``type=`` for a kombu queue name.

@@ -36,7 +36,7 @@ from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
 from . import api
-from .api import EMULATOR_HOST_ENV, GOOGLE_ROOT_URL, MAX_PAYLOAD_BYTES, RATE_LIMIT_REASONS
+from .api import GOOGLE_ROOT_URL, MAX_PAYLOAD_BYTES, RATE_LIMIT_REASONS
 from .credentials import authorized_http, refresh_refused
 from .discovery import load_document
 from .errors import (
@@ -96,26 +96,19 @@ def _tell_observers(name: str, seconds: float, error: BaseException | None) -> N
             logger.exception("an observer of API calls failed on %s", name)
 
 
-def emulator_root_url() -> str | None:
-    """The root URL of the emulator named by ``TASKQUEUE_EMULATOR_HOST``, if any."""
-    host = os.environ.get(EMULATOR_HOST_ENV, "").strip()
-    if not host:
-        return None
-    if "://" not in host:
-        host = "http://" + host
-    return host.rstrip("/") + "/"
-
-
 def root_url_of(api_endpoint: str) -> str:
-    """The discovery ``rootUrl`` for an ``api_endpoint`` option.
+    """The discovery ``rootUrl`` for an ``api_endpoint`` option (or ``TASKQUEUE_EMULATOR_HOST``).
 
     Accepts ``http://host:port``, with or without a trailing slash or the
     ``/taskqueue/v1beta2/projects/`` path; a bare ``host:port`` is taken as
     ``http``.
 
     Raises:
-        ValueError: another scheme, no host, a query or fragment, or a path
-            other than the API's (which would answer 404 to every call).
+        ValueError: naming ``api_endpoint``, for another scheme, no host, a
+            port that is not a number from 1 to 65535, a query or fragment,
+            or a path other than the API's (which would answer 404 to every
+            call): each would otherwise fail only at the first call, as an
+            error that is retried for ever or names a missing queue.
     """
     root = api_endpoint.strip()
     if "://" not in root:
@@ -123,9 +116,19 @@ def root_url_of(api_endpoint: str) -> str:
     root = root.rstrip("/") + "/"
     if root.endswith(api.SERVICE_PATH):
         root = root[: -len(api.SERVICE_PATH) + 1]
-    parts = urllib.parse.urlsplit(root)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"{api_endpoint!r} is not an http(s) URL such as http://127.0.0.1:8123")
+    not_a_url = ValueError(f"{api_endpoint!r} is not an http(s) URL such as http://127.0.0.1:8123")
+    try:
+        parts = urllib.parse.urlsplit(root)
+    except ValueError:  # a broken IPv6 address
+        raise not_a_url from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise not_a_url
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if port == 0:
+        raise ValueError(f"{api_endpoint!r} has a port that is not a number from 1 to 65535")
     if parts.path != "/":
         raise ValueError(
             f"{api_endpoint!r} has the path {parts.path!r}: give the server's root (http://host:port) "

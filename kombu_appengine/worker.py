@@ -6,10 +6,22 @@ its payload (the decoded JSON value when the payload is JSON, else the
 bytes), acknowledge (delete) it when FUNCTION returns.
 
 * FUNCTION raised: the traceback is logged and the task is made leasable
-  again after a backoff that doubles with each attempt (a lease change, not
-  a copy). After ``--max-retries`` retries, or when the queue's own
-  ``maxLeases`` would delete it, it is moved to ``--dead-letter-queue`` when
-  given, else deleted with an error log.
+  again after a backoff that doubles with each of its leases (a lease
+  change, not a copy). When it failed on its lease ``--max-retries`` + 1 or
+  a later one, or on the last lease the queue's own ``maxLeases`` allows, it
+  is moved to ``--dead-letter-queue`` when given, else deleted with an
+  error log.
+
+  Leases, not failures, are what is counted: the task's ``retry_count``,
+  which the service keeps, counts every lease of it, including those that
+  ended without a run (buffered tasks given back at a restart, a consumer
+  that closed). The API can keep no count of failures (a lease change
+  alters neither payload nor tag), and one kept by this worker would be
+  lost with it and unknown to the worker's other hosts. So a task may have
+  been retried fewer than ``--max-retries`` times when it is dropped, never
+  more; and it is never dropped without this worker having run it: the
+  limit is checked only when FUNCTION has just failed on it (or when its
+  payload, a kombu message, could not be decoded for FUNCTION at all).
 * A worker process that dies (a crash, ``os._exit``, SIGKILL) is replaced;
   its tasks come back when their leases end. Leases of running tasks are
   renewed while they run.
@@ -111,19 +123,19 @@ def load_function(spec: str) -> Callable[[Any], Any]:
     return target
 
 
-def backoff_seconds(attempt: int, first: float) -> int:
-    """Seconds before attempt ``attempt + 1`` of a task that failed ``attempt`` times.
+def backoff_seconds(lease: int, first: float) -> int:
+    """Seconds before a task that failed on its lease number ``lease`` (its ``retry_count``) comes back.
 
-    ``first`` doubled ``attempt - 1`` times, rounded up, at most
+    ``first`` doubled ``lease - 1`` times, rounded up, at most
     :data:`MAX_BACKOFF_SECONDS`; 0 when ``first`` is not positive. Safe for
-    any ``first`` and any attempt: the doublings are compared in powers of
+    any ``first`` and any lease: the doublings are compared in powers of
     two, so no float overflows however many times a task was leased.
     """
     if not first > 0:  # NaN too
         return 0
     if first >= MAX_BACKOFF_SECONDS:
         return MAX_BACKOFF_SECONDS
-    doublings = max(attempt - 1, 0)
+    doublings = max(lease - 1, 0)
     if doublings >= math.log2(MAX_BACKOFF_SECONDS) - math.log2(first):
         return MAX_BACKOFF_SECONDS
     return min(math.ceil(math.ldexp(first, doublings)), MAX_BACKOFF_SECONDS)
@@ -185,19 +197,24 @@ def _handle(
         if metrics is not None:
             metrics.task_done("failed", time.monotonic() - started)
         counters.add("failed")
-        attempt = int(message.delivery_info.get("retry_count", 1))
+        # Leases, run or not, not failures: see the module's docstring.
+        lease = int(message.delivery_info.get("retry_count", 1))
         task_id = message.delivery_info.get("task_id")
-        out_of_retries = settings.max_retries is not None and attempt > settings.max_retries
-        out_of_leases = max_leases is not None and attempt >= max_leases
+        out_of_retries = settings.max_retries is not None and lease > settings.max_retries
+        out_of_leases = max_leases is not None and lease >= max_leases
         # The logs below carry the traceback as the record's exc_info, not
         # pasted into the message, so handlers and formatters get it apart.
         if out_of_retries or out_of_leases:
-            why = "--max-retries" if out_of_retries else "the queue's maxLeases"
+            why = (
+                f"--max-retries {settings.max_retries}"
+                if out_of_retries
+                else f"the queue's maxLeases {max_leases}"
+            )
             if settings.dead_letter_queue:
                 logger.exception(
-                    "task %s failed on attempt %d, the last %s allows; moving it to %r",
+                    "task %s failed on lease %d (its retry_count); %s allows no more: moving it to %r",
                     task_id,
-                    attempt,
+                    lease,
                     why,
                     settings.dead_letter_queue,
                 )
@@ -205,14 +222,21 @@ def _handle(
                 counters.add("dead_lettered")
             else:
                 logger.exception(
-                    "task %s failed on attempt %d, the last %s allows; deleting it", task_id, attempt, why
+                    "task %s failed on lease %d (its retry_count); %s allows no more: deleting it",
+                    task_id,
+                    lease,
+                    why,
                 )
                 message.reject(requeue=False)
                 counters.add("dropped")
             return
-        delay = backoff_seconds(attempt, settings.retry_backoff)
+        delay = backoff_seconds(lease, settings.retry_backoff)
         logger.warning(
-            "task %s failed on attempt %d; retrying in %ds", task_id, attempt, delay, exc_info=True
+            "task %s failed on lease %d (its retry_count); retrying in %ds",
+            task_id,
+            lease,
+            delay,
+            exc_info=True,
         )
         channel.retry_later(message.delivery_tag, delay)
         counters.add("retried")
@@ -523,19 +547,23 @@ def _parser() -> argparse.ArgumentParser:
         "--max-retries",
         type=non_negative_int,
         default=None,
-        help="retries of a failing task before it is dropped (default: no limit but the queue's maxLeases)",
+        metavar="N",
+        help="a task that fails on its lease N+1 or a later one is dead-lettered or deleted; every lease "
+        "counts (its retry_count), run or not, so it may have been retried fewer than N times, never more "
+        "(default: no limit but the queue's maxLeases)",
     )
     parser.add_argument(
         "--dead-letter-queue",
         type=queue_name,
         metavar="NAME",
-        help="move tasks out of retries here instead of deleting them",
+        help="move tasks out of retries (--max-retries, maxLeases) here instead of deleting them",
     )
     parser.add_argument(
         "--retry-backoff",
         type=number("seconds", zero=True),
         default=1.0,
-        help="seconds before the first retry; doubles each retry, at most an hour (default: %(default)s)",
+        help="seconds before the first retry; doubles with each lease of the task, at most an hour "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--stats-interval",

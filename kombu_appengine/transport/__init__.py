@@ -100,6 +100,10 @@ or any REST client) are delivered with the payload bytes as ``body``, and
 content type ``application/json`` when the payload is JSON (in UTF-8, after
 a byte order mark, or in UTF-16 or UTF-32, which ``content_encoding``
 names), so ``json.loads(message.body)`` and ``message.decode()`` both work.
+So is a payload shaped like kombu's envelope that kombu cannot read (its
+body not the base64 its ``body_encoding`` says, headers that are not a
+mapping ...), with one warning naming the task and the queue: the consumer
+gets it, to ack or reject, instead of an error out of ``drain_events``.
 
 Connection
 ==========
@@ -153,6 +157,9 @@ Transport Options
   calls a second per queue).
 * ``api_endpoint``: (str) base URL of another server speaking this API, e.g.
   ``http://127.0.0.1:8123``; no credentials are sent to it unless given.
+  Without it, ``TASKQUEUE_EMULATOR_HOST=host:port`` in the environment does
+  the same; either is checked at once (http(s), a host, a port from 1 to
+  65535, no path but the API's).
 * ``shared_queue``: (str) a pull queue that holds, as tagged tasks, every
   kombu queue that has no pull queue of its own (Celery's reply queues,
   say). Default: none.

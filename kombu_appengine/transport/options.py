@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import api
 from ..api import GOOGLE_ROOT_URL
-from ..client import emulator_root_url, root_url_of
+from ..client import root_url_of
 from ..errors import ConfigurationError, UnknownTransportOptionWarning
 from ..names import pull_queue_name
 
@@ -122,6 +122,29 @@ def _warn_unknown(options: Iterable[Any], known: frozenset[str]) -> None:
         )
 
 
+def _root_url(endpoint: Any) -> str | None:
+    """The root URL ``api_endpoint`` names, else ``TASKQUEUE_EMULATOR_HOST``; ``None``: Google's.
+
+    Both are read alike (:func:`~kombu_appengine.client.root_url_of`).
+
+    Raises:
+        ConfigurationError: naming the option or the environment variable,
+            and the value it has.
+    """
+    if endpoint is not None and (not isinstance(endpoint, str) or not endpoint.strip()):
+        raise ConfigurationError(f"transport option api_endpoint must be a URL, not {endpoint!r}")
+    source = "transport option api_endpoint"
+    if not endpoint:
+        endpoint = os.environ.get(api.EMULATOR_HOST_ENV, "").strip()
+        source = f"environment variable {api.EMULATOR_HOST_ENV}"
+    if not endpoint:
+        return None
+    try:
+        return root_url_of(endpoint)
+    except ValueError as error:
+        raise ConfigurationError(f"{source}: {error}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The transport options, checked, with their defaults."""
@@ -158,13 +181,7 @@ class Settings:
             ConfigurationError: naming the option that is missing or wrong.
         """
         _warn_unknown(options, cls.option_names())
-        endpoint = options.get("api_endpoint")
-        if endpoint is not None and (not isinstance(endpoint, str) or not endpoint.strip()):
-            raise ConfigurationError(f"transport option api_endpoint must be a URL, not {endpoint!r}")
-        try:
-            root_url = root_url_of(endpoint) if endpoint else emulator_root_url()
-        except ValueError as error:
-            raise ConfigurationError(f"transport option api_endpoint: {error}") from None
+        root_url = _root_url(options.get("api_endpoint"))
         emulated = root_url is not None
         project = options.get("project_name")
         if project is None:

@@ -128,7 +128,9 @@ def test_the_worker_and_its_processes_log_json_with_the_traceback_as_a_field(
     lines = json_lines(err)
     (failure,) = [line for line in lines if "traceback" in line]
     assert failure["level"] == "ERROR"
-    assert failure["message"].endswith("failed on attempt 1, the last --max-retries allows; deleting it")
+    assert failure["message"].endswith(
+        "failed on lease 1 (its retry_count); --max-retries 0 allows no more: deleting it"
+    )
     assert failure["exception"] == "RuntimeError: task 7 cannot be done"
     assert failure["traceback"].endswith("RuntimeError: task 7 cannot be done")
     assert failure["process_name"].startswith("worker-")

@@ -27,7 +27,7 @@ from kombu_appengine.emulator import Emulator
 from kombu_appengine.emulator.server import RestServer
 from tests.support.helpers import wait_for
 from tests.support.servers import SERVER_KINDS, start_server
-from tests.support.transport import PROJECT, connect
+from tests.support.transport import EMULATOR_HOST_ENV, PROJECT, connect
 
 #: The fields of a queue's object in the --json document, as README documents them.
 QUEUE_FIELDS = {
@@ -169,6 +169,27 @@ def test_a_missing_queue_is_named_with_the_project_and_exits_1(
     assert document["missing"] == ["nope"]
     assert err.strip() == (
         "pullqueue_status: queue 'nope' does not exist in project 'my-app', or is not a pull queue"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "http://127.0.0.1:abc", "127.0.0.1:8123/taskqueue"]
+)
+def test_a_bad_api_endpoint_is_one_error_line_naming_the_flag(capsys: pytest.CaptureFixture[str], url: str):
+    code, out, err = run_status(capsys, url, "--queue", "jobs")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1].startswith(f"pullqueue_status: error: argument --api-endpoint: {url!r} ")
+
+
+def test_a_bad_emulator_host_in_the_environment_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv(EMULATOR_HOST_ENV, "127.0.0.1:99999")
+    with pytest.raises(SystemExit) as stopped:
+        status.main(["--queue", "jobs"])
+    assert stopped.value.code == (
+        f"pullqueue_status: environment variable {EMULATOR_HOST_ENV}: '127.0.0.1:99999' "
+        "has a port that is not a number from 1 to 65535"
     )
 
 

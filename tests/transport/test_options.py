@@ -65,6 +65,12 @@ def test_emulator_from_the_environment_needs_no_project_or_credentials(emulator,
         ("api_endpoint", 5),
         ("api_endpoint", "ftp://127.0.0.1:1"),
         ("api_endpoint", "http://127.0.0.1:1/extra"),
+        # Found by a hostile review: an OverflowError at connect, and a
+        # connection error that kombu and Celery retry for ever.
+        ("api_endpoint", "http://127.0.0.1:99999"),
+        ("api_endpoint", "http://127.0.0.1:abc"),
+        ("api_endpoint", "127.0.0.1:0"),
+        ("api_endpoint", "http://:8123"),
         ("credentials_file", 5),
     ],
 )
@@ -75,6 +81,29 @@ def test_bad_option_values_are_clear_errors_naming_the_option(emulator, option, 
     assert option in text
     assert repr(value) in text
     assert isinstance(failure.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["127.0.0.1:8123/taskqueue", "ftp://127.0.0.1:8123", "127.0.0.1:99999", "127.0.0.1:abc", "127.0.0.1:0"],
+)
+def test_a_bad_emulator_host_in_the_environment_is_a_clear_error_naming_the_variable(monkeypatch, value):
+    # Checked as api_endpoint is: a path was taken silently (every call then
+    # reported a missing queue), the rest failed at connect without naming it.
+    monkeypatch.setenv(EMULATOR_HOST_ENV, value)
+    with pytest.raises(ConfigurationError) as failure:
+        _transport_of({})
+    text = str(failure.value)
+    assert EMULATOR_HOST_ENV in text
+    assert repr(value) in text
+
+
+def test_api_endpoint_is_used_and_checked_instead_of_the_environment(emulator, monkeypatch):
+    monkeypatch.setenv(EMULATOR_HOST_ENV, "127.0.0.1:99999")
+    assert _transport_of({"api_endpoint": emulator.url}).settings.root_url == emulator.url + "/"
+    monkeypatch.setenv(EMULATOR_HOST_ENV, emulator.host)
+    with pytest.raises(ConfigurationError, match="transport option api_endpoint"):
+        _transport_of({"api_endpoint": "http://127.0.0.1:99999"})
 
 
 def test_good_option_values_given_as_strings_are_accepted(emulator):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -100,6 +101,65 @@ def test_raw_json_that_merely_resembles_kombus_envelope_is_delivered_raw(emulato
         assert message.decode() == document
         message.ack()
         queue.close()
+
+
+def _broken(**changes: Any) -> dict[str, Any]:
+    """kombu's envelope of ``{}``, with ``changes`` (``properties`` replaced whole)."""
+    envelope = {
+        "body": base64.b64encode(b"{}").decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {},
+        "properties": {"body_encoding": "base64", "delivery_mode": 2},
+    }
+    envelope.update({key.replace("_", "-"): value for key, value in changes.items()})
+    return envelope
+
+
+#: Envelopes kombu cannot make a message of, as another producer might write them.
+BROKEN_ENVELOPES = {
+    "body not base64": _broken(body="not base64!!"),
+    "unknown body_encoding": _broken(properties={"body_encoding": "rot13"}),
+    "body_encoding not text": _broken(properties={"body_encoding": 64}),
+    "body not text": _broken(body=5),
+    "headers not a mapping": _broken(headers=["x-retries"]),
+    "content type not text": _broken(content_type=["application/json"]),
+    "delivery_info not a mapping": _broken(properties={"delivery_info": "default"}),
+}
+
+
+@pytest.mark.parametrize("envelope", BROKEN_ENVELOPES.values(), ids=BROKEN_ENVELOPES.keys())
+def test_an_envelope_kombu_cannot_read_is_delivered_raw_with_one_warning(emulator, caplog, envelope):
+    # It raised out of drain_events on every consumer, the task held by each
+    # until its connection closed, never delivered.
+    payload = json.dumps(envelope).encode()
+    task = rest_insert(emulator, b64(payload))
+    rest_insert(emulator, b64(b'{"fine": 1}'))
+    received: list[Any] = []
+    caplog.set_level(logging.WARNING, logger="kombu_appengine.transport.codec")
+
+    with (
+        connect(emulator, num_tasks=1) as connection,
+        Consumer(connection, [Queue("default")], callbacks=[lambda body, message: received.append(message)]),
+    ):
+        poisoned = 0
+        for _ in range(3):  # the poison task, the fine one, the poison task again
+            connection.drain_events(timeout=5)
+            message = received[-1]
+            if message.body != payload:
+                message.ack()
+                continue
+            poisoned += 1
+            assert message.decode() == envelope
+            # Given back once (delivered again, not warned about again), then rejected.
+            message.requeue() if poisoned == 1 else message.reject()
+
+    assert poisoned == 2
+    assert total_tasks(emulator) == 0
+    warnings = [record.getMessage() for record in caplog.records if record.name.endswith(".codec")]
+    assert len(warnings) == 1, warnings
+    assert task["id"] in warnings[0]
+    assert "'default'" in warnings[0]
 
 
 def test_raw_binary_task_is_delivered_as_bytes(emulator):

@@ -42,7 +42,7 @@ def handle_failing_task(channel: Any, caplog: pytest.LogCaptureFixture, **settin
     )
     (record,) = [r for r in caplog.records if r.name == "kombu_appengine.worker"]
     task_id = message.delivery_info["task_id"]
-    assert record.getMessage().startswith(f"task {task_id} failed on attempt 1")
+    assert record.getMessage().startswith(f"task {task_id} failed on lease 1 (its retry_count); ")
     return record
 
 

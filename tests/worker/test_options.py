@@ -58,6 +58,17 @@ def test_a_bad_number_is_one_error_line_naming_the_flag(
     )
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "http://127.0.0.1:abc", "http://h:1/path", "ftp://h:1"]
+)
+def test_a_bad_api_endpoint_is_one_error_line_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    # Port 99999 was an OverflowError, port abc a connection error retried for ever.
+    line = error_line(capsys, f"--api-endpoint={url}")
+    assert line.startswith(f"pullqueue_worker: error: argument --api-endpoint: {url!r} ")
+
+
 @pytest.mark.parametrize("flag", ["--queue", "--dead-letter-queue"])
 def test_an_empty_queue_name_is_one_error_line(capsys: pytest.CaptureFixture[str], flag: str) -> None:
     assert error_line(capsys, flag, "") == (

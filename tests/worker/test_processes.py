@@ -176,6 +176,33 @@ def test_the_queues_max_leases_is_respected(emulator, run_worker):
     assert run.count("failed") == {0: 3}, "maxLeases 3 allows three attempts"
 
 
+@pytest.mark.parametrize(
+    ("queue", "options", "unrun_leases", "limit"),
+    [
+        ("jobs", ["--max-retries", "1"], 3, "--max-retries 1"),
+        ("limited", [], 2, "the queue's maxLeases 3"),
+    ],
+)
+def test_a_task_leased_before_without_a_run_is_run_once_before_it_is_dead_lettered(
+    emulator, run_worker, queue, options, unrun_leases, limit
+):
+    # --max-retries counts leases (retry_count), run or not: the task comes
+    # to the worker already past the limit, and still runs before it goes.
+    publish(emulator, 1, queue=queue)
+    for _ in range(unrun_leases):
+        with connect(emulator) as conn:
+            assert conn.SimpleQueue(queue).get(timeout=5) is not None
+            # Closed unacked: the lease is given back, the task never run.
+    lease = unrun_leases + 1
+    run = run_worker("always_fail", "--processes", "1", "--dead-letter-queue", "dead", *options, queue=queue)
+    run.wait_for(lambda: total_tasks(emulator, "dead") == 1, "the task to be dead-lettered")
+    _code, stdout, stderr = run.stop()
+    assert run.count("failed") == {0: 1}
+    assert total_tasks(emulator, queue) == 0
+    assert "dead_lettered=1" in stdout
+    assert f"failed on lease {lease} (its retry_count); {limit} allows no more: moving it to 'dead'" in stderr
+
+
 def test_bad_function_and_unknown_queue_are_clear_errors(emulator, tmp_path):
     env = dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host, PYTHONPATH=str(ROOT))
     for args, expected in [
