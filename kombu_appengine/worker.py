@@ -5,7 +5,11 @@ kombu connection (after the fork) and loops: get a task, call FUNCTION with
 its payload (the decoded JSON value when the payload is JSON, else the
 bytes), acknowledge (delete) it when FUNCTION returns.
 
-* FUNCTION raised: the traceback is logged and the task is made leasable
+* FUNCTION raised (anything: ``sys.exit`` and ``KeyboardInterrupt`` too),
+  or the task could not be made a message or a payload (the channel's
+  :class:`~kombu_appengine.errors.TaskNotDelivered`, a decoding error): the
+  task failed, and the process goes on. One task never stops a process.
+  The traceback is logged and the task is made leasable
   again after a backoff that doubles with each of its leases (a lease
   change, not a copy). When it failed on its lease ``--max-retries`` + 1 or
   a later one, or on the last lease the queue's own ``maxLeases`` allows, it
@@ -32,7 +36,8 @@ bytes), acknowledge (delete) it when FUNCTION returns.
   retried and tasks per second; a summary line at exit.
 * ``--metrics-port``: Prometheus metrics of all the processes together
   (:mod:`kombu_appengine.metrics`, the ``metrics`` extra).
-* ``--log-format json``: one JSON object a line on stderr, from every process.
+* ``--log-format json``: one JSON object a line on stderr, from every process;
+  errors no code caught are logged too, never printed as raw tracebacks.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ from .cli_common import (
     positive_int,
     queue_name,
 )
-from .errors import TaskQueueConnectionError, TaskQueueError
+from .errors import TaskNotDelivered, TaskQueueConnectionError, TaskQueueError
 from .names import pull_queue_name
 
 if TYPE_CHECKING:
@@ -193,53 +198,22 @@ def _handle(
     try:
         payload = message.decode()
         function(payload)
-    except Exception:  # FUNCTION may raise anything; the task is kept
+    # FUNCTION may raise anything, SystemExit and KeyboardInterrupt too: the
+    # task failed, and the process goes on (its own stop raises nothing).
+    except BaseException as error:  # noqa: BLE001 (logged by _failed)
         if metrics is not None:
             metrics.task_done("failed", time.monotonic() - started)
-        counters.add("failed")
-        # Leases, run or not, not failures: see the module's docstring.
-        lease = int(message.delivery_info.get("retry_count", 1))
-        task_id = message.delivery_info.get("task_id")
-        out_of_retries = settings.max_retries is not None and lease > settings.max_retries
-        out_of_leases = max_leases is not None and lease >= max_leases
-        # The logs below carry the traceback as the record's exc_info, not
-        # pasted into the message, so handlers and formatters get it apart.
-        if out_of_retries or out_of_leases:
-            why = (
-                f"--max-retries {settings.max_retries}"
-                if out_of_retries
-                else f"the queue's maxLeases {max_leases}"
-            )
-            if settings.dead_letter_queue:
-                logger.exception(
-                    "task %s failed on lease %d (its retry_count); %s allows no more: moving it to %r",
-                    task_id,
-                    lease,
-                    why,
-                    settings.dead_letter_queue,
-                )
-                channel.dead_letter(message.delivery_tag, settings.dead_letter_queue)
-                counters.add("dead_lettered")
-            else:
-                logger.exception(
-                    "task %s failed on lease %d (its retry_count); %s allows no more: deleting it",
-                    task_id,
-                    lease,
-                    why,
-                )
-                message.reject(requeue=False)
-                counters.add("dropped")
-            return
-        delay = backoff_seconds(lease, settings.retry_backoff)
-        logger.warning(
-            "task %s failed on lease %d (its retry_count); retrying in %ds",
-            task_id,
-            lease,
-            delay,
-            exc_info=True,
+        info = message.delivery_info
+        _failed(
+            error,
+            channel,
+            message.delivery_tag,
+            info.get("task_id"),
+            info.get("retry_count", 1),
+            settings,
+            max_leases,
+            counters,
         )
-        channel.retry_later(message.delivery_tag, delay)
-        counters.add("retried")
         return
     if metrics is not None:
         metrics.task_done("processed", time.monotonic() - started)
@@ -247,12 +221,72 @@ def _handle(
     counters.add("processed")
 
 
+def _failed(
+    error: BaseException,
+    channel: Any,
+    delivery_tag: str,
+    task_id: str | None,
+    lease: int,
+    settings: WorkerSettings,
+    max_leases: int | None,
+    counters: Counters,
+) -> None:
+    """Settle a task that failed with ``error`` on its lease number ``lease``, logging the traceback.
+
+    FUNCTION raised, or the task could not be made a message or a payload.
+    The task is retried after its backoff, or, out of retries, dead-lettered
+    or deleted.
+    """
+    counters.add("failed")
+    # Leases, run or not, not failures: see the module's docstring.
+    lease = int(lease)
+    out_of_retries = settings.max_retries is not None and lease > settings.max_retries
+    out_of_leases = max_leases is not None and lease >= max_leases
+    # The logs below carry the traceback as the record's exc_info, not
+    # pasted into the message, so handlers and formatters get it apart.
+    if out_of_retries or out_of_leases:
+        why = (
+            f"--max-retries {settings.max_retries}"
+            if out_of_retries
+            else f"the queue's maxLeases {max_leases}"
+        )
+        if settings.dead_letter_queue:
+            logger.error(
+                "task %s failed on lease %d (its retry_count); %s allows no more: moving it to %r",
+                task_id,
+                lease,
+                why,
+                settings.dead_letter_queue,
+                exc_info=error,
+            )
+            channel.dead_letter(delivery_tag, settings.dead_letter_queue)
+            counters.add("dead_lettered")
+        else:
+            logger.error(
+                "task %s failed on lease %d (its retry_count); %s allows no more: deleting it",
+                task_id,
+                lease,
+                why,
+                exc_info=error,
+            )
+            channel.basic_reject(delivery_tag, requeue=False)
+            counters.add("dropped")
+        return
+    delay = backoff_seconds(lease, settings.retry_backoff)
+    logger.warning(
+        "task %s failed on lease %d (its retry_count); retrying in %ds", task_id, lease, delay, exc_info=error
+    )
+    channel.retry_later(delivery_tag, delay)
+    counters.add("retried")
+
+
 def work(settings: WorkerSettings, counters: Counters) -> None:
     """One worker process: get, call, ack, until SIGTERM (a second one stops at once)."""
     configure_logging(settings.log_level, settings.log_format, TEXT_LOG_FORMAT)
+    _log_uncaught_exceptions()
     try:
         _work(settings, counters)
-    except Exception:
+    except BaseException:
         # Logged, rather than printed by multiprocessing, so that it is one
         # JSON line with --log-format json; the supervisor starts another.
         logger.exception("worker process failed")
@@ -298,21 +332,69 @@ def _work(settings: WorkerSettings, counters: Counters) -> None:
                 logger.warning("cannot lease from %r now (%s); trying again", settings.queue, error)
                 stopping.wait(settings.polling_interval)
                 continue
+            except TaskNotDelivered as error:
+                # A payload no message can be made of fails like a task whose
+                # FUNCTION raised: it must not stop the process that leased it.
+                if metrics is not None:
+                    metrics.task_done("failed", 0.0)
+                _settle(
+                    settings.queue,
+                    _failed,
+                    error,
+                    channel,
+                    error.delivery_tag,
+                    error.task_id,
+                    error.retry_count,
+                    settings,
+                    max_leases,
+                    counters,
+                )
+                continue
             if metrics is not None:
                 metrics.set_buffered(channel.buffered(settings.queue))
             if message is None:
                 stopping.wait(settings.polling_interval)
                 continue
-            try:
-                _handle(channel, message, function, settings, max_leases, counters, metrics)
-            except TaskQueueError as error:
-                logger.warning(
-                    "could not settle a task of %r (%s); it comes back when its lease ends",
-                    settings.queue,
-                    error,
-                )
+            _settle(
+                settings.queue, _handle, channel, message, function, settings, max_leases, counters, metrics
+            )
     # Leaving the with block closed the connection: buffered and unacked
     # tasks were released for other workers.
+
+
+def _settle(queue: str, handle: Callable[..., None], *args: Any) -> None:
+    """Run ``handle(*args)`` on one task; an error settling it is logged, never raised.
+
+    The task then comes back when its lease ends.
+    """
+    try:
+        handle(*args)
+    except TaskQueueError as error:
+        logger.warning("could not settle a task of %r (%s); it comes back when its lease ends", queue, error)
+    except Exception:
+        logger.exception("could not settle a task of %r; it comes back when its lease ends", queue)
+
+
+def _log_uncaught_exceptions() -> None:
+    """Log what no code catches, in this process and its threads, instead of printing it.
+
+    So that with ``--log-format json`` even a crash is one JSON line.
+    """
+
+    def log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        logger.critical("uncaught error", exc_info=(kind, error, tb))
+
+    def log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        logger.critical(
+            "uncaught error in thread %s",
+            args.thread.name if args.thread else "?",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = log_uncaught
+    threading.excepthook = log_uncaught_in_thread
 
 
 def connect(transport_options: dict[str, Any]) -> Connection:
@@ -621,6 +703,7 @@ def main(argv: list[str] | None = None) -> None:
         log_format=args.log_format,
         metrics=args.metrics_port is not None,
     )
+    _log_uncaught_exceptions()
     with contextlib.ExitStack() as cleanup:
         metrics = None
         if args.metrics_port is not None:
