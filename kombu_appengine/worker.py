@@ -32,6 +32,9 @@ bytes), acknowledge (delete) it when FUNCTION returns.
 * SIGTERM or SIGINT: stop leasing, let running tasks finish, release the
   leases of buffered tasks so other workers get them at once, exit 0. A
   second signal stops at once (the leases then expire: nothing is lost).
+* The supervisor killed (SIGKILL, the OOM killer): its processes stop as on
+  SIGTERM, told by the kernel on Linux (``PR_SET_PDEATHSIG``) and, on any
+  system, by a thread that checks their parent every second.
 * Every ``--stats-interval`` seconds one log line with processed, failed,
   retried and tasks per second; a summary line at exit.
 * ``--metrics-port``: Prometheus metrics of all the processes together
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import logging
 import math
@@ -91,6 +95,10 @@ MAX_BACKOFF_SECONDS = 3600
 MAX_POLLING_INTERVAL = 3600
 #: A process that dies sooner than this after starting counts as a crash loop.
 QUICK_DEATH_SECONDS = 1.0
+#: Seconds between a worker process's checks that its supervisor is alive.
+PARENT_CHECK_SECONDS = 1.0
+#: ``prctl``'s option that asks for a signal when the parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 #: The signals that ask the worker to stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: The counters every worker process adds to.
@@ -280,12 +288,15 @@ def _failed(
     counters.add("retried")
 
 
-def work(settings: WorkerSettings, counters: Counters) -> None:
-    """One worker process: get, call, ack, until SIGTERM (a second one stops at once)."""
+def work(settings: WorkerSettings, counters: Counters, supervisor_pid: int) -> None:
+    """One worker process: get, call, ack, until SIGTERM (a second one stops at once).
+
+    It stops as on SIGTERM when its supervisor (``supervisor_pid``) dies.
+    """
     configure_logging(settings.log_level, settings.log_format, TEXT_LOG_FORMAT)
     _log_uncaught_exceptions()
     try:
-        _work(settings, counters)
+        _work(settings, counters, supervisor_pid)
     except BaseException:
         # Logged, rather than printed by multiprocessing, so that it is one
         # JSON line with --log-format json; the supervisor starts another.
@@ -293,7 +304,7 @@ def work(settings: WorkerSettings, counters: Counters) -> None:
         sys.exit(1)
 
 
-def _work(settings: WorkerSettings, counters: Counters) -> None:
+def _work(settings: WorkerSettings, counters: Counters, supervisor_pid: int) -> None:
     stopping = threading.Event()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -305,6 +316,7 @@ def _work(settings: WorkerSettings, counters: Counters) -> None:
     # The terminal's SIGINT reaches the whole process group; the supervisor
     # turns it into SIGTERM for us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_with_parent(supervisor_pid, stopping)
     # The supervisor forked us with the stop signals blocked, so that its own
     # handlers never ran here; one that came meanwhile is delivered now, to ours.
     _unblock_stop_signals()
@@ -373,6 +385,39 @@ def _settle(queue: str, handle: Callable[..., None], *args: Any) -> None:
         logger.warning("could not settle a task of %r (%s); it comes back when its lease ends", queue, error)
     except Exception:
         logger.exception("could not settle a task of %r; it comes back when its lease ends", queue)
+
+
+def _stop_with_parent(supervisor_pid: int, stopping: threading.Event) -> None:
+    """Stop (``stopping``, as SIGTERM does) when the supervisor dies, even by SIGKILL.
+
+    On Linux the kernel sends SIGTERM at its death (``PR_SET_PDEATHSIG``);
+    everywhere, a thread checks each :data:`PARENT_CHECK_SECONDS` whether
+    this process's parent is still the supervisor (an orphan is adopted by
+    another). Without either, orphans would lease and run tasks unsupervised.
+    """
+    _ask_kernel_for_sigterm_at_parent_death()
+
+    def watch() -> None:
+        while True:
+            stopped = stopping.wait(PARENT_CHECK_SECONDS)
+            if os.getppid() != supervisor_pid:
+                logger.warning("the supervisor (pid %d) is gone: stopping", supervisor_pid)
+                stopping.set()
+                return
+            if stopped:
+                return
+
+    threading.Thread(target=watch, name="watch-supervisor", daemon=True).start()
+
+
+def _ask_kernel_for_sigterm_at_parent_death() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # no libc to ask: the watching thread is enough
+        logger.debug("cannot ask for SIGTERM at the supervisor's death; watching it instead")
 
 
 def _log_uncaught_exceptions() -> None:
@@ -444,7 +489,10 @@ class Supervisor:
 
     def _start_child(self, number: int) -> Any:
         child = self.context.Process(
-            target=work, args=(self.settings, self.counters), name=f"worker-{number}", daemon=False
+            target=work,
+            args=(self.settings, self.counters, os.getpid()),
+            name=f"worker-{number}",
+            daemon=False,
         )
         # Until the child has its own handlers a stop signal must wait:
         # run by the supervisor's handlers (inherited through fork) it would
