@@ -32,6 +32,8 @@ bytes), acknowledge (delete) it when FUNCTION returns.
 * SIGTERM or SIGINT: stop leasing, let running tasks finish, release the
   leases of buffered tasks so other workers get them at once, exit 0. A
   second signal stops at once (the leases then expire: nothing is lost).
+  Before the processes start (waiting for the API to answer, say), a stop
+  signal ends the command at once, with 0.
 * The supervisor killed (SIGKILL, the OOM killer): its processes stop as on
   SIGTERM, told by the kernel on Linux (``PR_SET_PDEATHSIG``) and, on any
   system, by a thread that checks their parent every second.
@@ -506,7 +508,8 @@ class Supervisor:
         if self.metrics is not None:
             self.metrics.process_exited(child.pid)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """The stop signals' handler: note the request, and wake the supervising loop."""
         # Only note it: a handler runs between any two bytecodes, even in the
         # middle of starting a child, where acting on self.children would
         # miss the child being started (which then never stops).
@@ -542,7 +545,7 @@ class Supervisor:
         """
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
-        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+        previous = {number: signal.signal(number, self.on_signal) for number in STOP_SIGNALS}
         try:
             return self._supervise()
         finally:
@@ -550,6 +553,8 @@ class Supervisor:
                 signal.signal(number, handler)
             os.close(self._wake_read)
             os.close(self._wake_write)
+            # A signal after this must not write to whatever reuses the numbers.
+            self._wake_read, self._wake_write = -1, -1
 
     def _supervise(self) -> dict[str, float]:
         started = time.monotonic()
@@ -619,6 +624,41 @@ def _stop_signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _StoppedAtStart(BaseException):
+    """A stop signal came before the supervisor took over (connecting may wait for ever).
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except
+    Exception`` on the way (kombu's retries, say) swallows it.
+    """
+
+
+class _StopSignals:
+    """The command's SIGTERM and SIGINT handler, from its start to its end.
+
+    Until :attr:`supervisor` is set, a stop signal raises
+    :class:`_StoppedAtStart`: nothing runs yet, so the command just ends.
+    From then on it is the supervisor's (which sets its own handlers while
+    it runs; this one covers the moments before and after).
+    """
+
+    def __init__(self) -> None:
+        self.supervisor: Supervisor | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.supervisor is None:
+            raise _StoppedAtStart()
+        self.supervisor.on_signal(signum, frame)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopSignals]:
+        previous = {number: signal.signal(number, self) for number in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def _unblock_stop_signals() -> None:
@@ -752,13 +792,22 @@ def main(argv: list[str] | None = None) -> None:
         metrics=args.metrics_port is not None,
     )
     _log_uncaught_exceptions()
-    with contextlib.ExitStack() as cleanup:
-        metrics = None
-        if args.metrics_port is not None:
-            # Before FUNCTION's module is imported: it may import prometheus_client.
-            metrics = _serve_metrics(args.metrics_host, args.metrics_port, args.log_format)
-            cleanup.callback(metrics.close)
-        _check_and_run(args, options, settings, metrics)
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as cleanup:
+            stop_signals = cleanup.enter_context(_StopSignals().installed())
+            metrics = None
+            if args.metrics_port is not None:
+                # Before FUNCTION's module is imported: it may import prometheus_client.
+                metrics = _serve_metrics(args.metrics_host, args.metrics_port, args.log_format)
+                cleanup.callback(metrics.close)
+            _check_and_run(args, options, settings, metrics, stop_signals)
+    except _StoppedAtStart:
+        # Nothing had started: the stop is as clean as a stop can be.
+        logger.info("stopped before any worker process started")
+        print(
+            format_summary({**dict.fromkeys(COUNTERS, 0), "seconds": time.monotonic() - started}), flush=True
+        )
 
 
 def _serve_metrics(host: str, port: int, log_format: str) -> MetricsServer:
@@ -779,6 +828,7 @@ def _check_and_run(
     options: dict[str, Any],
     settings: WorkerSettings,
     metrics: MetricsServer | None,
+    stop_signals: _StopSignals,
 ) -> None:
     try:
         load_function(args.function)
@@ -789,6 +839,7 @@ def _check_and_run(
     except (WorkerError, TaskQueueError, ValueError) as error:
         fail("pullqueue_worker", str(error), args.log_format)
     supervisor = Supervisor(settings, args.processes, args.stats_interval, metrics)
+    stop_signals.supervisor = supervisor
     counts = supervisor.run()
     print(format_summary(counts), flush=True)
     if supervisor.gave_up:
