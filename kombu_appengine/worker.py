@@ -456,9 +456,13 @@ def connect(transport_options: dict[str, Any]) -> Connection:
     def retrying(error: Exception, interval: float) -> None:
         logger.warning("cannot connect to the Task Queue API (%s); trying again in %.0fs", error, interval)
 
-    conn.ensure_connection(
-        errback=retrying, max_retries=None, interval_start=1, interval_step=2, interval_max=10
-    )
+    try:
+        conn.ensure_connection(
+            errback=retrying, max_retries=None, interval_start=1, interval_step=2, interval_max=10
+        )
+    except BaseException:  # a refusal, or a stop signal while it waits
+        conn.release()
+        raise
     return conn
 
 
