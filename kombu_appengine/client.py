@@ -512,7 +512,9 @@ class TaskQueueClient:
         credentials themselves.
 
         Raises:
-            TaskQueueConnectionError: no answer, or a transient failure.
+            TaskQueueConnectionError: no answer, or a transient failure; its
+                message names the service and the project, not ``queue``,
+                which any queue could have been.
             AuthenticationFailed: the credentials were refused (401), or
                 their refresh was.
         """
@@ -535,6 +537,17 @@ class TaskQueueClient:
                 raise
         except TaskQueueChannelError:
             pass
+        except TaskQueueConnectionError as error:
+            failure = error.__cause__ or error.__context__
+            if isinstance(failure, HttpError):
+                why = f"it answered {failure.resp.status} {_error_reason(failure)[1]}".rstrip()
+            elif isinstance(failure, TRANSPORT_ERRORS):
+                why = repr(failure)
+            else:  # the token endpoint's failure: its message says so
+                raise
+            raise TaskQueueConnectionError(
+                f"cannot reach the Task Queue API at {self.root_url} (project {self.project!r}): {why}"
+            ) from error
         finally:
             if http is not None:
                 http.close()

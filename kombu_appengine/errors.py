@@ -65,6 +65,33 @@ class PayloadTooLarge(TaskQueueChannelError):
     """A message is larger than the 1 MiB a task may carry."""
 
 
+class TaskNotDelivered(TaskQueueError):
+    """A task was leased but could not be made a kombu message (its payload is one kombu cannot read).
+
+    Its lease is kept, filed under :attr:`delivery_tag` like a delivered
+    message's, for the caller to settle as it would a message's: the
+    channel's ``retry_later``, ``dead_letter`` or ``basic_reject``. Unsettled,
+    it is renewed until the channel closes, which gives it back. The error
+    that stopped the delivery is the ``__cause__``.
+
+    Attributes:
+        queue: the kombu queue it was leased for.
+        task_id: the task's name.
+        delivery_tag: the tag its lease is filed under.
+        retry_count: how many times the task was leased, this lease included.
+    """
+
+    def __init__(self, message: str, queue: str, task_id: str, delivery_tag: str, retry_count: int) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.task_id = task_id
+        self.delivery_tag = delivery_tag
+        self.retry_count = retry_count
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self), self.queue, self.task_id, self.delivery_tag, self.retry_count)
+
+
 class ConfigurationError(TaskQueueError, ValueError):
     """A transport option or credentials setting is missing or wrong."""
 

@@ -48,7 +48,7 @@ PREFIX = "pullqueue_worker"
 #: The counters, by the name the worker counts them under.
 COUNTER_HELP = {
     "processed": "Tasks FUNCTION returned on (acknowledged).",
-    "failed": "Runs of FUNCTION that raised (each retry's too).",
+    "failed": "Tasks that failed, each attempt: FUNCTION raised, or the task could not be made a payload.",
     "retried": "Failed tasks made leasable again after a backoff.",
     "dead_lettered": "Tasks out of retries moved to --dead-letter-queue.",
     "dropped": "Tasks out of retries deleted (no --dead-letter-queue).",

@@ -5,7 +5,11 @@ kombu connection (after the fork) and loops: get a task, call FUNCTION with
 its payload (the decoded JSON value when the payload is JSON, else the
 bytes), acknowledge (delete) it when FUNCTION returns.
 
-* FUNCTION raised: the traceback is logged and the task is made leasable
+* FUNCTION raised (anything: ``sys.exit`` and ``KeyboardInterrupt`` too),
+  or the task could not be made a message or a payload (the channel's
+  :class:`~kombu_appengine.errors.TaskNotDelivered`, a decoding error): the
+  task failed, and the process goes on. One task never stops a process.
+  The traceback is logged and the task is made leasable
   again after a backoff that doubles with each of its leases (a lease
   change, not a copy). When it failed on its lease ``--max-retries`` + 1 or
   a later one, or on the last lease the queue's own ``maxLeases`` allows, it
@@ -28,17 +32,24 @@ bytes), acknowledge (delete) it when FUNCTION returns.
 * SIGTERM or SIGINT: stop leasing, let running tasks finish, release the
   leases of buffered tasks so other workers get them at once, exit 0. A
   second signal stops at once (the leases then expire: nothing is lost).
+  Before the processes start (waiting for the API to answer, say), a stop
+  signal ends the command at once, with 0.
+* The supervisor killed (SIGKILL, the OOM killer): its processes stop as on
+  SIGTERM, told by the kernel on Linux (``PR_SET_PDEATHSIG``) and, on any
+  system, by a thread that checks their parent every second.
 * Every ``--stats-interval`` seconds one log line with processed, failed,
   retried and tasks per second; a summary line at exit.
 * ``--metrics-port``: Prometheus metrics of all the processes together
   (:mod:`kombu_appengine.metrics`, the ``metrics`` extra).
-* ``--log-format json``: one JSON object a line on stderr, from every process.
+* ``--log-format json``: one JSON object a line on stderr, from every process;
+  errors no code caught are logged too, never printed as raw tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import logging
 import math
@@ -72,7 +83,7 @@ from .cli_common import (
     positive_int,
     queue_name,
 )
-from .errors import TaskQueueConnectionError, TaskQueueError
+from .errors import TaskNotDelivered, TaskQueueConnectionError, TaskQueueError
 from .names import pull_queue_name
 
 if TYPE_CHECKING:
@@ -86,6 +97,10 @@ MAX_BACKOFF_SECONDS = 3600
 MAX_POLLING_INTERVAL = 3600
 #: A process that dies sooner than this after starting counts as a crash loop.
 QUICK_DEATH_SECONDS = 1.0
+#: Seconds between a worker process's checks that its supervisor is alive.
+PARENT_CHECK_SECONDS = 1.0
+#: ``prctl``'s option that asks for a signal when the parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 #: The signals that ask the worker to stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: The counters every worker process adds to.
@@ -193,53 +208,22 @@ def _handle(
     try:
         payload = message.decode()
         function(payload)
-    except Exception:  # FUNCTION may raise anything; the task is kept
+    # FUNCTION may raise anything, SystemExit and KeyboardInterrupt too: the
+    # task failed, and the process goes on (its own stop raises nothing).
+    except BaseException as error:  # noqa: BLE001 (logged by _failed)
         if metrics is not None:
             metrics.task_done("failed", time.monotonic() - started)
-        counters.add("failed")
-        # Leases, run or not, not failures: see the module's docstring.
-        lease = int(message.delivery_info.get("retry_count", 1))
-        task_id = message.delivery_info.get("task_id")
-        out_of_retries = settings.max_retries is not None and lease > settings.max_retries
-        out_of_leases = max_leases is not None and lease >= max_leases
-        # The logs below carry the traceback as the record's exc_info, not
-        # pasted into the message, so handlers and formatters get it apart.
-        if out_of_retries or out_of_leases:
-            why = (
-                f"--max-retries {settings.max_retries}"
-                if out_of_retries
-                else f"the queue's maxLeases {max_leases}"
-            )
-            if settings.dead_letter_queue:
-                logger.exception(
-                    "task %s failed on lease %d (its retry_count); %s allows no more: moving it to %r",
-                    task_id,
-                    lease,
-                    why,
-                    settings.dead_letter_queue,
-                )
-                channel.dead_letter(message.delivery_tag, settings.dead_letter_queue)
-                counters.add("dead_lettered")
-            else:
-                logger.exception(
-                    "task %s failed on lease %d (its retry_count); %s allows no more: deleting it",
-                    task_id,
-                    lease,
-                    why,
-                )
-                message.reject(requeue=False)
-                counters.add("dropped")
-            return
-        delay = backoff_seconds(lease, settings.retry_backoff)
-        logger.warning(
-            "task %s failed on lease %d (its retry_count); retrying in %ds",
-            task_id,
-            lease,
-            delay,
-            exc_info=True,
+        info = message.delivery_info
+        _failed(
+            error,
+            channel,
+            message.delivery_tag,
+            info.get("task_id"),
+            info.get("retry_count", 1),
+            settings,
+            max_leases,
+            counters,
         )
-        channel.retry_later(message.delivery_tag, delay)
-        counters.add("retried")
         return
     if metrics is not None:
         metrics.task_done("processed", time.monotonic() - started)
@@ -247,19 +231,82 @@ def _handle(
     counters.add("processed")
 
 
-def work(settings: WorkerSettings, counters: Counters) -> None:
-    """One worker process: get, call, ack, until SIGTERM (a second one stops at once)."""
+def _failed(
+    error: BaseException,
+    channel: Any,
+    delivery_tag: str,
+    task_id: str | None,
+    lease: int,
+    settings: WorkerSettings,
+    max_leases: int | None,
+    counters: Counters,
+) -> None:
+    """Settle a task that failed with ``error`` on its lease number ``lease``, logging the traceback.
+
+    FUNCTION raised, or the task could not be made a message or a payload.
+    The task is retried after its backoff, or, out of retries, dead-lettered
+    or deleted.
+    """
+    counters.add("failed")
+    # Leases, run or not, not failures: see the module's docstring.
+    lease = int(lease)
+    out_of_retries = settings.max_retries is not None and lease > settings.max_retries
+    out_of_leases = max_leases is not None and lease >= max_leases
+    # The logs below carry the traceback as the record's exc_info, not
+    # pasted into the message, so handlers and formatters get it apart.
+    if out_of_retries or out_of_leases:
+        why = (
+            f"--max-retries {settings.max_retries}"
+            if out_of_retries
+            else f"the queue's maxLeases {max_leases}"
+        )
+        if settings.dead_letter_queue:
+            logger.error(
+                "task %s failed on lease %d (its retry_count); %s allows no more: moving it to %r",
+                task_id,
+                lease,
+                why,
+                settings.dead_letter_queue,
+                exc_info=error,
+            )
+            channel.dead_letter(delivery_tag, settings.dead_letter_queue)
+            counters.add("dead_lettered")
+        else:
+            logger.error(
+                "task %s failed on lease %d (its retry_count); %s allows no more: deleting it",
+                task_id,
+                lease,
+                why,
+                exc_info=error,
+            )
+            channel.basic_reject(delivery_tag, requeue=False)
+            counters.add("dropped")
+        return
+    delay = backoff_seconds(lease, settings.retry_backoff)
+    logger.warning(
+        "task %s failed on lease %d (its retry_count); retrying in %ds", task_id, lease, delay, exc_info=error
+    )
+    channel.retry_later(delivery_tag, delay)
+    counters.add("retried")
+
+
+def work(settings: WorkerSettings, counters: Counters, supervisor_pid: int) -> None:
+    """One worker process: get, call, ack, until SIGTERM (a second one stops at once).
+
+    It stops as on SIGTERM when its supervisor (``supervisor_pid``) dies.
+    """
     configure_logging(settings.log_level, settings.log_format, TEXT_LOG_FORMAT)
+    _log_uncaught_exceptions()
     try:
-        _work(settings, counters)
-    except Exception:
+        _work(settings, counters, supervisor_pid)
+    except BaseException:
         # Logged, rather than printed by multiprocessing, so that it is one
         # JSON line with --log-format json; the supervisor starts another.
         logger.exception("worker process failed")
         sys.exit(1)
 
 
-def _work(settings: WorkerSettings, counters: Counters) -> None:
+def _work(settings: WorkerSettings, counters: Counters, supervisor_pid: int) -> None:
     stopping = threading.Event()
 
     def on_term(signum: int, frame: Any) -> None:
@@ -271,6 +318,7 @@ def _work(settings: WorkerSettings, counters: Counters) -> None:
     # The terminal's SIGINT reaches the whole process group; the supervisor
     # turns it into SIGTERM for us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_with_parent(supervisor_pid, stopping)
     # The supervisor forked us with the stop signals blocked, so that its own
     # handlers never ran here; one that came meanwhile is delivered now, to ours.
     _unblock_stop_signals()
@@ -298,21 +346,102 @@ def _work(settings: WorkerSettings, counters: Counters) -> None:
                 logger.warning("cannot lease from %r now (%s); trying again", settings.queue, error)
                 stopping.wait(settings.polling_interval)
                 continue
+            except TaskNotDelivered as error:
+                # A payload no message can be made of fails like a task whose
+                # FUNCTION raised: it must not stop the process that leased it.
+                if metrics is not None:
+                    metrics.task_done("failed", 0.0)
+                _settle(
+                    settings.queue,
+                    _failed,
+                    error,
+                    channel,
+                    error.delivery_tag,
+                    error.task_id,
+                    error.retry_count,
+                    settings,
+                    max_leases,
+                    counters,
+                )
+                continue
             if metrics is not None:
                 metrics.set_buffered(channel.buffered(settings.queue))
             if message is None:
                 stopping.wait(settings.polling_interval)
                 continue
-            try:
-                _handle(channel, message, function, settings, max_leases, counters, metrics)
-            except TaskQueueError as error:
-                logger.warning(
-                    "could not settle a task of %r (%s); it comes back when its lease ends",
-                    settings.queue,
-                    error,
-                )
+            _settle(
+                settings.queue, _handle, channel, message, function, settings, max_leases, counters, metrics
+            )
     # Leaving the with block closed the connection: buffered and unacked
     # tasks were released for other workers.
+
+
+def _settle(queue: str, handle: Callable[..., None], *args: Any) -> None:
+    """Run ``handle(*args)`` on one task; an error settling it is logged, never raised.
+
+    The task then comes back when its lease ends.
+    """
+    try:
+        handle(*args)
+    except TaskQueueError as error:
+        logger.warning("could not settle a task of %r (%s); it comes back when its lease ends", queue, error)
+    except Exception:
+        logger.exception("could not settle a task of %r; it comes back when its lease ends", queue)
+
+
+def _stop_with_parent(supervisor_pid: int, stopping: threading.Event) -> None:
+    """Stop (``stopping``, as SIGTERM does) when the supervisor dies, even by SIGKILL.
+
+    On Linux the kernel sends SIGTERM at its death (``PR_SET_PDEATHSIG``);
+    everywhere, a thread checks each :data:`PARENT_CHECK_SECONDS` whether
+    this process's parent is still the supervisor (an orphan is adopted by
+    another). Without either, orphans would lease and run tasks unsupervised.
+    """
+    _ask_kernel_for_sigterm_at_parent_death()
+
+    def watch() -> None:
+        while True:
+            stopped = stopping.wait(PARENT_CHECK_SECONDS)
+            if os.getppid() != supervisor_pid:
+                logger.warning("the supervisor (pid %d) is gone: stopping", supervisor_pid)
+                stopping.set()
+                return
+            if stopped:
+                return
+
+    threading.Thread(target=watch, name="watch-supervisor", daemon=True).start()
+
+
+def _ask_kernel_for_sigterm_at_parent_death() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # no libc to ask: the watching thread is enough
+        logger.debug("cannot ask for SIGTERM at the supervisor's death; watching it instead")
+
+
+def _log_uncaught_exceptions() -> None:
+    """Log what no code catches, in this process and its threads, instead of printing it.
+
+    So that with ``--log-format json`` even a crash is one JSON line.
+    """
+
+    def log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        logger.critical("uncaught error", exc_info=(kind, error, tb))
+
+    def log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        logger.critical(
+            "uncaught error in thread %s",
+            args.thread.name if args.thread else "?",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = log_uncaught
+    threading.excepthook = log_uncaught_in_thread
 
 
 def connect(transport_options: dict[str, Any]) -> Connection:
@@ -327,9 +456,13 @@ def connect(transport_options: dict[str, Any]) -> Connection:
     def retrying(error: Exception, interval: float) -> None:
         logger.warning("cannot connect to the Task Queue API (%s); trying again in %.0fs", error, interval)
 
-    conn.ensure_connection(
-        errback=retrying, max_retries=None, interval_start=1, interval_step=2, interval_max=10
-    )
+    try:
+        conn.ensure_connection(
+            errback=retrying, max_retries=None, interval_start=1, interval_step=2, interval_max=10
+        )
+    except BaseException:  # a refusal, or a stop signal while it waits
+        conn.release()
+        raise
     return conn
 
 
@@ -362,7 +495,10 @@ class Supervisor:
 
     def _start_child(self, number: int) -> Any:
         child = self.context.Process(
-            target=work, args=(self.settings, self.counters), name=f"worker-{number}", daemon=False
+            target=work,
+            args=(self.settings, self.counters, os.getpid()),
+            name=f"worker-{number}",
+            daemon=False,
         )
         # Until the child has its own handlers a stop signal must wait:
         # run by the supervisor's handlers (inherited through fork) it would
@@ -376,7 +512,8 @@ class Supervisor:
         if self.metrics is not None:
             self.metrics.process_exited(child.pid)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """The stop signals' handler: note the request, and wake the supervising loop."""
         # Only note it: a handler runs between any two bytecodes, even in the
         # middle of starting a child, where acting on self.children would
         # miss the child being started (which then never stops).
@@ -412,7 +549,7 @@ class Supervisor:
         """
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
-        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+        previous = {number: signal.signal(number, self.on_signal) for number in STOP_SIGNALS}
         try:
             return self._supervise()
         finally:
@@ -420,6 +557,8 @@ class Supervisor:
                 signal.signal(number, handler)
             os.close(self._wake_read)
             os.close(self._wake_write)
+            # A signal after this must not write to whatever reuses the numbers.
+            self._wake_read, self._wake_write = -1, -1
 
     def _supervise(self) -> dict[str, float]:
         started = time.monotonic()
@@ -489,6 +628,41 @@ def _stop_signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _StoppedAtStart(BaseException):
+    """A stop signal came before the supervisor took over (connecting may wait for ever).
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except
+    Exception`` on the way (kombu's retries, say) swallows it.
+    """
+
+
+class _StopSignals:
+    """The command's SIGTERM and SIGINT handler, from its start to its end.
+
+    Until :attr:`supervisor` is set, a stop signal raises
+    :class:`_StoppedAtStart`: nothing runs yet, so the command just ends.
+    From then on it is the supervisor's (which sets its own handlers while
+    it runs; this one covers the moments before and after).
+    """
+
+    def __init__(self) -> None:
+        self.supervisor: Supervisor | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.supervisor is None:
+            raise _StoppedAtStart()
+        self.supervisor.on_signal(signum, frame)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopSignals]:
+        previous = {number: signal.signal(number, self) for number in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def _unblock_stop_signals() -> None:
@@ -621,13 +795,23 @@ def main(argv: list[str] | None = None) -> None:
         log_format=args.log_format,
         metrics=args.metrics_port is not None,
     )
-    with contextlib.ExitStack() as cleanup:
-        metrics = None
-        if args.metrics_port is not None:
-            # Before FUNCTION's module is imported: it may import prometheus_client.
-            metrics = _serve_metrics(args.metrics_host, args.metrics_port, args.log_format)
-            cleanup.callback(metrics.close)
-        _check_and_run(args, options, settings, metrics)
+    _log_uncaught_exceptions()
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as cleanup:
+            stop_signals = cleanup.enter_context(_StopSignals().installed())
+            metrics = None
+            if args.metrics_port is not None:
+                # Before FUNCTION's module is imported: it may import prometheus_client.
+                metrics = _serve_metrics(args.metrics_host, args.metrics_port, args.log_format)
+                cleanup.callback(metrics.close)
+            _check_and_run(args, options, settings, metrics, stop_signals)
+    except _StoppedAtStart:
+        # Nothing had started: the stop is as clean as a stop can be.
+        logger.info("stopped before any worker process started")
+        print(
+            format_summary({**dict.fromkeys(COUNTERS, 0), "seconds": time.monotonic() - started}), flush=True
+        )
 
 
 def _serve_metrics(host: str, port: int, log_format: str) -> MetricsServer:
@@ -648,6 +832,7 @@ def _check_and_run(
     options: dict[str, Any],
     settings: WorkerSettings,
     metrics: MetricsServer | None,
+    stop_signals: _StopSignals,
 ) -> None:
     try:
         load_function(args.function)
@@ -658,6 +843,7 @@ def _check_and_run(
     except (WorkerError, TaskQueueError, ValueError) as error:
         fail("pullqueue_worker", str(error), args.log_format)
     supervisor = Supervisor(settings, args.processes, args.stats_interval, metrics)
+    stop_signals.supervisor = supervisor
     counts = supervisor.run()
     print(format_summary(counts), flush=True)
     if supervisor.gave_up:

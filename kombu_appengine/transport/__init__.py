@@ -104,6 +104,10 @@ So is a payload shaped like kombu's envelope that kombu cannot read (its
 body not the base64 its ``body_encoding`` says, headers that are not a
 mapping ...), with one warning naming the task and the queue: the consumer
 gets it, to ack or reject, instead of an error out of ``drain_events``.
+A task that still cannot be made a message raises, from ``basic_get``,
+:class:`~kombu_appengine.errors.TaskNotDelivered` with the delivery tag its
+lease is kept under, for the caller to settle as a message's
+(``pullqueue_worker`` fails the task, as if its function had raised).
 
 Connection
 ==========

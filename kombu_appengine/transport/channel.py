@@ -21,7 +21,7 @@ from kombu.transport import virtual
 
 from .. import api
 from ..client import TaskQueueClient
-from ..errors import QueueNotFound
+from ..errors import QueueNotFound, TaskNotDelivered
 from .codec import Message, message_of, payload_of
 from .leases import Lease, LeaseBook
 from .options import Settings
@@ -206,12 +206,33 @@ class Channel(virtual.Channel):
         return result
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """The next message of ``queue``, or ``None`` when it has none now.
+
+        Raises:
+            TaskNotDelivered: a task was leased but could not be made a
+                message; its lease is kept under the error's delivery tag,
+                for the caller to settle (``retry_later``, ``dead_letter``,
+                ``basic_reject``).
+        """
         try:
-            message = self.Message(self._get(queue, auto_ack=no_ack), channel=self)
+            lease, delivery_tag = self._deliver(queue)
         except Empty:
             return None
-        if not no_ack:
-            self.qos.append(message, message.delivery_tag)
+        try:
+            message = self.Message(self._to_message(lease, queue, delivery_tag), channel=self)
+        except Exception as error:
+            retry_count = lease.task.get("retry_count")
+            raise TaskNotDelivered(
+                f"task {lease.task_id} of queue {queue!r} could not be made a kombu message: {error!r}",
+                queue,
+                lease.task_id,
+                delivery_tag,
+                int(str(retry_count)) if str(retry_count).isdigit() else 1,
+            ) from error
+        if no_ack:
+            self._book.ack(delivery_tag)
+        else:
+            self.qos.append(message, delivery_tag)
         return message
 
     def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
@@ -224,6 +245,18 @@ class Channel(virtual.Channel):
             self._polling.deadline = None
 
     def _get(self, queue: str, timeout: float | None = None, auto_ack: bool | None = None) -> dict[str, Any]:
+        lease, delivery_tag = self._deliver(queue)
+        message = self._to_message(lease, queue, delivery_tag)
+        if auto_ack if auto_ack is not None else queue in self._no_ack_queues:
+            self._book.ack(delivery_tag)
+        return message
+
+    def _deliver(self, queue: str) -> tuple[Lease, str]:
+        """The next lease of ``queue``, filed as delivered under a new delivery tag.
+
+        Raises:
+            Empty: the queue has nothing now.
+        """
         route = self._route(queue)
         delivery_tag = self._next_delivery_tag()
         lease = self._book.get(
@@ -235,10 +268,7 @@ class Channel(virtual.Channel):
         )
         if lease is None:
             raise Empty()
-        message = self._to_message(lease, queue, delivery_tag)
-        if auto_ack if auto_ack is not None else queue in self._no_ack_queues:
-            self._book.ack(delivery_tag)
-        return message
+        return lease, delivery_tag
 
     def _to_message(self, lease: Lease, queue: str, delivery_tag: str) -> dict[str, Any]:
         """kombu's message for a leased task, with this delivery's tag and information."""

@@ -8,6 +8,7 @@ never interleave); the tests read that file.
 import json
 import os
 import random
+import sys
 import time
 
 
@@ -84,3 +85,11 @@ def chaos(payload):
         os.environ["WORKER_RECORD"],
         {"kind": "worker", "n": number, "pid": os.getpid(), "start": started, "finish": time.time()},
     )
+
+
+def interrupted(payload):
+    """Record the failure, then raise KeyboardInterrupt (task 0) or call sys.exit(n) (task n)."""
+    _record("failed", payload)
+    if payload["n"] == 0:
+        raise KeyboardInterrupt()
+    sys.exit(payload["n"])

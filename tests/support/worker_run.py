@@ -12,15 +12,30 @@ import time
 
 from tests.support import worker_jobs
 from tests.support.helpers import ROOT
+from tests.support.transport import PROJECT, connect
 
 #: The module of the task functions, as ``pullqueue_worker MODULE:FUNCTION`` names it.
 JOBS = worker_jobs.__name__
+
+
+def publish(emulator, count, queue="jobs"):
+    """Put ``count`` kombu messages ``{"n": N}`` on ``queue``."""
+    with connect(emulator) as conn:
+        simple = conn.SimpleQueue(queue)
+        for n in range(count):
+            simple.put({"n": n})
+
+
+def released(emulator, queue="jobs"):
+    """How many tasks of the queue are not leased."""
+    return sum(task["leaseTimestamp"] == "0" for task in emulator.service.list_tasks(PROJECT, queue)["items"])
 
 
 class Run:
     """A running pullqueue_worker and the files its task functions write."""
 
     def __init__(self, emulator, tmp_path, function, *options, queue="jobs"):
+        """Start it on ``function`` of :mod:`tests.support.worker_jobs`, or on ``MODULE:FUNCTION``."""
         self.record = tmp_path / f"record-{time.monotonic_ns()}.jsonl"
         self.release = tmp_path / "release"
         env = dict(
@@ -35,7 +50,7 @@ class Run:
                 sys.executable,
                 "-m",
                 "kombu_appengine.worker",
-                f"{JOBS}:{function}",
+                function if ":" in function else f"{JOBS}:{function}",
                 "--queue",
                 queue,
                 "--polling-interval",

@@ -11,22 +11,10 @@ import pytest
 from kombu_appengine.worker import Supervisor, WorkerSettings
 from tests.support.helpers import ROOT, b64
 from tests.support.transport import PROJECT, connect, total_tasks
-from tests.support.worker_run import JOBS
+from tests.support.worker_run import JOBS, publish, released
 
 #: Every test runs worker processes.
 pytestmark = pytest.mark.slow
-
-
-def publish(emulator, count, queue="jobs"):
-    with connect(emulator) as conn:
-        simple = conn.SimpleQueue(queue)
-        for n in range(count):
-            simple.put({"n": n})
-
-
-def released(emulator, queue="jobs"):
-    """How many tasks of the queue are not leased."""
-    return sum(task["leaseTimestamp"] == "0" for task in emulator.service.list_tasks(PROJECT, queue)["items"])
 
 
 def test_every_task_processed_exactly_once_over_four_processes(emulator, run_worker):
