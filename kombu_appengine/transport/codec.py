@@ -78,7 +78,9 @@ def json_document(payload: bytes) -> tuple[Any, str | None]:
     encoding = json.detect_encoding(payload)
     try:
         return json.loads(payload.decode(encoding)), encoding
-    except (ValueError, UnicodeDecodeError):
+    # Nested deeper than Python's parser goes, it is no document a consumer
+    # could decode either: bytes, like any payload that is not JSON.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
 
 

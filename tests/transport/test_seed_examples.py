@@ -92,6 +92,19 @@ def test_raw_json_with_a_byte_order_mark_or_in_utf16_or_utf32_is_json(emulator, 
     assert total_tasks(emulator) == 0
 
 
+def test_json_nested_deeper_than_python_parses_is_delivered_as_bytes(emulator):
+    payload = b"[" * 50_000 + b"]" * 50_000
+    rest_insert(emulator, b64(payload))
+    with connect(emulator) as connection:
+        queue = connection.SimpleQueue("default")
+        message = queue.get(timeout=5)
+        assert message.body == payload
+        assert message.content_type == "application/data"  # as any payload that is not JSON
+        message.ack()
+        queue.close()
+    assert total_tasks(emulator) == 0
+
+
 def test_raw_json_that_merely_resembles_kombus_envelope_is_delivered_raw(emulator):
     document = {"body": "not a kombu body", "properties": {"size": 3}}
     rest_insert(emulator, b64(json.dumps(document).encode()))
