@@ -685,13 +685,22 @@ class Call(NamedTuple):
 DEFERRED = Response(204, b"", None)
 
 
+def canonical_email(email: str) -> str:
+    """``email`` as accounts are compared: ACL entries, token emails, allow-lists.
+
+    Case-insensitively: Google's accounts are (a token of ``bob@example.com``
+    is the account ``queue.yaml`` may list as ``Bob@Example.com``).
+    """
+    return email.strip().lower()
+
+
 def _allows(acl: QueueAcl, role: str, email: str) -> bool:
     allowed = {
-        CONSUMER: list(acl.consumer_emails),
-        PRODUCER: list(acl.producer_emails),
+        CONSUMER: acl.consumer_emails,
+        PRODUCER: acl.producer_emails,
         "any": [*acl.consumer_emails, *acl.producer_emails],
     }[role]
-    return email in allowed
+    return canonical_email(email) in {canonical_email(entry) for entry in allowed}
 
 
 def _verb(method: str, headers: Mapping[str, str]) -> str:
