@@ -127,6 +127,9 @@ def test_serve_with_require_auth_verifies_tokens_at_the_given_endpoint_and_never
     assert error["errors"][0]["reason"] == "forbidden"
     assert_google_error(call(gateway, "ya29.refused-token"), 401)
     assert oauth.tokeninfo_requests == 3
+    # Failures are injected for callers with a token only.
+    stall = {"instructions": {"taskqueue.tasks.lease": ["stall-for-60s"]}}
+    assert_google_error(post_json(gateway, "/retry_test", stall), 401)
 
     output = gateway.stop()
     assert "GET /taskqueue/v1beta2/projects/test-app/taskqueues/guarded/tasks" in output  # it did log
