@@ -77,7 +77,7 @@ class QueueStatus:
     leased_last_hour: int
     #: How many tasks ``tasks.list`` returned: what the counts below are taken from.
     listed_tasks: int
-    #: Whether the list stopped at the API's limit: the counts below may then be higher.
+    #: Whether the list stopped at the API's limit with more in the queue: the counts below are lower bounds.
     truncated: bool
     #: Listed tasks whose lease (or ETA) has not passed: leased now.
     leased_now: int
@@ -125,14 +125,16 @@ def queue_status(client: TaskQueueClient, queue: str, now: float) -> QueueStatus
             tags[task["tag"]].tasks += 1
             tags[task["tag"]].leased_now += leased
     oldest = int(stats.get("oldestTask") or 0)
+    total_tasks = int(stats.get("totalTasks") or 0)
     return QueueStatus(
         queue=queue,
-        total_tasks=int(stats.get("totalTasks") or 0),
+        total_tasks=total_tasks,
         oldest_task_age_seconds=round(max(now - oldest, 0.0), 3) if oldest else None,
         leased_last_minute=int(stats.get("leasedLastMinute") or 0),
         leased_last_hour=int(stats.get("leasedLastHour") or 0),
         listed_tasks=len(listed),
-        truncated=len(listed) >= MAX_LIST_TASKS,
+        # A full list may be the whole queue: more only when the stats count more.
+        truncated=len(listed) >= MAX_LIST_TASKS and total_tasks > len(listed),
         leased_now=leased_now,
         tags=dict(tags),
     )

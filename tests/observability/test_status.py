@@ -156,6 +156,25 @@ def test_counts_from_a_truncated_list_say_so(emulator: Emulator, capsys: pytest.
     )
 
 
+def test_a_queue_of_exactly_the_lists_limit_is_not_truncated(
+    server: RestServer, capsys: pytest.CaptureFixture[str]
+):
+    client = TaskQueueClient(PROJECT, server.url + "/")
+    for number in range(MAX_LIST_TASKS):
+        client.insert("shared", b"%d" % number, tag="replies")
+
+    code, out, _ = run_status(capsys, server.url, "--queue", "shared", "--json")
+    (queue_status,) = json.loads(out)["queues"]
+    assert code == 0
+    assert queue_status["total_tasks"] == queue_status["listed_tasks"] == MAX_LIST_TASKS
+    assert queue_status["truncated"] is False
+
+    code, out, _ = run_status(capsys, server.url, "--queue", "shared")
+    assert code == 0
+    assert "≥" not in out
+    assert out.splitlines()[3].split() == ["tag", "replies", str(MAX_LIST_TASKS), "0"]
+
+
 def test_a_missing_queue_is_named_with_the_project_and_exits_1(
     emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ):
