@@ -287,6 +287,22 @@ def add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> No
     )
 
 
+def printable(text: str) -> str:
+    """``text`` as a terminal may show it: every character that does not print
+    (a newline, the ESC of an ANSI sequence, a right-to-left override) written
+    as its Python escape (``\\n``, ``\\x1b``, ``\\u202e``), and a backslash doubled.
+
+    For what a command prints that came from elsewhere (a tag, a server's
+    message): a newline in it cannot forge a line of the output, nor an
+    escape sequence reach the terminal, and a backslash in it cannot pass for
+    an escape.
+    """
+    return "".join(
+        char if char.isprintable() and char != "\\" else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 class Server(Protocol):
     """A server a command runs in the foreground: the emulator's or the gateway's."""
 

@@ -41,6 +41,7 @@ from .cli_common import (
     configure_logging,
     connection_options,
     number,
+    printable,
     queue_name,
 )
 from .client import TaskQueueClient
@@ -180,14 +181,19 @@ def report(client: TaskQueueClient, queues: list[str]) -> Report:
 
 
 def render_text(result: Report) -> str:
-    """The table people read: a line per queue, and a line per tag below a queue holding tagged tasks."""
+    """The table people read: a line per queue, and a line per tag below a queue holding tagged tasks.
+
+    Names and tags are written with :func:`~kombu_appengine.cli_common.printable`:
+    a tag holding a newline or an escape sequence cannot forge a row or
+    reach the terminal.
+    """
     header = ("QUEUE", "TASKS", "LEASED NOW", "OLDEST", "LEASED 1M", "LEASED 1H")
     rows = [header]
     for status in result.queues:
         mark = AT_LEAST if status.truncated else ""
         rows.append(
             (
-                status.queue,
+                printable(status.queue),
                 str(status.total_tasks),
                 f"{mark}{status.leased_now}",
                 format_age(status.oldest_task_age_seconds),
@@ -196,9 +202,11 @@ def render_text(result: Report) -> str:
             )
         )
         for tag, counts in sorted(status.tags.items()):
-            rows.append((f"  tag {tag}", f"{mark}{counts.tasks}", f"{mark}{counts.leased_now}", "", "", ""))
+            rows.append(
+                (f"  tag {printable(tag)}", f"{mark}{counts.tasks}", f"{mark}{counts.leased_now}", "", "", "")
+            )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [f"project {result.project} at {_utc(result.time):%Y-%m-%d %H:%M:%S} UTC"]
+    lines = [f"project {printable(result.project)} at {_utc(result.time):%Y-%m-%d %H:%M:%S} UTC"]
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
         lines.append("  ".join(cells).rstrip())
@@ -290,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             transport="kombu_appengine:Transport", transport_options=connection_options(args)
         ).transport.client_for_channels
     except TaskQueueError as error:
-        sys.exit(f"pullqueue_status: {error}")
+        sys.exit(_error_line(error))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if args.watch else None
     try:
@@ -313,20 +321,25 @@ def _show(
             result = report(client, queues)
         except TaskQueueConnectionError as error:
             if args.watch is None:
-                sys.exit(f"pullqueue_status: {error}")
+                sys.exit(_error_line(error))
             # Watching is for a while: the service may be back at the next refresh.
-            print(f"pullqueue_status: {error}", file=sys.stderr, flush=True)
+            print(_error_line(error), file=sys.stderr, flush=True)
         except TaskQueueError as error:
-            sys.exit(f"pullqueue_status: {error}")
+            sys.exit(_error_line(error))
         else:
             output = json.dumps(result.as_json(), ensure_ascii=False) if args.json else render_text(result)
             print(output, flush=True)
             if result.missing:
-                sys.exit("\n".join(f"pullqueue_status: {error}" for error in result.missing.values()))
+                sys.exit("\n".join(_error_line(error) for error in result.missing.values()))
         if args.watch is None or stop.wait(args.watch):
             return
         if not args.json:
             print(flush=True)
+
+
+def _error_line(error: object) -> str:
+    """A line for stderr: the error's text comes from the service, so it is made printable."""
+    return f"pullqueue_status: {printable(str(error))}"
 
 
 if __name__ == "__main__":

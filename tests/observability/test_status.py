@@ -135,6 +135,26 @@ def test_text_shows_a_line_per_queue_and_per_tag(emulator: Emulator, capsys: pyt
     assert "≥" not in out
 
 
+def test_text_escapes_what_would_forge_a_row_or_reach_the_terminal(
+    server: RestServer, capsys: pytest.CaptureFixture[str]
+):
+    client = TaskQueueClient(PROJECT, server.url + "/")
+    forged = "x\nq-other            12345           0     9d        999        999"
+    for tag in (forged, "\x1b[2J\x1b[31mred", "back\\slash", "caf\u00e9"):
+        client.insert("shared", b"x", tag=tag)
+
+    code, out, err = run_status(capsys, server.url, "--queue", "shared")
+
+    assert code == 0, err
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert len(lines) == 3 + 4
+    assert not any(line.startswith("q-other") for line in lines)
+    assert sorted(line.split()[1] for line in lines[3:]) == sorted(
+        ["x\\nq-other", "\\x1b[2J\\x1b[31mred", "back\\\\slash", "caf\u00e9"]
+    )
+
+
 def test_counts_from_a_truncated_list_say_so(emulator: Emulator, capsys: pytest.CaptureFixture[str]):
     with connect(emulator) as conn:
         queue = conn.SimpleQueue("default")
