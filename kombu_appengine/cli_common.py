@@ -198,7 +198,9 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     return check
 
 
-def number(unit: str, zero: bool = False, high: float | None = None) -> Callable[[str], float]:
+def number(
+    unit: str, zero: bool = False, high: float | None = None, low: float | None = None
+) -> Callable[[str], float]:
     """An argparse ``type=``: a finite number of ``unit`` (seconds, say), above 0 or, with ``zero``, from 0.
 
     NaN and infinities are refused whatever the bounds: every comparison
@@ -209,9 +211,14 @@ def number(unit: str, zero: bool = False, high: float | None = None) -> Callable
         unit: what the number counts, for the error line.
         zero: whether 0 is taken.
         high: the largest value taken, if any.
+        low: the smallest value taken, if any (above 0): it replaces ``zero``.
     """
+    floor, floor_taken = (low, True) if low is not None else (0.0, zero)
+    lowest = f"{floor:g}" if floor_taken else "above 0"
     if high is not None:
-        takes = f"a number of {unit} from {0 if zero else 'above 0'} to {high:g}"
+        takes = f"a number of {unit} from {lowest} to {high:g}"
+    elif low is not None:
+        takes = f"a number of {unit} of at least {lowest}"
     else:
         takes = f"{'zero or ' if zero else ''}a positive number of {unit}"
 
@@ -220,7 +227,7 @@ def number(unit: str, zero: bool = False, high: float | None = None) -> Callable
             parsed = float(value)
         except ValueError:
             parsed = math.nan
-        in_range = parsed >= 0 if zero else parsed > 0
+        in_range = parsed >= floor if floor_taken else parsed > floor
         if not (math.isfinite(parsed) and in_range and (high is None or parsed <= high)):
             raise argparse.ArgumentTypeError(f"{value!r} is not {takes}")
         return parsed

@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 SCHEMA = "pullqueue_status/1"
 #: What the text output writes for a count taken from a truncated list.
 AT_LEAST = "≥"
+#: Shortest ``--watch`` interval, in seconds: shorter is a busy loop against the API.
+WATCH_MIN_SECONDS = 0.1
+#: Longest ``--watch`` interval, in seconds (a day): longer is no watch.
+WATCH_MAX_SECONDS = 86400.0
 
 
 @dataclass
@@ -258,9 +262,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--watch",
-        type=number("seconds"),
+        type=number("seconds", low=WATCH_MIN_SECONDS, high=WATCH_MAX_SECONDS),
         metavar="SECS",
-        help="refresh every SECS seconds until Ctrl-C (exit status 0)",
+        help=f"refresh every SECS seconds ({WATCH_MIN_SECONDS:g} to {WATCH_MAX_SECONDS:g}) until Ctrl-C "
+        "or SIGTERM (exit status 0)",
     )
     add_log_level_option(parser, default="WARNING")
     add_version_option(parser)

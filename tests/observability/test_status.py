@@ -246,6 +246,25 @@ def test_a_queue_yaml_that_cannot_be_read_is_named(emulator: Emulator, tmp_path:
     assert str(missing) in err
 
 
+@pytest.mark.parametrize("value", ["0", "0.05", "1e-300", "86401", "1e10", "inf", "nan", "-1", "soon"])
+def test_a_watch_interval_out_of_its_range_is_one_error_line_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], value: str
+):
+    with pytest.raises(SystemExit) as exited:
+        status.main(["--queue", "default", f"--watch={value}"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        f"pullqueue_status: error: argument --watch: {value!r} is not a number of seconds from 0.1 to 86400"
+    )
+
+
+@pytest.mark.parametrize("value", ["0.1", "10", "86400"])
+def test_a_watch_interval_in_its_range_is_taken(value: str):
+    assert status._parser().parse_args(["--watch", value]).watch == float(value)
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [
