@@ -24,12 +24,12 @@ import collections
 import datetime
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from kombu import Connection
 
@@ -298,29 +298,33 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(args.log_level, "text", "%(levelname)s %(name)s: %(message)s")
     queues = _queues(parser, args)
+    options = connection_options(args)
+    if args.watch is not None:
+        # The next refresh is the retry: a refresh that fails is one line, not one a retry.
+        options["request_retries"] = 0
     try:
         client = Connection(
-            transport="kombu_appengine:Transport", transport_options=connection_options(args)
+            transport="kombu_appengine:Transport", transport_options=options
         ).transport.client_for_channels
     except TaskQueueError as error:
         sys.exit(_error_line(error))
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if args.watch else None
+    # SIGTERM ends a watch as Ctrl-C does, at once, even inside a call to the service.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if args.watch else None
     try:
-        _show(client, queues, args, stop)
+        _show(client, queues, args)
     except KeyboardInterrupt:
         # Ctrl-C is how a watch ends; a single look it interrupts.
         if args.watch is None:
             sys.exit(130)
+    except BrokenPipeError:
+        _reader_gone()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _show(
-    client: TaskQueueClient, queues: list[str], args: argparse.Namespace, stop: threading.Event
-) -> None:
-    """Print the queues' status, once or, with ``--watch``, until ``stop`` is set."""
+def _show(client: TaskQueueClient, queues: list[str], args: argparse.Namespace) -> None:
+    """Print the queues' status, once or, with ``--watch``, until interrupted."""
     while True:
         try:
             result = report(client, queues)
@@ -336,10 +340,24 @@ def _show(
             print(output, flush=True)
             if result.missing:
                 sys.exit("\n".join(_error_line(error) for error in result.missing.values()))
-        if args.watch is None or stop.wait(args.watch):
+        if args.watch is None:
             return
+        time.sleep(args.watch)
         if not args.json:
             print(flush=True)
+
+
+def _reader_gone() -> NoReturn:
+    """End quietly when what reads the output went away (``| head -1``), as Unix tools do.
+
+    They die of SIGPIPE, which the shell reports as status 141: so does
+    this. Python would write what is left of stdout again at exit and
+    complain, so stdout goes to the null device first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(128 + signal.SIGPIPE)
 
 
 def _error_line(error: object) -> str:

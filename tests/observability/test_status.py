@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -327,3 +328,82 @@ def test_watch_refreshes_until_sigint_then_exits_0(emulator: Emulator):
     assert process.stderr is not None
     assert process.stderr.read() == ""
     assert len(documents) >= 2
+
+
+def start_watch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The installed ``pullqueue_status --watch 0.1 ARGS``, its output on pipes."""
+    return subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "pullqueue_status"), "--watch", "0.1", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens (held, so nothing can while the test runs)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_watch_ends_quietly_when_its_reader_goes_away(emulator: Emulator):
+    process = start_watch(
+        "--queue", "default", "--json", env=dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host)
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert json.loads(process.stdout.readline())["queues"][0]["queue"] == "default"
+        process.stdout.close()  # as `| head -1` does
+        assert process.wait(timeout=30) == 128 + signal.SIGPIPE
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_watch_says_once_a_refresh_that_the_service_cannot_be_reached(closed_port: int):
+    endpoint = f"http://127.0.0.1:{closed_port}"
+    process = start_watch("--api-endpoint", endpoint, "--project", "my-app", "--queue", "default")
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline() for _ in range(3)]
+        # One line a refresh, none a retry: the next refresh is the retry.
+        assert all(
+            line.startswith(f"pullqueue_status: cannot reach the Task Queue API at {endpoint}")
+            for line in lines
+        ), lines
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_watch_at_once_even_during_a_call_that_gets_no_answer():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        process = start_watch("--api-endpoint", endpoint, "--project", "my-app", "--queue", "default")
+        try:
+            connection, _ = silent.accept()  # the refresh is waiting for its answer now
+            with connection:
+                process.send_signal(signal.SIGTERM)
+                # Well before the client's 60 s timeout would end the call.
+                assert process.wait(timeout=20) == 0
+            assert process.stderr is not None
+            assert process.stderr.read() == ""
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
