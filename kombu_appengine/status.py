@@ -1,12 +1,21 @@
 """``pullqueue_status``: how full each pull queue is, and whether it is being worked.
 
 For each queue it shows what one ``taskqueues.get(getStats=true)`` says (the
-tasks in the queue, the age of the oldest, the tasks leased in the last
-minute and hour) and what one ``tasks.list`` adds: the tasks leased now, and
+tasks in the queue, how long the task available longest has waited, the
+tasks leased in the last minute and hour) and what one ``tasks.list`` adds:
+the tasks leased now, the age of the oldest task since it was enqueued, and
 for a queue holding tagged tasks (``shared_queue``) the counts per tag. The
-API lists at most 100 tasks, so those two counts cover only the first 100
+API lists at most 100 tasks, so those figures cover only the first 100
 when the queue holds more: the output says so (``≥`` in the text,
 ``"truncated": true`` in JSON).
+
+The stats' ``oldestTask`` is the earliest ETA of the queue's tasks, not
+their earliest enqueue time: a task's ETA is when it was enqueued until a
+lease moves it to the lease's end, or a release to the release time. So it
+tells how long the task available longest has waited for a worker
+(``longest_wait_seconds``); how old the oldest task is, leases and
+releases notwithstanding, only the tasks' ``enqueueTimestamp`` tells
+(``oldest_enqueued_age_seconds``).
 
 The API cannot list a project's queues, so they are named (``--queue``,
 ``--queue-yaml``). A queue that does not exist is an error naming it and the
@@ -52,7 +61,10 @@ logger = logging.getLogger(__name__)
 
 #: The ``schema`` of every ``--json`` document; it changes only when a field
 #: changes meaning or goes away (new fields may be added within a version).
-SCHEMA = "pullqueue_status/1"
+#: 2: ``oldest_task_age_seconds`` (the stats' earliest ETA, which README called
+#: the oldest enqueue) gave way to ``longest_wait_seconds`` and
+#: ``oldest_enqueued_age_seconds``.
+SCHEMA = "pullqueue_status/2"
 #: What the text output writes for a count taken from a truncated list.
 AT_LEAST = "≥"
 #: Shortest ``--watch`` interval, in seconds: shorter is a busy loop against the API.
@@ -76,8 +88,14 @@ class QueueStatus:
     queue: str
     #: Every task in the queue, leased or not (the queue's stats).
     total_tasks: int
-    #: Seconds since the oldest task was enqueued; ``None`` for an empty queue.
-    oldest_task_age_seconds: float | None
+    #: How long the task available longest has waited for a worker, since it
+    #: was enqueued or its lease ended or was released: seconds since the
+    #: earliest ETA (the stats' ``oldestTask``); 0 when none is available (all
+    #: leased); ``None`` for an empty queue.
+    longest_wait_seconds: float | None
+    #: Seconds since the earliest ``enqueueTimestamp`` of the listed tasks,
+    #: leased ones included (a lower bound when ``truncated``); ``None`` when none is listed.
+    oldest_enqueued_age_seconds: float | None
     leased_last_minute: int
     leased_last_hour: int
     #: How many tasks ``tasks.list`` returned: what the counts below are taken from.
@@ -94,7 +112,8 @@ class QueueStatus:
         return {
             "queue": self.queue,
             "total_tasks": self.total_tasks,
-            "oldest_task_age_seconds": self.oldest_task_age_seconds,
+            "longest_wait_seconds": self.longest_wait_seconds,
+            "oldest_enqueued_age_seconds": self.oldest_enqueued_age_seconds,
             "leased_last_minute": self.leased_last_minute,
             "leased_last_hour": self.leased_last_hour,
             "listed_tasks": self.listed_tasks,
@@ -129,12 +148,14 @@ def queue_status(client: TaskQueueClient, queue: str, now: float) -> QueueStatus
         if task.get("tag") is not None:
             tags[task["tag"]].tasks += 1
             tags[task["tag"]].leased_now += leased
-    oldest = int(stats.get("oldestTask") or 0)
+    earliest_eta = int(stats.get("oldestTask") or 0)
+    enqueued = [int(task["enqueueTimestamp"]) for task in listed if task.get("enqueueTimestamp")]
     total_tasks = int(stats.get("totalTasks") or 0)
     return QueueStatus(
         queue=queue,
         total_tasks=total_tasks,
-        oldest_task_age_seconds=round(max(now - oldest, 0.0), 3) if oldest else None,
+        longest_wait_seconds=_age(now, earliest_eta) if earliest_eta else None,
+        oldest_enqueued_age_seconds=_age(now, min(enqueued) / 1_000_000) if enqueued else None,
         leased_last_minute=int(stats.get("leasedLastMinute") or 0),
         leased_last_hour=int(stats.get("leasedLastHour") or 0),
         listed_tasks=len(listed),
@@ -143,6 +164,11 @@ def queue_status(client: TaskQueueClient, queue: str, now: float) -> QueueStatus
         leased_now=leased_now,
         tags=dict(tags),
     )
+
+
+def _age(now: float, since: float) -> float:
+    """Seconds from ``since`` to ``now``, to the millisecond; 0 for a time still to come."""
+    return round(max(now - since, 0.0), 3)
 
 
 @dataclass
@@ -191,7 +217,7 @@ def render_text(result: Report) -> str:
     a tag holding a newline or an escape sequence cannot forge a row or
     reach the terminal.
     """
-    header = ("QUEUE", "TASKS", "LEASED NOW", "OLDEST", "LEASED 1M", "LEASED 1H")
+    header = ("QUEUE", "TASKS", "LEASED NOW", "LONGEST WAIT", "OLDEST", "LEASED 1M", "LEASED 1H")
     rows = [header]
     for status in result.queues:
         mark = AT_LEAST if status.truncated else ""
@@ -200,15 +226,15 @@ def render_text(result: Report) -> str:
                 printable(status.queue),
                 str(status.total_tasks),
                 f"{mark}{status.leased_now}",
-                format_age(status.oldest_task_age_seconds),
+                format_age(status.longest_wait_seconds),
+                _at_least(mark, format_age(status.oldest_enqueued_age_seconds)),
                 str(status.leased_last_minute),
                 str(status.leased_last_hour),
             )
         )
         for tag, counts in sorted(status.tags.items()):
-            rows.append(
-                (f"  tag {printable(tag)}", f"{mark}{counts.tasks}", f"{mark}{counts.leased_now}", "", "", "")
-            )
+            tag_cells = (f"  tag {printable(tag)}", f"{mark}{counts.tasks}", f"{mark}{counts.leased_now}")
+            rows.append((*tag_cells, "", "", "", ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = [f"project {printable(result.project)} at {_utc(result.time):%Y-%m-%d %H:%M:%S} UTC"]
     for row in rows:
@@ -216,9 +242,13 @@ def render_text(result: Report) -> str:
         lines.append("  ".join(cells).rstrip())
     if any(status.truncated for status in result.queues):
         lines.append(
-            f"{AT_LEAST}: counted among the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
+            f"{AT_LEAST}: at least, from the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
         )
     return "\n".join(lines)
+
+
+def _at_least(mark: str, shown: str) -> str:
+    return shown if shown == "-" else f"{mark}{shown}"
 
 
 def format_age(seconds: float | None) -> str:
@@ -242,8 +272,8 @@ def _utc(seconds: float) -> datetime.datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pullqueue_status",
-        description="Show how many tasks each pull queue holds, how old the oldest is, "
-        "and how many are leased.",
+        description="Show how many tasks each pull queue holds, how long the task available "
+        "longest has waited, how old the oldest is, and how many are leased.",
     )
     parser.add_argument(
         "--queue",

@@ -26,15 +26,19 @@ from kombu_appengine.api import MAX_LIST_TASKS
 from kombu_appengine.client import TaskQueueClient
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.emulator.server import RestServer
-from tests.support.helpers import wait_for
+from tests.support.helpers import FakeClock, MakeServer, wait_for
 from tests.support.servers import SERVER_KINDS, start_server
 from tests.support.transport import PROJECT, connect
+
+#: A whole second, as App Engine keeps enqueue times, for servers on a fake clock.
+START = 1_700_000_000
 
 #: The fields of a queue's object in the --json document, as README documents them.
 QUEUE_FIELDS = {
     "queue",
     "total_tasks",
-    "oldest_task_age_seconds",
+    "longest_wait_seconds",
+    "oldest_enqueued_age_seconds",
     "leased_last_minute",
     "leased_last_hour",
     "listed_tasks",
@@ -82,7 +86,7 @@ def test_json_counts_every_field_of_the_schema(server: RestServer, capsys: pytes
     (line,) = out.splitlines()
     document = json.loads(line)
     assert set(document) == {"schema", "time", "project", "queues", "missing"}
-    assert document["schema"] == "pullqueue_status/1"
+    assert document["schema"] == "pullqueue_status/2"
     assert document["project"] == PROJECT
     assert document["missing"] == []
     assert document["time"].endswith("Z")
@@ -97,8 +101,9 @@ def test_json_counts_every_field_of_the_schema(server: RestServer, capsys: pytes
     assert jobs_status["leased_last_minute"] == jobs_status["leased_last_hour"] == 2
     assert shared_status["leased_last_minute"] == shared_status["leased_last_hour"] == 1
     assert jobs_status["tags"] == {}
-    assert isinstance(jobs_status["oldest_task_age_seconds"], float)
-    assert jobs_status["oldest_task_age_seconds"] >= 0
+    for figure in ("longest_wait_seconds", "oldest_enqueued_age_seconds"):
+        assert isinstance(jobs_status[figure], float)
+        assert jobs_status[figure] >= 0
     assert shared_status["total_tasks"] == 4
     assert shared_status["leased_now"] == 1
     assert shared_status["tags"] == {
@@ -108,7 +113,8 @@ def test_json_counts_every_field_of_the_schema(server: RestServer, capsys: pytes
     assert idle_status == {
         "queue": "idle",
         "total_tasks": 0,
-        "oldest_task_age_seconds": None,
+        "longest_wait_seconds": None,
+        "oldest_enqueued_age_seconds": None,
         "leased_last_minute": 0,
         "leased_last_hour": 0,
         "listed_tasks": 0,
@@ -128,7 +134,9 @@ def test_text_shows_a_line_per_queue_and_per_tag(emulator: Emulator, capsys: pyt
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"project {PROJECT} at ")
-    assert lines[1].split() == ["QUEUE", "TASKS", "LEASED", "NOW", "OLDEST", "LEASED", "1M", "LEASED", "1H"]
+    assert lines[1].split() == [
+        *("QUEUE", "TASKS", "LEASED", "NOW", "LONGEST", "WAIT", "OLDEST", "LEASED", "1M", "LEASED", "1H")
+    ]
     assert lines[2].split()[:3] == ["default", "1", "0"]
     assert lines[3].split()[:3] == ["other", "1", "0"]
     assert lines[4].split() == ["tag", "celery.reply", "1", "0"]
@@ -171,10 +179,43 @@ def test_counts_from_a_truncated_list_say_so(emulator: Emulator, capsys: pytest.
 
     code, out, _ = run_status(capsys, emulator.url, "--queue", "default")
     assert code == 0
-    assert out.splitlines()[2].split()[:3] == ["default", str(MAX_LIST_TASKS + 5), "≥0"]
+    row = out.splitlines()[2].split()
+    assert row[:3] == ["default", str(MAX_LIST_TASKS + 5), "≥0"]
+    assert row[4].startswith("≥")  # the oldest of the first 100: the queue may hold older
     assert out.splitlines()[-1] == (
-        f"≥: counted among the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
+        f"≥: at least, from the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
     )
+
+
+def test_the_longest_wait_follows_the_api_and_the_oldest_task_its_enqueue_time(make_server: MakeServer):
+    """The stats' oldestTask is the earliest ETA, which a lease or a release moves; the enqueue time stays."""
+    clock = FakeClock(START)
+    server = make_server(queues=["jobs"], clock=clock)
+    client = TaskQueueClient(PROJECT, server.url + "/")
+    first = client.insert("jobs", b"first")
+    clock.advance(30)
+    client.insert("jobs", b"second")
+    clock.advance(30)
+    [leased] = client.lease("jobs", 1, 600)
+    assert leased["id"] == first
+
+    clock.advance(10)
+    shown = status.queue_status(client, "jobs", clock())
+    # The second task has waited 40 s; the first, leased, is 70 s old.
+    assert shown.longest_wait_seconds == 40
+    assert shown.oldest_enqueued_age_seconds == 70
+
+    client.change_lease("jobs", first, 0)  # handed back: available again from now
+    client.lease("jobs", 1, 600)  # the second task
+    clock.advance(5)
+    shown = status.queue_status(client, "jobs", clock())
+    assert shown.longest_wait_seconds == 5
+    assert shown.oldest_enqueued_age_seconds == 75
+
+    client.lease("jobs", 1, 600)
+    shown = status.queue_status(client, "jobs", clock())
+    assert shown.longest_wait_seconds == 0  # nothing is waiting: both are leased
+    assert shown.oldest_enqueued_age_seconds == 75
 
 
 def test_a_queue_of_exactly_the_lists_limit_is_not_truncated(
