@@ -1,15 +1,15 @@
 """What every console script of the project shares: ``--version``,
 ``--log-level`` and ``--log-format`` (with the JSON log formatter), the
-connection options of the commands that talk to the API, and the argparse
-``type=`` functions that check values.
+connection options of the commands that talk to the API, where the servers
+listen, and the argparse ``type=`` functions that check values.
 
-``pullqueue_emulator``, ``pullqueue_worker``, ``pullqueue_authenticate`` and
-the demo each build their own :class:`argparse.ArgumentParser`; the options
-here are added by the functions below, and numbers and names are checked by
-the ``type=`` functions below, so that all of them behave, and fail, alike:
-a bad value is one argparse error line naming the flag and what it takes
-(``argument --num-tasks: '0' is not an integer from 1 to 1000``), before
-anything starts.
+``pullqueue_emulator``, ``pullqueue_gateway``, ``pullqueue_worker``,
+``pullqueue_status``, ``pullqueue_authenticate`` and the demo each build
+their own :class:`argparse.ArgumentParser`; the options here are added by
+the functions below, and numbers and names are checked by the ``type=``
+functions below, so that all of them behave, and fail, alike: a bad value
+is one argparse error line naming the flag and what it takes (``argument
+--num-tasks: '0' is not an integer from 1 to 1000``), before anything starts.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import traceback
 from typing import Any, Callable, NoReturn, Protocol
 
 from . import __version__
+from .api import PROJECT_ID_RE, bare_project
 
 #: The logging levels ``--log-level`` offers (any case; ``WARN`` is taken too).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -198,7 +199,9 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     return check
 
 
-def number(unit: str, zero: bool = False, high: float | None = None) -> Callable[[str], float]:
+def number(
+    unit: str, zero: bool = False, high: float | None = None, low: float | None = None
+) -> Callable[[str], float]:
     """An argparse ``type=``: a finite number of ``unit`` (seconds, say), above 0 or, with ``zero``, from 0.
 
     NaN and infinities are refused whatever the bounds: every comparison
@@ -209,9 +212,14 @@ def number(unit: str, zero: bool = False, high: float | None = None) -> Callable
         unit: what the number counts, for the error line.
         zero: whether 0 is taken.
         high: the largest value taken, if any.
+        low: the smallest value taken, if any (above 0): it replaces ``zero``.
     """
+    floor, floor_taken = (low, True) if low is not None else (0.0, zero)
+    lowest = f"{floor:g}" if floor_taken else "above 0"
     if high is not None:
-        takes = f"a number of {unit} from {0 if zero else 'above 0'} to {high:g}"
+        takes = f"a number of {unit} from {lowest} to {high:g}"
+    elif low is not None:
+        takes = f"a number of {unit} of at least {lowest}"
     else:
         takes = f"{'zero or ' if zero else ''}a positive number of {unit}"
 
@@ -220,7 +228,7 @@ def number(unit: str, zero: bool = False, high: float | None = None) -> Callable
             parsed = float(value)
         except ValueError:
             parsed = math.nan
-        in_range = parsed >= 0 if zero else parsed > 0
+        in_range = parsed >= floor if floor_taken else parsed > floor
         if not (math.isfinite(parsed) and in_range and (high is None or parsed <= high)):
             raise argparse.ArgumentTypeError(f"{value!r} is not {takes}")
         return parsed
@@ -270,6 +278,52 @@ positive_int = integer(1)
 non_negative_int = integer(0)
 #: ``type=`` for a TCP port; 0 asks for a free one.
 port_number = integer(0, 65535)
+#: ``type=`` for the address a server binds.
+host_address = not_empty("an address", "0.0.0.0 listens on every address")
+
+
+def project_id(value: str) -> str:
+    """An argparse ``type=``: an application id, with or without ``s~`` or ``e~``.
+
+    Raises:
+        argparse.ArgumentTypeError: an empty or malformed id, which no
+            request could name (the server would answer 404 to all).
+    """
+    if not PROJECT_ID_RE.match(bare_project(value)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an application id: 1 to 100 of a-z, 0-9, '-', '.' and ':'"
+        )
+    return value
+
+
+def add_listen_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """Add where a server listens: ``--host`` (default ``127.0.0.1``) and ``--port`` (0 picks a free one),
+    checked before anything starts."""
+    parser.add_argument(
+        "--host", type=host_address, default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=default_port,
+        help="port to bind; 0 picks a free one (default: %(default)s)",
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` as a terminal may show it: every character that does not print
+    (a newline, the ESC of an ANSI sequence, a right-to-left override) written
+    as its Python escape (``\\n``, ``\\x1b``, ``\\u202e``), and a backslash doubled.
+
+    For what a command prints that came from elsewhere (a tag, a server's
+    message): a newline in it cannot forge a line of the output, nor an
+    escape sequence reach the terminal, and a backslash in it cannot pass for
+    an escape.
+    """
+    return "".join(
+        char if char.isprintable() and char != "\\" else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 class Server(Protocol):

@@ -1,12 +1,21 @@
 """``pullqueue_status``: how full each pull queue is, and whether it is being worked.
 
 For each queue it shows what one ``taskqueues.get(getStats=true)`` says (the
-tasks in the queue, the age of the oldest, the tasks leased in the last
-minute and hour) and what one ``tasks.list`` adds: the tasks leased now, and
+tasks in the queue, how long the task available longest has waited, the
+tasks leased in the last minute and hour) and what one ``tasks.list`` adds:
+the tasks leased now, the age of the oldest task since it was enqueued, and
 for a queue holding tagged tasks (``shared_queue``) the counts per tag. The
-API lists at most 100 tasks, so those two counts cover only the first 100
+API lists at most 100 tasks, so those figures cover only the first 100
 when the queue holds more: the output says so (``≥`` in the text,
 ``"truncated": true`` in JSON).
+
+The stats' ``oldestTask`` is the earliest ETA of the queue's tasks, not
+their earliest enqueue time: a task's ETA is when it was enqueued until a
+lease moves it to the lease's end, or a release to the release time. So it
+tells how long the task available longest has waited for a worker
+(``longest_wait_seconds``); how old the oldest task is, leases and
+releases notwithstanding, only the tasks' ``enqueueTimestamp`` tells
+(``oldest_enqueued_age_seconds``).
 
 The API cannot list a project's queues, so they are named (``--queue``,
 ``--queue-yaml``). A queue that does not exist is an error naming it and the
@@ -24,12 +33,12 @@ import collections
 import datetime
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from kombu import Connection
 
@@ -41,6 +50,7 @@ from .cli_common import (
     configure_logging,
     connection_options,
     number,
+    printable,
     queue_name,
 )
 from .client import TaskQueueClient
@@ -51,9 +61,16 @@ logger = logging.getLogger(__name__)
 
 #: The ``schema`` of every ``--json`` document; it changes only when a field
 #: changes meaning or goes away (new fields may be added within a version).
-SCHEMA = "pullqueue_status/1"
+#: 2: ``oldest_task_age_seconds`` (the stats' earliest ETA, which README called
+#: the oldest enqueue) gave way to ``longest_wait_seconds`` and
+#: ``oldest_enqueued_age_seconds``.
+SCHEMA = "pullqueue_status/2"
 #: What the text output writes for a count taken from a truncated list.
 AT_LEAST = "≥"
+#: Shortest ``--watch`` interval, in seconds: shorter is a busy loop against the API.
+WATCH_MIN_SECONDS = 0.1
+#: Longest ``--watch`` interval, in seconds (a day): longer is no watch.
+WATCH_MAX_SECONDS = 86400.0
 
 
 @dataclass
@@ -71,13 +88,19 @@ class QueueStatus:
     queue: str
     #: Every task in the queue, leased or not (the queue's stats).
     total_tasks: int
-    #: Seconds since the oldest task was enqueued; ``None`` for an empty queue.
-    oldest_task_age_seconds: float | None
+    #: How long the task available longest has waited for a worker, since it
+    #: was enqueued or its lease ended or was released: seconds since the
+    #: earliest ETA (the stats' ``oldestTask``); 0 when none is available (all
+    #: leased); ``None`` for an empty queue.
+    longest_wait_seconds: float | None
+    #: Seconds since the earliest ``enqueueTimestamp`` of the listed tasks,
+    #: leased ones included (a lower bound when ``truncated``); ``None`` when none is listed.
+    oldest_enqueued_age_seconds: float | None
     leased_last_minute: int
     leased_last_hour: int
     #: How many tasks ``tasks.list`` returned: what the counts below are taken from.
     listed_tasks: int
-    #: Whether the list stopped at the API's limit: the counts below may then be higher.
+    #: Whether the list stopped at the API's limit with more in the queue: the counts below are lower bounds.
     truncated: bool
     #: Listed tasks whose lease (or ETA) has not passed: leased now.
     leased_now: int
@@ -89,7 +112,8 @@ class QueueStatus:
         return {
             "queue": self.queue,
             "total_tasks": self.total_tasks,
-            "oldest_task_age_seconds": self.oldest_task_age_seconds,
+            "longest_wait_seconds": self.longest_wait_seconds,
+            "oldest_enqueued_age_seconds": self.oldest_enqueued_age_seconds,
             "leased_last_minute": self.leased_last_minute,
             "leased_last_hour": self.leased_last_hour,
             "listed_tasks": self.listed_tasks,
@@ -124,18 +148,27 @@ def queue_status(client: TaskQueueClient, queue: str, now: float) -> QueueStatus
         if task.get("tag") is not None:
             tags[task["tag"]].tasks += 1
             tags[task["tag"]].leased_now += leased
-    oldest = int(stats.get("oldestTask") or 0)
+    earliest_eta = int(stats.get("oldestTask") or 0)
+    enqueued = [int(task["enqueueTimestamp"]) for task in listed if task.get("enqueueTimestamp")]
+    total_tasks = int(stats.get("totalTasks") or 0)
     return QueueStatus(
         queue=queue,
-        total_tasks=int(stats.get("totalTasks") or 0),
-        oldest_task_age_seconds=round(max(now - oldest, 0.0), 3) if oldest else None,
+        total_tasks=total_tasks,
+        longest_wait_seconds=_age(now, earliest_eta) if earliest_eta else None,
+        oldest_enqueued_age_seconds=_age(now, min(enqueued) / 1_000_000) if enqueued else None,
         leased_last_minute=int(stats.get("leasedLastMinute") or 0),
         leased_last_hour=int(stats.get("leasedLastHour") or 0),
         listed_tasks=len(listed),
-        truncated=len(listed) >= MAX_LIST_TASKS,
+        # A full list may be the whole queue: more only when the stats count more.
+        truncated=len(listed) >= MAX_LIST_TASKS and total_tasks > len(listed),
         leased_now=leased_now,
         tags=dict(tags),
     )
+
+
+def _age(now: float, since: float) -> float:
+    """Seconds from ``since`` to ``now``, to the millisecond; 0 for a time still to come."""
+    return round(max(now - since, 0.0), 3)
 
 
 @dataclass
@@ -178,33 +211,44 @@ def report(client: TaskQueueClient, queues: list[str]) -> Report:
 
 
 def render_text(result: Report) -> str:
-    """The table people read: a line per queue, and a line per tag below a queue holding tagged tasks."""
-    header = ("QUEUE", "TASKS", "LEASED NOW", "OLDEST", "LEASED 1M", "LEASED 1H")
+    """The table people read: a line per queue, and a line per tag below a queue holding tagged tasks.
+
+    Names and tags are written with :func:`~kombu_appengine.cli_common.printable`:
+    a tag holding a newline or an escape sequence cannot forge a row or
+    reach the terminal.
+    """
+    header = ("QUEUE", "TASKS", "LEASED NOW", "LONGEST WAIT", "OLDEST", "LEASED 1M", "LEASED 1H")
     rows = [header]
     for status in result.queues:
         mark = AT_LEAST if status.truncated else ""
         rows.append(
             (
-                status.queue,
+                printable(status.queue),
                 str(status.total_tasks),
                 f"{mark}{status.leased_now}",
-                format_age(status.oldest_task_age_seconds),
+                format_age(status.longest_wait_seconds),
+                _at_least(mark, format_age(status.oldest_enqueued_age_seconds)),
                 str(status.leased_last_minute),
                 str(status.leased_last_hour),
             )
         )
         for tag, counts in sorted(status.tags.items()):
-            rows.append((f"  tag {tag}", f"{mark}{counts.tasks}", f"{mark}{counts.leased_now}", "", "", ""))
+            tag_cells = (f"  tag {printable(tag)}", f"{mark}{counts.tasks}", f"{mark}{counts.leased_now}")
+            rows.append((*tag_cells, "", "", "", ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [f"project {result.project} at {_utc(result.time):%Y-%m-%d %H:%M:%S} UTC"]
+    lines = [f"project {printable(result.project)} at {_utc(result.time):%Y-%m-%d %H:%M:%S} UTC"]
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
         lines.append("  ".join(cells).rstrip())
     if any(status.truncated for status in result.queues):
         lines.append(
-            f"{AT_LEAST}: counted among the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
+            f"{AT_LEAST}: at least, from the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
         )
     return "\n".join(lines)
+
+
+def _at_least(mark: str, shown: str) -> str:
+    return shown if shown == "-" else f"{mark}{shown}"
 
 
 def format_age(seconds: float | None) -> str:
@@ -228,8 +272,8 @@ def _utc(seconds: float) -> datetime.datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pullqueue_status",
-        description="Show how many tasks each pull queue holds, how old the oldest is, "
-        "and how many are leased.",
+        description="Show how many tasks each pull queue holds, how long the task available "
+        "longest has waited, how old the oldest is, and how many are leased.",
     )
     parser.add_argument(
         "--queue",
@@ -248,9 +292,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--watch",
-        type=number("seconds"),
+        type=number("seconds", low=WATCH_MIN_SECONDS, high=WATCH_MAX_SECONDS),
         metavar="SECS",
-        help="refresh every SECS seconds until Ctrl-C (exit status 0)",
+        help=f"refresh every SECS seconds ({WATCH_MIN_SECONDS:g} to {WATCH_MAX_SECONDS:g}) until Ctrl-C "
+        "or SIGTERM (exit status 0)",
     )
     add_log_level_option(parser, default="WARNING")
     add_version_option(parser)
@@ -283,48 +328,71 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(args.log_level, "text", "%(levelname)s %(name)s: %(message)s")
     queues = _queues(parser, args)
+    options = connection_options(args)
+    if args.watch is not None:
+        # The next refresh is the retry: a refresh that fails is one line, not one a retry.
+        options["request_retries"] = 0
     try:
         client = Connection(
-            transport="kombu_appengine:Transport", transport_options=connection_options(args)
+            transport="kombu_appengine:Transport", transport_options=options
         ).transport.client_for_channels
     except TaskQueueError as error:
-        sys.exit(f"pullqueue_status: {error}")
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if args.watch else None
+        sys.exit(_error_line(error))
+    # SIGTERM ends a watch as Ctrl-C does, at once, even inside a call to the service.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if args.watch else None
     try:
-        _show(client, queues, args, stop)
+        _show(client, queues, args)
     except KeyboardInterrupt:
         # Ctrl-C is how a watch ends; a single look it interrupts.
         if args.watch is None:
             sys.exit(130)
+    except BrokenPipeError:
+        _reader_gone()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _show(
-    client: TaskQueueClient, queues: list[str], args: argparse.Namespace, stop: threading.Event
-) -> None:
-    """Print the queues' status, once or, with ``--watch``, until ``stop`` is set."""
+def _show(client: TaskQueueClient, queues: list[str], args: argparse.Namespace) -> None:
+    """Print the queues' status, once or, with ``--watch``, until interrupted."""
     while True:
         try:
             result = report(client, queues)
         except TaskQueueConnectionError as error:
             if args.watch is None:
-                sys.exit(f"pullqueue_status: {error}")
+                sys.exit(_error_line(error))
             # Watching is for a while: the service may be back at the next refresh.
-            print(f"pullqueue_status: {error}", file=sys.stderr, flush=True)
+            print(_error_line(error), file=sys.stderr, flush=True)
         except TaskQueueError as error:
-            sys.exit(f"pullqueue_status: {error}")
+            sys.exit(_error_line(error))
         else:
             output = json.dumps(result.as_json(), ensure_ascii=False) if args.json else render_text(result)
             print(output, flush=True)
             if result.missing:
-                sys.exit("\n".join(f"pullqueue_status: {error}" for error in result.missing.values()))
-        if args.watch is None or stop.wait(args.watch):
+                sys.exit("\n".join(_error_line(error) for error in result.missing.values()))
+        if args.watch is None:
             return
+        time.sleep(args.watch)
         if not args.json:
             print(flush=True)
+
+
+def _reader_gone() -> NoReturn:
+    """End quietly when what reads the output went away (``| head -1``), as Unix tools do.
+
+    They die of SIGPIPE, which the shell reports as status 141: so does
+    this. Python would write what is left of stdout again at exit and
+    complain, so stdout goes to the null device first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(128 + signal.SIGPIPE)
+
+
+def _error_line(error: object) -> str:
+    """A line for stderr: the error's text comes from the service, so it is made printable."""
+    return f"pullqueue_status: {printable(str(error))}"
 
 
 if __name__ == "__main__":

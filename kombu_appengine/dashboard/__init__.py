@@ -1,7 +1,7 @@
 """The dashboard: a page at ``/`` of the emulator and the gateway showing the pull queues.
 
-It lists each pull queue with its stats (tasks, leased now, oldest task's
-age, leased in the last minute and hour, ``maxLeases``) and its first tasks
+It lists each pull queue with its stats (tasks, leased now, the longest
+wait of an available task, leased in the last minute and hour, ``maxLeases``) and its first tasks
 (tag, retry count, lease, a preview of the payload: kombu's envelope opened,
 JSON laid out, binary in hex), and refreshes itself. On the emulator it
 deletes tasks and purges queues; on the gateway it is read-only, and behind

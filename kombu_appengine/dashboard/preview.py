@@ -3,6 +3,10 @@
 :func:`preview` turns a payload into a :class:`Preview`, a short text and
 what kind of payload it came from. The text is only ever shown as text by
 the page (never as HTML), so it may hold anything the payload holds.
+
+A preview never fails, whatever the payload: JSON nested deeper than
+Python's recursion limit lets :mod:`json` parse or lay out (fifty thousand
+``[``, say) is shown as the text it is made of.
 """
 
 from __future__ import annotations
@@ -53,16 +57,19 @@ def preview(payload: bytes, size: int | None = None) -> Preview:
     """
     if size is not None and size > len(payload):
         return _plain(payload, size)
-    document, _ = json_document(payload)
+    is_json, document = _parse(payload)
     if is_envelope(document):
-        return _envelope(document, len(payload))
-    if document is not None or (payload and _is_json_null(payload)):
-        return _cut("json", _layout(document), f"JSON, {_size(len(payload))}")
+        return _envelope(document, payload)
+    laid_out = _layout(document) if is_json else None
+    if laid_out is not None:
+        return _cut("json", laid_out, f"JSON, {_size(len(payload))}")
     return _plain(payload)
 
 
-def _envelope(envelope: dict[str, Any], size: int) -> Preview:
-    """kombu's message: its body decoded as kombu would, with its content type."""
+def _envelope(envelope: dict[str, Any], payload: bytes) -> Preview:
+    """kombu's message (``envelope``, read from ``payload``): its body decoded as kombu would,
+    with its content type."""
+    size = len(payload)
     content_type = str(envelope.get("content-type") or "")
     body = envelope.get("body")
     label = f"kombu message, {content_type or 'no content type'}"
@@ -78,11 +85,16 @@ def _envelope(envelope: dict[str, Any], size: int) -> Preview:
     elif isinstance(body, str):
         raw = body.encode("utf-8", "surrogatepass")
     else:
-        return _cut("kombu", _layout(body), label)
+        laid_out = _layout(body)
+        if laid_out is None:
+            # A body nested too deep to lay out: the envelope as it was sent.
+            return _plain(payload)._replace(format="kombu", label=label)
+        return _cut("kombu", laid_out, label)
     if content_type == "application/json":
-        document, _ = json_document(raw)
-        if document is not None or _is_json_null(raw):
-            return _cut("kombu", _layout(document), label)
+        is_json, document = _parse(raw)
+        laid_out = _layout(document) if is_json else None
+        if laid_out is not None:
+            return _cut("kombu", laid_out, label)
     return _plain(raw)._replace(format="kombu", label=label)
 
 
@@ -116,13 +128,26 @@ def _hex_dump(data: bytes) -> str:
     return "\n".join(lines)
 
 
-def _layout(document: Any) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False)
+def _parse(data: bytes) -> tuple[bool, Any]:
+    """Whether ``data`` is a JSON document, and the document.
+
+    JSON nested deeper than :mod:`json`'s recursive parser can go counts as
+    no JSON: it is shown as text.
+    """
+    try:
+        document, _ = json_document(data)
+    except RecursionError:
+        return False, None
+    # json_document gives None for a payload that is JSON's null too.
+    return document is not None or data.strip() == b"null", document
 
 
-def _is_json_null(payload: bytes) -> bool:
-    """``json_document`` gives ``None`` for a payload that is JSON's ``null`` too."""
-    return payload.strip() == b"null"
+def _layout(document: Any) -> str | None:
+    """``document`` laid out, or ``None`` when it is nested too deep for :mod:`json` to write."""
+    try:
+        return json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False)
+    except RecursionError:
+        return None
 
 
 def _cut(kind: str, text: str, label: str) -> Preview:

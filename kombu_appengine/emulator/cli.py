@@ -8,15 +8,15 @@ import logging
 import sys
 
 from .. import cli_common
-from ..api import PROJECT_ID_RE, bare_project
 from ..cli_common import (
+    add_listen_options,
     add_log_format_option,
     add_log_level_option,
     add_version_option,
     configure_logging,
     fail,
     not_empty,
-    port_number,
+    project_id,
     serve_until_stopped,
 )
 from .queue_yaml import QueueYamlError, queue_configs
@@ -41,37 +41,12 @@ def milliseconds(value: str) -> float:
     return _milliseconds(value) / 1000
 
 
-def project_id(value: str) -> str:
-    """An argparse ``type=``: an application id, with or without ``s~`` or ``e~``.
-
-    Raises:
-        argparse.ArgumentTypeError: an empty or malformed id, which no
-            request could name (the emulator would answer 404 to all).
-    """
-    if not PROJECT_ID_RE.match(bare_project(value)):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an application id: 1 to 100 of a-z, 0-9, '-', '.' and ':'"
-        )
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pullqueue_emulator",
         description="Serve the App Engine Task Queue REST API (v1beta2) for local development and tests.",
     )
-    parser.add_argument(
-        "--host",
-        type=not_empty("an address", "0.0.0.0 listens on every address"),
-        default="127.0.0.1",
-        help="address to bind (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--port",
-        type=port_number,
-        default=8123,
-        help="port to bind; 0 picks a free one (default: %(default)s)",
-    )
+    add_listen_options(parser, default_port=8123)
     parser.add_argument(
         "--queue", action="append", default=[], metavar="NAME", help="declare a pull queue (repeatable)"
     )

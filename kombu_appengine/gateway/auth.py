@@ -29,7 +29,7 @@ from typing import Callable
 from ..api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
 from ..rest import errors
 from ..rest.errors import ApiError
-from ..rest.front import Identity
+from ..rest.front import Identity, canonical_email
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class TokenInfoAuthenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tokeninfo_url = tokeninfo_url
-        self.allowed = frozenset(email.strip().lower() for email in allowed_service_accounts if email.strip())
+        self.allowed = frozenset(
+            canonical_email(email) for email in allowed_service_accounts if email.strip()
+        )
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache: collections.OrderedDict[str, tuple[float, Identity]] = collections.OrderedDict()
@@ -113,7 +115,7 @@ class TokenInfoAuthenticator:
                 f"({TASKQUEUE_SCOPE} or {TASKQUEUE_CONSUMER_SCOPE})"
             )
         email = info.get("email") if str(info.get("email_verified", "true")).lower() == "true" else None
-        email = str(email).lower() if email else None
+        email = canonical_email(str(email)) if email else None
         try:
             lifetime = float(info.get("expires_in", self.cache_seconds))
         except (TypeError, ValueError):

@@ -6,11 +6,13 @@ import argparse
 import sys
 
 from ..cli_common import (
+    add_listen_options,
     add_log_format_option,
     add_log_level_option,
     add_version_option,
     configure_logging,
     fail,
+    project_id,
     serve_until_stopped,
 )
 from ..emulator.queue_yaml import QueueYamlError, load_queue_yaml
@@ -28,11 +30,13 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve the gateway here, on the App Engine SDK's task queue stub"
     )
     serve.add_argument("--queue-yaml", metavar="FILE", required=True, help="the application's queue.yaml")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    add_listen_options(serve, default_port=8124)
     serve.add_argument(
-        "--port", type=int, default=8124, help="port; 0 picks a free one (default: %(default)s)"
+        "--project",
+        type=project_id,
+        metavar="ID",
+        help="the application id (with or without s~/e~); other ids are 404 (default: any)",
     )
-    serve.add_argument("--project", metavar="ID", help="the application id; other ids are 404 (default: any)")
     serve.add_argument(
         "--require-auth", action="store_true", help="verify bearer tokens at the token-info endpoint"
     )

@@ -16,7 +16,10 @@ Two ways in, one mechanism (:class:`Instruction`):
   <kombu_appengine.emulator.server.Emulator.inject_failures>`), matched by
   HTTP verb and a piece of the URL, for the next ``count`` requests.
 
-Every instruction strikes before the request is carried out.
+Every instruction strikes before the request is carried out, and after it
+passed authentication and the queue's ACL: on a server that asks for
+tokens, retry tests and the requests that consume them need one
+(:class:`~kombu_appengine.rest.front.RestApi` checks).
 """
 
 from __future__ import annotations

@@ -508,16 +508,20 @@ class RestApi:
             assert self.batch_handler is not None
             return self.batch_handler(headers, body, token)
         if self.fault_injection and (path == RETRY_TEST_PATH or path.startswith(RETRY_TEST_PATH + "/")):
+            # Retry tests are behind the API's own authentication: on a
+            # server that asks for tokens, no stranger makes it fail or stall.
+            self.caller(headers, query)
             return self._retry_test(method, path, headers, body)
         called, params = resolve(method, path)
+        self._authorize(
+            headers, query, outer_token, params["project"], params["taskqueue"], _ROLES[called.id]
+        )
+        # Only a request the server would carry out consumes an instruction.
         retry_test = headers.get(RETRY_TEST_HEADER) or outer_retry_test
         if retry_test and self.fault_injection:
             instruction = self.faults.next_instruction(retry_test, called.id)
             if instruction is not None:
                 instruction.carry_out()
-        self._authorize(
-            headers, query, outer_token, params["project"], params["taskqueue"], _ROLES[called.id]
-        )
         call = Call(params, query, body, headers)
         if deferred is not None and called.id == api.TASKS_DELETE.id:
             deferred.append(call)
@@ -685,13 +689,22 @@ class Call(NamedTuple):
 DEFERRED = Response(204, b"", None)
 
 
+def canonical_email(email: str) -> str:
+    """``email`` as accounts are compared: ACL entries, token emails, allow-lists.
+
+    Case-insensitively: Google's accounts are (a token of ``bob@example.com``
+    is the account ``queue.yaml`` may list as ``Bob@Example.com``).
+    """
+    return email.strip().lower()
+
+
 def _allows(acl: QueueAcl, role: str, email: str) -> bool:
     allowed = {
-        CONSUMER: list(acl.consumer_emails),
-        PRODUCER: list(acl.producer_emails),
+        CONSUMER: acl.consumer_emails,
+        PRODUCER: acl.producer_emails,
         "any": [*acl.consumer_emails, *acl.producer_emails],
     }[role]
-    return email in allowed
+    return canonical_email(email) in {canonical_email(entry) for entry in allowed}
 
 
 def _verb(method: str, headers: Mapping[str, str]) -> str:

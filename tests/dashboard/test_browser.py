@@ -139,6 +139,13 @@ def test_the_emulators_dashboard_shows_refreshes_deletes_and_purges(browser, fil
     assert text(driver, stat("pull-queue", "leasedLastHour")) == "1"
     assert text(driver, stat("pull-queue", "maxLeases")) == "none"
     assert text(driver, stat("pull-queue", "oldestTask")) not in ("–", None)
+    heads = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((th) => [th.textContent, th.title]);",
+        '[data-queue="pull-queue"] table.stats th',
+    )
+    # The API's oldestTask is the earliest ETA: the longest wait, not the oldest enqueue.
+    assert [name for name, _ in heads][:4] == ["Tasks", "Leased now", "Longest wait", "Leased last minute"]
+    assert "since its lease ran out or it was handed back" in heads[2][1]
     assert text(driver, stat("limited", "totalTasks")) == "1"
     assert text(driver, stat("limited", "maxLeases")) == "3"
 

@@ -12,6 +12,7 @@ import pytest
 
 from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.dashboard.app import DATA_PATH, DELETE_PATH, PURGE_PATH, TASKS_SHOWN
+from kombu_appengine.dashboard.preview import PREVIEW_CHARS
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.emulator.server import RestServer
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
@@ -115,6 +116,20 @@ def test_the_data_shows_each_queue_with_its_stats_and_tasks(server: RestServer):
     assert tasks["binary"]["size"] == 8
     assert tasks["binary"]["preview"]["text"].startswith("00000000  ff 00 62 69 6e 61 72 79")
     assert tasks["text"]["preview"]["text"] == "plain text"
+
+
+def test_json_nested_deeper_than_python_can_parse_is_previewed_as_text(server: RestServer):
+    unclosed = b"[" * 50_000
+    closed = b"[" * 50_000 + b"]" * 50_000
+    insert(server, unclosed, APP, "pull-queue")
+    insert(server, closed, APP, "pull-queue")
+
+    answer = data(server)
+
+    assert answer.status == 200, answer.body[:300]
+    previews = [task["preview"] for task in queue_view(answer.json(), "pull-queue", APP)["tasks"]]
+    assert [shown["format"] for shown in previews] == ["text", "text"]
+    assert all(shown["text"] == "[" * PREVIEW_CHARS and shown["truncated"] for shown in previews)
 
 
 def test_a_queue_deeper_than_the_tasks_shown_says_so(server: RestServer):

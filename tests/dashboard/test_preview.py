@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu import Connection
 
 from kombu_appengine.dashboard.preview import HEX_BYTES, PREVIEW_CHARS, preview
@@ -119,3 +122,49 @@ def test_the_head_of_a_long_binary_payload_is_a_hex_dump():
     assert shown.format == "binary"
     assert shown.truncated
     assert shown.label == "binary, 1000000 bytes"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 50_000,
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    ],
+    ids=["unclosed", "closed", "objects"],
+)
+def test_json_nested_deeper_than_python_can_parse_is_shown_as_text(payload: bytes):
+    shown = preview(payload)
+    assert shown.format == "text"
+    assert shown.text == payload[:PREVIEW_CHARS].decode()
+    assert shown.truncated
+    assert shown.label == f"text, {len(payload)} bytes"
+
+
+def test_an_envelope_whose_json_body_is_nested_too_deep_shows_the_body_as_text():
+    body = "[" * 50_000 + "]" * 50_000
+    envelope = {
+        "body": body,
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {},
+        "properties": {},
+    }
+    shown = preview(json.dumps(envelope).encode())
+    assert shown.format == "kombu"
+    assert shown.text == body[:PREVIEW_CHARS]
+    assert shown.label.startswith("kombu message, application/json, ")
+
+
+# No deadline: a payload 100,000 deep takes a while to parse, and how long says nothing here.
+@settings(max_examples=50, deadline=None)
+@given(
+    st.binary(max_size=512),
+    st.sampled_from([b"[", b'{"a":', b'"']),
+    st.integers(min_value=0, max_value=100_000),
+    st.sampled_from([b"]", b"}", b""]),
+    st.integers(min_value=0, max_value=100_000),
+)
+def test_a_preview_never_fails(middle: bytes, opening: bytes, depth: int, closing: bytes, closed: int):
+    shown = preview(opening * depth + middle + closing * closed)
+    assert len(shown.text) <= PREVIEW_CHARS

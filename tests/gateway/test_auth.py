@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.dashboard.app import DATA_PATH
+from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
 from tests.gateway.conftest import APP_ID, QUEUES
@@ -65,6 +67,19 @@ def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
     assert call(guarded, robot, queue="pull-queue").status == 200
 
 
+def test_an_acl_entry_matches_the_tokens_email_whatever_its_case(oauth):
+    """queue.yaml may write Bob@Example.com; Google's token-info says bob@example.com."""
+    authenticator = TokenInfoAuthenticator(oauth.tokeninfo_uri)
+    queues = [QueueConfig("bobs", consumer_emails=["Bob@Example.com"])]
+    with LocalGateway(queues, project=APP_ID, authenticator=authenticator) as gateway:
+        bob = token(oauth, "bob@example.com")
+        assert call(gateway, bob, queue="bobs").status == 200
+        shown = request(gateway, "GET", DATA_PATH, headers={"Authorization": f"Bearer {bob}"})
+        assert shown.status == 200, shown.body[:300]
+        assert shown.json()["hidden"] == 0
+        assert [view["name"] for view in shown.json()["projects"][0]["queues"]] == ["bobs"]
+
+
 def test_a_token_without_the_task_queue_scope_is_403(guarded, oauth):
     assert_google_error(call(guarded, token(oauth, ALLOWED, scope="email")), 403, "scope")
 
@@ -112,6 +127,9 @@ def test_serve_with_require_auth_verifies_tokens_at_the_given_endpoint_and_never
     assert error["errors"][0]["reason"] == "forbidden"
     assert_google_error(call(gateway, "ya29.refused-token"), 401)
     assert oauth.tokeninfo_requests == 3
+    # Failures are injected for callers with a token only.
+    stall = {"instructions": {"taskqueue.tasks.lease": ["stall-for-60s"]}}
+    assert_google_error(post_json(gateway, "/retry_test", stall), 401)
 
     output = gateway.stop()
     assert "GET /taskqueue/v1beta2/projects/test-app/taskqueues/guarded/tasks" in output  # it did log

@@ -15,6 +15,7 @@ from kombu import Connection
 
 from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.dashboard.app import DATA_PATH, PURGE_PATH
+from kombu_appengine.gateway import cli
 from tests.gateway.conftest import APP_ID
 from tests.support.api import api_path
 from tests.support.helpers import ROOT
@@ -45,6 +46,30 @@ def test_serve_prints_where_it_listens_and_kombu_works_through_it(tmp_path):
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--port", "70000", "'70000' is not an integer from 0 to 65535"),
+        ("--port", "-5", "'-5' is not an integer from 0 to 65535"),
+        ("--port", "http", "'http' is not an integer from 0 to 65535"),
+        ("--host", "", "an address must not be empty (0.0.0.0 listens on every address)"),
+        ("--project", "my app", "'my app' is not an application id: 1 to 100 of a-z, 0-9, '-', '.' and ':'"),
+    ],
+)
+def test_serve_refuses_a_value_it_cannot_serve_with_in_one_error_line(
+    tmp_path, capsys, option, value, message
+):
+    """As the emulator does, with the same checks: no traceback, nothing started."""
+    queue_yaml = tmp_path / "queue.yaml"
+    queue_yaml.write_text("queue:\n- name: q\n  mode: pull\n")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--queue-yaml", str(queue_yaml), f"{option}={value}", "--log-format", "json"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == f"pullqueue_gateway serve: error: argument {option}: {message}"
 
 
 def test_scaffold_writes_an_app_yaml_the_sdk_accepts(tmp_path):

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,15 +26,19 @@ from kombu_appengine.api import MAX_LIST_TASKS
 from kombu_appengine.client import TaskQueueClient
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.emulator.server import RestServer
-from tests.support.helpers import wait_for
+from tests.support.helpers import FakeClock, MakeServer, wait_for
 from tests.support.servers import SERVER_KINDS, start_server
 from tests.support.transport import EMULATOR_HOST_ENV, PROJECT, connect
+
+#: A whole second, as App Engine keeps enqueue times, for servers on a fake clock.
+START = 1_700_000_000
 
 #: The fields of a queue's object in the --json document, as README documents them.
 QUEUE_FIELDS = {
     "queue",
     "total_tasks",
-    "oldest_task_age_seconds",
+    "longest_wait_seconds",
+    "oldest_enqueued_age_seconds",
     "leased_last_minute",
     "leased_last_hour",
     "listed_tasks",
@@ -81,7 +86,7 @@ def test_json_counts_every_field_of_the_schema(server: RestServer, capsys: pytes
     (line,) = out.splitlines()
     document = json.loads(line)
     assert set(document) == {"schema", "time", "project", "queues", "missing"}
-    assert document["schema"] == "pullqueue_status/1"
+    assert document["schema"] == "pullqueue_status/2"
     assert document["project"] == PROJECT
     assert document["missing"] == []
     assert document["time"].endswith("Z")
@@ -96,8 +101,9 @@ def test_json_counts_every_field_of_the_schema(server: RestServer, capsys: pytes
     assert jobs_status["leased_last_minute"] == jobs_status["leased_last_hour"] == 2
     assert shared_status["leased_last_minute"] == shared_status["leased_last_hour"] == 1
     assert jobs_status["tags"] == {}
-    assert isinstance(jobs_status["oldest_task_age_seconds"], float)
-    assert jobs_status["oldest_task_age_seconds"] >= 0
+    for figure in ("longest_wait_seconds", "oldest_enqueued_age_seconds"):
+        assert isinstance(jobs_status[figure], float)
+        assert jobs_status[figure] >= 0
     assert shared_status["total_tasks"] == 4
     assert shared_status["leased_now"] == 1
     assert shared_status["tags"] == {
@@ -107,7 +113,8 @@ def test_json_counts_every_field_of_the_schema(server: RestServer, capsys: pytes
     assert idle_status == {
         "queue": "idle",
         "total_tasks": 0,
-        "oldest_task_age_seconds": None,
+        "longest_wait_seconds": None,
+        "oldest_enqueued_age_seconds": None,
         "leased_last_minute": 0,
         "leased_last_hour": 0,
         "listed_tasks": 0,
@@ -127,12 +134,34 @@ def test_text_shows_a_line_per_queue_and_per_tag(emulator: Emulator, capsys: pyt
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"project {PROJECT} at ")
-    assert lines[1].split() == ["QUEUE", "TASKS", "LEASED", "NOW", "OLDEST", "LEASED", "1M", "LEASED", "1H"]
+    assert lines[1].split() == [
+        *("QUEUE", "TASKS", "LEASED", "NOW", "LONGEST", "WAIT", "OLDEST", "LEASED", "1M", "LEASED", "1H")
+    ]
     assert lines[2].split()[:3] == ["default", "1", "0"]
     assert lines[3].split()[:3] == ["other", "1", "0"]
     assert lines[4].split() == ["tag", "celery.reply", "1", "0"]
     assert len(lines) == 5
     assert "≥" not in out
+
+
+def test_text_escapes_what_would_forge_a_row_or_reach_the_terminal(
+    server: RestServer, capsys: pytest.CaptureFixture[str]
+):
+    client = TaskQueueClient(PROJECT, server.url + "/")
+    forged = "x\nq-other            12345           0     9d        999        999"
+    for tag in (forged, "\x1b[2J\x1b[31mred", "back\\slash", "caf\u00e9"):
+        client.insert("shared", b"x", tag=tag)
+
+    code, out, err = run_status(capsys, server.url, "--queue", "shared")
+
+    assert code == 0, err
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert len(lines) == 3 + 4
+    assert not any(line.startswith("q-other") for line in lines)
+    assert sorted(line.split()[1] for line in lines[3:]) == sorted(
+        ["x\\nq-other", "\\x1b[2J\\x1b[31mred", "back\\\\slash", "caf\u00e9"]
+    )
 
 
 def test_counts_from_a_truncated_list_say_so(emulator: Emulator, capsys: pytest.CaptureFixture[str]):
@@ -150,10 +179,62 @@ def test_counts_from_a_truncated_list_say_so(emulator: Emulator, capsys: pytest.
 
     code, out, _ = run_status(capsys, emulator.url, "--queue", "default")
     assert code == 0
-    assert out.splitlines()[2].split()[:3] == ["default", str(MAX_LIST_TASKS + 5), "≥0"]
+    row = out.splitlines()[2].split()
+    assert row[:3] == ["default", str(MAX_LIST_TASKS + 5), "≥0"]
+    assert row[4].startswith("≥")  # the oldest of the first 100: the queue may hold older
     assert out.splitlines()[-1] == (
-        f"≥: counted among the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
+        f"≥: at least, from the first {MAX_LIST_TASKS} tasks the API lists; the queue holds more"
     )
+
+
+def test_the_longest_wait_follows_the_api_and_the_oldest_task_its_enqueue_time(make_server: MakeServer):
+    """The stats' oldestTask is the earliest ETA, which a lease or a release moves; the enqueue time stays."""
+    clock = FakeClock(START)
+    server = make_server(queues=["jobs"], clock=clock)
+    client = TaskQueueClient(PROJECT, server.url + "/")
+    first = client.insert("jobs", b"first")
+    clock.advance(30)
+    client.insert("jobs", b"second")
+    clock.advance(30)
+    [leased] = client.lease("jobs", 1, 600)
+    assert leased["id"] == first
+
+    clock.advance(10)
+    shown = status.queue_status(client, "jobs", clock())
+    # The second task has waited 40 s; the first, leased, is 70 s old.
+    assert shown.longest_wait_seconds == 40
+    assert shown.oldest_enqueued_age_seconds == 70
+
+    client.change_lease("jobs", first, 0)  # handed back: available again from now
+    client.lease("jobs", 1, 600)  # the second task
+    clock.advance(5)
+    shown = status.queue_status(client, "jobs", clock())
+    assert shown.longest_wait_seconds == 5
+    assert shown.oldest_enqueued_age_seconds == 75
+
+    client.lease("jobs", 1, 600)
+    shown = status.queue_status(client, "jobs", clock())
+    assert shown.longest_wait_seconds == 0  # nothing is waiting: both are leased
+    assert shown.oldest_enqueued_age_seconds == 75
+
+
+def test_a_queue_of_exactly_the_lists_limit_is_not_truncated(
+    server: RestServer, capsys: pytest.CaptureFixture[str]
+):
+    client = TaskQueueClient(PROJECT, server.url + "/")
+    for number in range(MAX_LIST_TASKS):
+        client.insert("shared", b"%d" % number, tag="replies")
+
+    code, out, _ = run_status(capsys, server.url, "--queue", "shared", "--json")
+    (queue_status,) = json.loads(out)["queues"]
+    assert code == 0
+    assert queue_status["total_tasks"] == queue_status["listed_tasks"] == MAX_LIST_TASKS
+    assert queue_status["truncated"] is False
+
+    code, out, _ = run_status(capsys, server.url, "--queue", "shared")
+    assert code == 0
+    assert "≥" not in out
+    assert out.splitlines()[3].split() == ["tag", "replies", str(MAX_LIST_TASKS), "0"]
 
 
 def test_a_missing_queue_is_named_with_the_project_and_exits_1(
@@ -228,6 +309,25 @@ def test_a_queue_yaml_that_cannot_be_read_is_named(emulator: Emulator, tmp_path:
     assert str(missing) in err
 
 
+@pytest.mark.parametrize("value", ["0", "0.05", "1e-300", "86401", "1e10", "inf", "nan", "-1", "soon"])
+def test_a_watch_interval_out_of_its_range_is_one_error_line_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], value: str
+):
+    with pytest.raises(SystemExit) as exited:
+        status.main(["--queue", "default", f"--watch={value}"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        f"pullqueue_status: error: argument --watch: {value!r} is not a number of seconds from 0.1 to 86400"
+    )
+
+
+@pytest.mark.parametrize("value", ["0.1", "10", "86400"])
+def test_a_watch_interval_in_its_range_is_taken(value: str):
+    assert status._parser().parse_args(["--watch", value]).watch == float(value)
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [
@@ -290,3 +390,82 @@ def test_watch_refreshes_until_sigint_then_exits_0(emulator: Emulator):
     assert process.stderr is not None
     assert process.stderr.read() == ""
     assert len(documents) >= 2
+
+
+def start_watch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The installed ``pullqueue_status --watch 0.1 ARGS``, its output on pipes."""
+    return subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "pullqueue_status"), "--watch", "0.1", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens (held, so nothing can while the test runs)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_watch_ends_quietly_when_its_reader_goes_away(emulator: Emulator):
+    process = start_watch(
+        "--queue", "default", "--json", env=dict(os.environ, TASKQUEUE_EMULATOR_HOST=emulator.host)
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert json.loads(process.stdout.readline())["queues"][0]["queue"] == "default"
+        process.stdout.close()  # as `| head -1` does
+        assert process.wait(timeout=30) == 128 + signal.SIGPIPE
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_watch_says_once_a_refresh_that_the_service_cannot_be_reached(closed_port: int):
+    endpoint = f"http://127.0.0.1:{closed_port}"
+    process = start_watch("--api-endpoint", endpoint, "--project", "my-app", "--queue", "default")
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline() for _ in range(3)]
+        # One line a refresh, none a retry: the next refresh is the retry.
+        assert all(
+            line.startswith(f"pullqueue_status: cannot reach the Task Queue API at {endpoint}")
+            for line in lines
+        ), lines
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_watch_at_once_even_during_a_call_that_gets_no_answer():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        process = start_watch("--api-endpoint", endpoint, "--project", "my-app", "--queue", "default")
+        try:
+            connection, _ = silent.accept()  # the refresh is waiting for its answer now
+            with connection:
+                process.send_signal(signal.SIGTERM)
+                # Well before the client's 60 s timeout would end the call.
+                assert process.wait(timeout=20) == 0
+            assert process.stderr is not None
+            assert process.stderr.read() == ""
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -157,14 +157,21 @@
   }
 
   function drawQueue(project, queue, data) {
-    const oldest = queue.oldestTask ? duration(data.now - queue.oldestTask) : "–";
+    // The API's oldestTask is the earliest ETA, not the earliest enqueue: a
+    // lease moves a task's ETA to the lease's end, a release to its time.
+    const waited = queue.oldestTask ? duration(data.now - queue.oldestTask) : "–";
+    const heads = [
+      ["Tasks"], ["Leased now"],
+      ["Longest wait", "How long the task available longest has waited for a worker: since it was "
+        + "enqueued, or since its lease ran out or it was handed back (the API's oldestTask). "
+        + "0 s when every task is leased."],
+      ["Leased last minute"], ["Leased last hour"], ["maxLeases"]];
     const stats = el("table", { class: "stats" },
-      el("tr", {}, ...["Tasks", "Leased now", "Oldest task", "Leased last minute", "Leased last hour", "maxLeases"]
-        .map((name) => el("th", {}, name))),
+      el("tr", {}, ...heads.map(([name, title]) => el("th", { title: title }, name))),
       el("tr", {},
         stat("totalTasks", queue.totalTasks),
         stat("leasedNow", queue.leasedNow),
-        stat("oldestTask", oldest),
+        stat("oldestTask", waited),
         stat("leasedLastMinute", queue.leasedLastMinute),
         stat("leasedLastHour", queue.leasedLastHour),
         stat("maxLeases", queue.maxLeases === null || queue.maxLeases === undefined ? "none" : queue.maxLeases)));

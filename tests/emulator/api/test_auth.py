@@ -77,3 +77,23 @@ def test_identities_hold_requests_to_the_queue_acl(make_server):
     assert len(leased["items"]) == 1
     assert call("stranger-token", "GET", "")[0] == 403
     assert call("app-token", "GET", "")[0] == 200
+
+
+def test_acl_emails_are_compared_whatever_their_case(make_server):
+    acl_queue = QueueConfig(
+        "guarded", consumer_emails=["Bob@Example.com"], producer_emails=["APP@example.com"]
+    )
+    identities = {"bob-token": "bob@example.com", "app-token": "App@Example.COM"}
+    server = make_server(queues=[acl_queue], identities=identities)
+
+    def headers(token):
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    body = json.dumps({"payloadBase64": "aGk="}).encode()
+    insert = api_path("tasks", queue="guarded")
+    inserted = raw_http.request(server, "POST", insert, body, headers("app-token"))
+    assert inserted.status == 200, inserted.body[:300]
+    lease = api_path("tasks", "lease?numTasks=1&leaseSecs=10", queue="guarded")
+    leased = raw_http.request(server, "POST", lease, None, headers("bob-token"))
+    assert leased.status == 200, leased.body[:300]
+    assert len(leased.json()["items"]) == 1

@@ -17,6 +17,7 @@ import pytest
 
 from kombu_appengine import api
 from kombu_appengine.emulator.server import RestServer
+from tests.support.helpers import TEST_QUEUES, FakeClock, MakeServer
 from tests.support.raw_http import (
     QUEUE_PATH,
     Answer,
@@ -228,3 +229,26 @@ def test_python_level_failures_still_work_alongside(emulator: RestServer) -> Non
     assert insert(emulator, "x", {"x-retry-test-id": test_id}).status == 503
     assert insert(emulator, "x", {"x-retry-test-id": test_id}).status == 500
     assert insert(emulator, "x", {"x-retry-test-id": test_id}).status == 200
+
+
+def test_a_server_that_asks_for_tokens_injects_failures_for_authenticated_callers_only(
+    make_server: MakeServer, clock: FakeClock
+) -> None:
+    server = make_server(queues=TEST_QUEUES, require_auth=True, clock=clock)
+    token = {"Authorization": "Bearer token-1"}
+    instructions = {api.TASKS_LEASE.id: ["return-503"]}
+
+    assert_google_error(post_json(server, "/retry_test", {"instructions": instructions}), 401)
+    answer = post_json(server, "/retry_test", {"instructions": instructions}, token)
+    assert answer.status == 200, answer.body
+    test_id = answer.json()["id"]
+    assert_google_error(request(server, "GET", f"/retry_test/{test_id}"), 401)
+    assert_google_error(request(server, "DELETE", f"/retry_test/{test_id}"), 401)
+
+    # Refused for want of a token, the request consumes nothing.
+    joined = {"x-retry-test-id": test_id}
+    assert_google_error(request(server, "POST", LEASE, headers=joined), 401)
+    shown = request(server, "GET", f"/retry_test/{test_id}", headers=token)
+    assert shown.json()["instructions"] == instructions
+    assert_google_error(request(server, "POST", LEASE, headers={**joined, **token}), 503)
+    assert request(server, "GET", f"/retry_test/{test_id}", headers=token).json()["completed"]
