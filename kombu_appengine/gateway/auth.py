@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Callable
 
-from ..api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from ..api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
 from ..rest import errors
 from ..rest.errors import ApiError
 from ..rest.front import Identity
@@ -75,8 +75,9 @@ class TokenInfoAuthenticator:
 
         Raises:
             ApiError: 401 without a token or with one the endpoint refuses;
-                403 for a token without a Task Queue scope; 503 when the
-                endpoint cannot be reached.
+                403 for a token without a Task Queue scope, or without an
+                email (one not granted the userinfo.email scope); 503 when
+                the endpoint cannot be reached.
         """
         if token is None:
             raise errors.login_required()
@@ -114,6 +115,13 @@ class TokenInfoAuthenticator:
             )
         email = info.get("email") if str(info.get("email_verified", "true")).lower() == "true" else None
         email = str(email).lower() if email else None
+        if email is None:
+            # Google reports a token's email only when the token carries an
+            # email scope; without one, no ACL and no allow-list can admit it.
+            raise errors.forbidden(
+                "The access token carries no (verified) email, so the gateway cannot tell whose it is: "
+                f"request the {USERINFO_EMAIL_SCOPE} scope beside the Task Queue scope"
+            )
         try:
             lifetime = float(info.get("expires_in", self.cache_seconds))
         except (TypeError, ValueError):

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.api import TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
 from tests.gateway.conftest import APP_ID, QUEUES
 from tests.support.api import api_path
-from tests.support.oauth_server import OAuthServer
+from tests.support.oauth_server import CLIENT_SCOPE, OAuthServer
 from tests.support.raw_http import assert_google_error, post_json, request
 
 ALLOWED = "robot@test-app.iam.gserviceaccount.com"
@@ -26,7 +26,7 @@ def guarded(oauth: OAuthServer) -> Iterator[LocalGateway]:
         yield running
 
 
-def token(oauth: OAuthServer, email: str, scope: str = TASKQUEUE_SCOPE) -> str:
+def token(oauth: OAuthServer, email: str, scope: str = CLIENT_SCOPE) -> str:
     return oauth.access_token_for(email, scope)
 
 
@@ -67,6 +67,14 @@ def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
 
 def test_a_token_without_the_task_queue_scope_is_403(guarded, oauth):
     assert_google_error(call(guarded, token(oauth, ALLOWED, scope="email")), 403, "scope")
+
+
+def test_a_token_without_an_email_is_403_saying_to_request_the_email_scope(guarded, oauth):
+    """Google's token-info reports no email for a token without the userinfo.email scope."""
+    for email in ("worker@example.com", ALLOWED):
+        error = assert_google_error(call(guarded, token(oauth, email, scope=TASKQUEUE_SCOPE)), 403)
+        assert "carries no" in error["message"]
+        assert USERINFO_EMAIL_SCOPE in error["message"]
 
 
 def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplog):

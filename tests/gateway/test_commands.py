@@ -13,7 +13,6 @@ import pytest
 from google.appengine.api import appinfo
 from kombu import Connection
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.dashboard.app import DATA_PATH, PURGE_PATH
 from tests.gateway.conftest import APP_ID
 from tests.support.api import api_path
@@ -84,9 +83,9 @@ def test_a_scaffolded_main_py_serves_requests(gateway, oauth, tmp_path, monkeypa
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        token = oauth._issue(oauth.client_id, TASKQUEUE_SCOPE, refresh=False, email="robot@example.com")
+        token = oauth.access_token_for("robot@example.com")
         where = ("127.0.0.1", server.server_port)
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        headers = {"Authorization": f"Bearer {token}"}
         ours, other = (
             api_path("tasks", project=project, queue="pull-queue") for project in (APP_ID, "other-app")
         )
