@@ -15,6 +15,9 @@ How the REST resources map onto the service's tasks:
 * ``enqueueTimestamp`` is the service's creation time, kept in whole seconds.
   A lease's answer carries none, so the gateway reads it with one
   ``QueryTasks`` at the lease's ETA (all the tasks of one lease share it).
+  Should that read fail, the lease has taken effect all the same: the tasks
+  are answered, with the lease's time (whole seconds) as their
+  ``enqueueTimestamp``, an upper bound of the real one.
 * ``maxLeases`` is the queue's ``task_retry_limit``; the ACL's consumers are
   its ``user_email`` entries (FetchQueues reports only those); the
   ``writer_email`` entries come from the ``queue.yaml`` the gateway is given.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
@@ -62,6 +66,8 @@ from ..rest.backend import (
     task_resource,
 )
 from ..rest.errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 _MICROS = 1_000_000
 _SERVICE = "taskqueue"
@@ -217,15 +223,20 @@ class AppEngineBackend:
             response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if not leased:
                 return response
-            self._lease_counts[queue].add(self._now(), len(leased))
-            expires = leased[0]._eta_usec
-            created = self._creation_times(queue, expires, {task.name for task in leased})
+            now = self._now()
+            self._lease_counts[queue].add(now, len(leased))
+            created = self._creation_times_after_lease(queue, leased[0]._eta_usec, leased)
             long_name = api.long_queue_name(project, queue)
+            # The lease took effect: from here on, never fail. A creation time
+            # that could not be read is approximated by the lease's time (in
+            # whole seconds, as the service keeps it): the task was enqueued
+            # no later than that.
+            leased_at = now // _MICROS * _MICROS
             response["items"] = [
                 task_resource(
                     task.name,
                     long_name,
-                    created.get(task.name, 0),
+                    created.get(task.name, leased_at),
                     task._eta_usec,
                     task.retry_count,
                     task.payload or b"",
@@ -235,9 +246,33 @@ class AppEngineBackend:
             ]
             return response
 
-    def _creation_times(self, queue: str, eta: int, names: set[str]) -> dict[str, int]:
-        """The creation times of the tasks ``names``, all due at ``eta``: one QueryTasks from there."""
+    def _creation_times_after_lease(self, queue: str, eta: int, leased: list[Any]) -> dict[str, int]:
+        """:meth:`_creation_times` of leased tasks; what was read before a failure (logged), if it fails.
+
+        The tasks are leased already: a failure of this read must not turn
+        the lease into an error the client would never see its tasks through.
+        """
         found: dict[str, int] = {}
+        try:
+            self._creation_times(queue, eta, {task.name for task in leased}, found)
+        except (apiproxy_errors.Error, gae_taskqueue.Error) as error:
+            logger.warning(
+                "queue %s: leased %d tasks but could not read their enqueue times (%s): "
+                "answered with the lease's time instead",
+                queue,
+                len(leased),
+                type(error).__name__,
+            )
+        return found
+
+    def _creation_times(
+        self, queue: str, eta: int, names: set[str], found: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """The creation times of the tasks ``names``, all due at ``eta``: one QueryTasks from there.
+
+        They are added to ``found`` (a new dict by default) as they are read.
+        """
+        found = {} if found is None else found
         start_name = b""
         while len(found) < len(names):
             request = pb.TaskQueueQueryTasksRequest(

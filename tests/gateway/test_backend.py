@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from google.appengine.api import apiproxy_stub_map
+from google.appengine.api.taskqueue import taskqueue_service_bytes_pb2 as pb
+from google.appengine.runtime import apiproxy_errors
 from googleapiclient.http import BatchHttpRequest
 
 from tests.gateway.conftest import APP_ID
@@ -55,3 +59,25 @@ def test_leases_count_toward_the_stats_and_expose_the_creation_time(gateway):
     assert (stats["totalTasks"], stats["leasedLastMinute"]) == (1, "1")
     task = service.tasks().get(project=APP_ID, taskqueue="pull-queue", task="t1").execute()
     assert task["enqueueTimestamp"].endswith("000000")
+
+
+def test_a_lease_whose_enqueue_times_cannot_be_read_still_answers_its_tasks(gateway):
+    """The lease took effect (one of each task's leases spent): its answer never becomes an error."""
+    service = build_service(gateway.url)
+    insert(service, project=APP_ID, id="t1")
+    failures = [apiproxy_errors.ApplicationError(pb.TaskQueueServiceError.TRANSIENT_ERROR)]
+
+    def fail_once(service_name, call, request, response):
+        if call == "QueryTasks" and failures:
+            raise failures.pop()
+
+    apiproxy_stub_map.apiproxy.GetPreCallHooks().Append("fail-query", fail_once, "taskqueue")
+    before = int(time.time())
+    leased = (
+        service.tasks().lease(project=APP_ID, taskqueue="pull-queue", numTasks=10, leaseSecs=60).execute()
+    )
+    assert not failures, "the enqueue times' read was made, and failed"
+    [task] = leased["items"]
+    assert (task["id"], task["retry_count"]) == ("t1", 1)
+    # Approximated by the lease's time, in whole seconds.
+    assert before * 1_000_000 <= int(task["enqueueTimestamp"]) <= int(time.time()) * 1_000_000
