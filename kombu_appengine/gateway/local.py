@@ -37,6 +37,7 @@ from ..emulator.server import (
     check_project_option,
 )
 from ..rest.front import Authenticator
+from . import MAX_REQUEST_BYTES
 from .appengine import AppEngineBackend
 
 #: The service name the bundled API calls.
@@ -122,6 +123,8 @@ class LocalGateway(RestServer):
     beside the emulator, with the same interface (``url``, ``host``,
     ``service``, ``declare_queue``, ``inject_failures``, ``requests``).
 
+    Request bodies are capped at :data:`~kombu_appengine.gateway.MAX_REQUEST_BYTES`, as deployed.
+
     Parameters:
         queues: queue names, or :class:`~kombu_appengine.emulator.QueueConfig` objects.
         queue_yaml: path of an App Engine ``queue.yaml`` to read queues from.
@@ -170,6 +173,7 @@ class LocalGateway(RestServer):
             accepted_tokens=accepted_tokens,
             identities=identities,
             authenticator=authenticator,
+            max_body_bytes=MAX_REQUEST_BYTES,
         )
         self.local_stub.install()
 

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from kombu_appengine.api import TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
+from kombu_appengine.gateway import MAX_REQUEST_BYTES
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
 from tests.gateway.conftest import APP_ID, QUEUES
 from tests.support.api import api_path
 from tests.support.oauth_server import CLIENT_SCOPE, OAuthServer
-from tests.support.raw_http import assert_google_error, post_json, request
+from tests.support.raw_http import assert_google_error, exchange, head, post_json, request
 
 ALLOWED = "robot@test-app.iam.gserviceaccount.com"
 
@@ -75,6 +76,33 @@ def test_a_token_without_an_email_is_403_saying_to_request_the_email_scope(guard
         error = assert_google_error(call(guarded, token(oauth, email, scope=TASKQUEUE_SCOPE)), 403)
         assert "carries no" in error["message"]
         assert USERINFO_EMAIL_SCOPE in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/batch", api_path("tasks", project=APP_ID, queue="guarded")])
+def test_a_body_is_not_read_from_a_caller_without_credentials(guarded, path):
+    """Refused from the head alone: the body (announced, never sent) is not waited for."""
+    for credentials in ((), ("Authorization: Bearer ya29.refused",)):
+        request_head = head(
+            guarded,
+            f"POST {path} HTTP/1.1",
+            "Content-Type: multipart/mixed; boundary=b"
+            if path == "/batch"
+            else "Content-Type: application/json",
+            "Content-Length: 1000000",
+            *credentials,
+        )
+        assert_google_error(exchange(guarded, request_head), 401)
+
+
+def test_the_gateway_reads_no_body_over_app_engines_32_mib(gateway):
+    request_head = head(
+        gateway,
+        "POST /batch HTTP/1.1",
+        "Content-Type: multipart/mixed; boundary=b",
+        f"Content-Length: {MAX_REQUEST_BYTES + 1}",
+    )
+    error = assert_google_error(exchange(gateway, request_head), 413, str(MAX_REQUEST_BYTES))
+    assert error["errors"][0]["reason"] == "uploadTooLarge"
 
 
 def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplog):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import threading
+import time
 import wsgiref.simple_server
 
 import pytest
@@ -14,10 +16,11 @@ from google.appengine.api import appinfo
 from kombu import Connection
 
 from kombu_appengine.dashboard.app import DATA_PATH, PURGE_PATH
+from kombu_appengine.gateway import MAX_REQUEST_BYTES
 from tests.gateway.conftest import APP_ID
 from tests.support.api import api_path
 from tests.support.helpers import ROOT
-from tests.support.raw_http import request_to
+from tests.support.raw_http import SOCKET_TIMEOUT, Answer, assert_google_error, read_answer, request_to
 
 
 @pytest.mark.slow
@@ -102,6 +105,24 @@ def test_a_scaffolded_main_py_serves_requests(gateway, oauth, tmp_path, monkeypa
         purge = json.dumps({"project": APP_ID, "queue": "pull-queue"}).encode()
         answer = request_to(where, "POST", PURGE_PATH, purge, {**headers, "Content-Type": "application/json"})
         assert answer.status == 403
+        # A body is read only from a caller with credentials, and never past App Engine's cap.
+        batch_head = (
+            "POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+        )
+        refused = head_only(where, batch_head + f"Content-Length: {MAX_REQUEST_BYTES}\r\n\r\n")
+        assert_google_error(refused, 401)
+        too_large = head_only(
+            where,
+            batch_head + f"Authorization: Bearer {token}\r\nContent-Length: {MAX_REQUEST_BYTES + 1}\r\n\r\n",
+        )
+        assert_google_error(too_large, 413, str(MAX_REQUEST_BYTES))
     finally:
         server.shutdown()
         server.server_close()
+
+
+def head_only(where: tuple[str, int], request_head: str) -> Answer | None:
+    """Send a request's head, never its body, and read the answer."""
+    with socket.create_connection(where, timeout=SOCKET_TIMEOUT) as sock:
+        sock.sendall(request_head.encode("latin-1"))
+        return read_answer(sock, time.monotonic() + SOCKET_TIMEOUT)
