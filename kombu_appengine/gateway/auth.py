@@ -126,7 +126,8 @@ class TokenInfoAuthenticator:
             lifetime = float(info.get("expires_in", self.cache_seconds))
         except (TypeError, ValueError):
             lifetime = self.cache_seconds
-        return Identity(email, email is not None and email in self.allowed), max(lifetime, 0.0)
+        identity = Identity(email, email in self.allowed, consume_only=TASKQUEUE_SCOPE not in scopes)
+        return identity, max(lifetime, 0.0)
 
 
 def _unreachable(why: str) -> ApiError:

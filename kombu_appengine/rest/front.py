@@ -83,6 +83,8 @@ class Identity(NamedTuple):
     email: str | None
     #: Allowed on every queue (the gateway's allow-list of service accounts).
     everywhere: bool = False
+    #: The token carries only the consume-only scope: no insert, whatever the ACL.
+    consume_only: bool = False
 
 
 class Authenticator(Protocol):
@@ -476,8 +478,15 @@ class RestApi:
         """Hold ``identity`` to the queue's ACL for ``role`` (:data:`CONSUMER`, :data:`PRODUCER`, ``"any"``).
 
         Raises:
-            ApiError: 403 ``forbidden`` when the ACL does not allow it.
+            ApiError: 403 ``forbidden`` when the ACL does not allow it;
+                403 ``insufficientPermissions`` for an insert with a token
+                of the consume-only scope.
         """
+        if identity is not None and identity.consume_only and role == PRODUCER:
+            raise errors.insufficient_scope(
+                f"The access token carries only the consume-only scope {api.TASKQUEUE_CONSUMER_SCOPE}: "
+                f"inserting a task needs {api.TASKQUEUE_SCOPE}"
+            )
         if identity is None or identity.everywhere:
             return
         acl = self.backend.acl(project, queue)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import google.oauth2.credentials
 import pytest
+from googleapiclient.discovery import build_from_document
+from googleapiclient.http import BatchHttpRequest
 
-from kombu_appengine.api import TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
+from kombu_appengine.api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
+from kombu_appengine.discovery import load_document
 from kombu_appengine.gateway import MAX_REQUEST_BYTES
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
@@ -58,6 +62,34 @@ def test_a_writer_may_insert_but_not_lease(guarded, oauth):
     inserted = post_json(guarded, api_path("tasks", project=APP_ID, queue="guarded"), {}, headers)
     assert inserted.status == 200
     assert call(guarded, writer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 403
+
+
+def test_a_token_of_the_consumer_scope_may_consume_but_never_insert(guarded, oauth):
+    """Not even in a batch, nor for an account the ACL or the allow-list lets insert."""
+    consume_only = f"{TASKQUEUE_CONSUMER_SCOPE} {USERINFO_EMAIL_SCOPE}"
+    for email in ("app@example.com", ALLOWED):
+        consumer = token(oauth, email, scope=consume_only)
+        headers = {"Authorization": f"Bearer {consumer}"}
+        error = assert_google_error(
+            post_json(guarded, api_path("tasks", project=APP_ID, queue="guarded"), {}, headers), 403
+        )
+        assert TASKQUEUE_SCOPE in error["message"]
+        assert error["errors"][0]["reason"] == "insufficientPermissions"
+    assert (
+        call(guarded, consumer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 200
+    )
+    service = build_from_document(
+        load_document(guarded.url + "/"), credentials=google.oauth2.credentials.Credentials(token=consumer)
+    )
+    answers = {}
+    batch = BatchHttpRequest(
+        callback=lambda request_id, response, error: answers.update({request_id: error}),
+        batch_uri=guarded.url + "/batch",
+    )
+    batch.add(service.tasks().insert(project=APP_ID, taskqueue="guarded", body={"id": "in-a-batch"}))
+    batch.execute()
+    assert answers["1"].resp.status == 403
+    assert TASKQUEUE_SCOPE in answers["1"].content.decode()
 
 
 def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
