@@ -41,6 +41,8 @@ CACHE_SECONDS = 60.0
 CACHE_SIZE = 10_000
 #: Seconds to wait for the token-info endpoint.
 TIMEOUT_SECONDS = 10.0
+#: Most bytes of a token-info error answer read (Google's are some 100).
+MAX_ERROR_BYTES = 64 * 1024
 #: Scopes that give access to the Task Queue API.
 TASKQUEUE_SCOPES = frozenset({TASKQUEUE_SCOPE, TASKQUEUE_CONSUMER_SCOPE})
 
@@ -74,10 +76,12 @@ class TokenInfoAuthenticator:
         """The caller of a request carrying ``token``.
 
         Raises:
-            ApiError: 401 without a token or with one the endpoint refuses;
+            ApiError: 401 without a token or with one the endpoint says is
+                not valid (400 ``invalid_token``);
                 403 for a token without a Task Queue scope, or without an
                 email (one not granted the userinfo.email scope); 503 when
-                the endpoint cannot be reached.
+                the endpoint cannot be reached or answers anything else
+                (throttled with 429, a 5xx, not a JSON object): retryable.
         """
         if token is None:
             raise errors.login_required()
@@ -101,12 +105,17 @@ class TokenInfoAuthenticator:
             with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as answer:
                 info = json.loads(answer.read())
         except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500:
+            if _says_invalid_token(error):
                 logger.info("the token-info endpoint refused a bearer token (%s)", error.code)
                 raise errors.invalid_credentials() from None
+            # Throttled (429), failing (5xx) or anything else: the token may
+            # well be valid, so the caller is told to retry, never that its
+            # credentials are bad.
             raise _unreachable(f"answered {error.code}") from None
         except (OSError, ValueError) as error:
             raise _unreachable(type(error).__name__) from None
+        if not isinstance(info, dict):
+            raise _unreachable(f"answered JSON that is not an object but {type(info).__name__}")
         scopes = set(str(info.get("scope", "")).split())
         if not scopes & TASKQUEUE_SCOPES:
             raise errors.forbidden(
@@ -128,6 +137,17 @@ class TokenInfoAuthenticator:
             lifetime = self.cache_seconds
         identity = Identity(email, email in self.allowed, consume_only=TASKQUEUE_SCOPE not in scopes)
         return identity, max(lifetime, 0.0)
+
+
+def _says_invalid_token(error: urllib.error.HTTPError) -> bool:
+    """Whether a token-info error answer is Google's for a token it does not know: 400 ``invalid_token``."""
+    if error.code != 400:
+        return False
+    try:
+        document = json.loads(error.read(MAX_ERROR_BYTES))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and document.get("error") == "invalid_token"
 
 
 def _unreachable(why: str) -> ApiError:

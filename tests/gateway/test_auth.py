@@ -50,6 +50,25 @@ def test_a_token_the_endpoint_refuses_is_401(guarded):
     assert error["errors"][0]["reason"] == "authError"
 
 
+@pytest.mark.parametrize(
+    ("status", "document"),
+    [
+        (429, {"error": "rate_limit_exceeded", "error_description": "Too many requests"}),
+        (500, {"error": "internal_failure"}),
+        (400, {"error": "invalid_request"}),
+        (403, {"error": "forbidden"}),
+        (200, [1, 2]),
+    ],
+)
+def test_a_token_info_answer_other_than_invalid_token_is_a_retryable_503(guarded, oauth, status, document):
+    """Only Google's 400 ``invalid_token`` says the token is bad; the rest says nothing of it."""
+    worker = token(oauth, "worker@example.com")
+    oauth.answer_tokeninfo_with(status, document)
+    error = assert_google_error(call(guarded, worker), 503, "token-info")
+    assert error["errors"][0]["reason"] == "backendError"
+    assert call(guarded, worker).status == 200, "the failure was not kept"
+
+
 def test_a_consumer_in_the_acl_may_list_and_others_get_403(guarded, oauth):
     assert call(guarded, token(oauth, "worker@example.com")).status == 200
     error = assert_google_error(call(guarded, token(oauth, "stranger@example.com")), 403, "queue.yaml")

@@ -106,6 +106,8 @@ class OAuthServer:
         self.user_email = "user@example.com"
         #: Token-info requests answered, in order (valid or not).
         self.tokeninfo_requests = 0
+        #: What the next token-info requests are answered, in order (see :meth:`answer_tokeninfo_with`).
+        self._tokeninfo_answers: list[tuple[int, Any]] = []
         self._token_emails: dict[str, tuple[str, str]] = {}
         #: Access tokens not expired: hand this set to an emulator.
         self.valid_tokens: set[str] = set()
@@ -182,6 +184,11 @@ class OAuthServer:
         """Answer the next ``count`` token requests with ``status`` (``temporarily_unavailable``)."""
         with self._lock:
             self._failures.extend([status] * count)
+
+    def answer_tokeninfo_with(self, status: int, document: Any, count: int = 1) -> None:
+        """Answer the next ``count`` token-info requests with ``status`` and the JSON ``document``."""
+        with self._lock:
+            self._tokeninfo_answers.extend([(status, document)] * count)
 
     def expire(self, token: str) -> None:
         """From now on, ``token`` is expired: the emulator refuses it."""
@@ -332,10 +339,12 @@ class OAuthServer:
         """The token-info endpoint, as Google's ``https://oauth2.googleapis.com/tokeninfo``."""
         return self.url + "/tokeninfo"
 
-    def tokeninfo(self, token: str) -> tuple[int, dict[str, Any]]:
+    def tokeninfo(self, token: str) -> tuple[int, Any]:
         """What Google's token-info endpoint answers for an access token."""
         with self._lock:
             self.tokeninfo_requests += 1
+            if self._tokeninfo_answers:
+                return self._tokeninfo_answers.pop(0)
         if token not in self.valid_tokens:
             return 400, {"error": "invalid_token", "error_description": "Invalid Value"}
         email, scope = self._token_emails[token]
