@@ -32,10 +32,10 @@ values outside them; every check is made before any call, by the shared
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
@@ -120,7 +120,9 @@ class AppEngineBackend:
         self.queues_ttl = queues_ttl
         self._queues: dict[str, QueueInfo] = {}
         self._queues_fetched = -float("inf")
-        self._lease_counts: collections.defaultdict[str, LeaseCounts] = collections.defaultdict(LeaseCounts)
+        self._lease_counts: dict[str, LeaseCounts] = {}
+        # Requests run on several threads with no lock around the service (deployed).
+        self._lease_counts_lock = threading.Lock()
 
     # -- queues -----------------------------------------------------------
 
@@ -171,7 +173,7 @@ class AppEngineBackend:
                 oldest = (
                     statistics.oldest_eta_usec if statistics.tasks and statistics.oldest_eta_usec else None
                 )
-                resource["stats"] = self._lease_counts[queue].stats(statistics.tasks, oldest, self._now())
+                resource["stats"] = self._counts(queue).stats(statistics.tasks, oldest, self._now())
             return resource
 
     # -- tasks ------------------------------------------------------------
@@ -224,7 +226,7 @@ class AppEngineBackend:
             if not leased:
                 return response
             now = self._now()
-            self._lease_counts[queue].add(now, len(leased))
+            self._counts(queue).add(now, len(leased))
             created = self._creation_times_after_lease(queue, leased[0]._eta_usec, leased)
             long_name = api.long_queue_name(project, queue)
             # The lease took effect: from here on, never fail. A creation time
@@ -423,6 +425,14 @@ class AppEngineBackend:
                 start_eta, start_name = rows[-1].eta_usec, rows[-1].task_name + b"\x00"
 
     # -- helpers ----------------------------------------------------------
+
+    def _counts(self, queue: str) -> LeaseCounts:
+        """The lease counts of ``queue``, made once whatever the threads."""
+        with self._lease_counts_lock:
+            counts = self._lease_counts.get(queue)
+            if counts is None:
+                counts = self._lease_counts[queue] = LeaseCounts()
+            return counts
 
     def _now(self) -> int:
         return int(self.clock() * _MICROS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 
 import pytest
@@ -10,6 +12,7 @@ from google.appengine.api.taskqueue import taskqueue_service_bytes_pb2 as pb
 from google.appengine.runtime import apiproxy_errors
 from googleapiclient.http import BatchHttpRequest
 
+from kombu_appengine.rest.backend import LeaseWindow
 from tests.gateway.conftest import APP_ID
 from tests.support.api import expect_error, insert, leased_ids, list_ids
 from tests.support.helpers import build_service
@@ -81,3 +84,36 @@ def test_a_lease_whose_enqueue_times_cannot_be_read_still_answers_its_tasks(gate
     assert (task["id"], task["retry_count"]) == ("t1", 1)
     # Approximated by the lease's time, in whole seconds.
     assert before * 1_000_000 <= int(task["enqueueTimestamp"]) <= int(time.time()) * 1_000_000
+
+
+def test_lease_windows_are_trimmed_once_whatever_the_threads():
+    """The deployed gateway reads its lease counts from several threads at once, unlocked."""
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave as often as they can
+    try:
+        for _ in range(5):
+            window = LeaseWindow(1)
+            for when in range(20_000):
+                window.add(when, 1)
+            later = 10 * 1_000_000  # every lease has left the window
+            assert read_together(window, later, threads=8) == [0] * 8
+            assert window.total(later) == 0
+    finally:
+        sys.setswitchinterval(switch_interval)
+
+
+def read_together(window: LeaseWindow, now: int, threads: int) -> list[int]:
+    """``window.total(now)`` from ``threads`` threads started together; what each read."""
+    start = threading.Barrier(threads)
+    totals: list[int] = []
+
+    def read() -> None:
+        start.wait()
+        totals.append(window.total(now))
+
+    readers = [threading.Thread(target=read) for _ in range(threads)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    return totals
