@@ -47,6 +47,26 @@ MAX_ERROR_BYTES = 64 * 1024
 TASKQUEUE_SCOPES = frozenset({TASKQUEUE_SCOPE, TASKQUEUE_CONSUMER_SCOPE})
 
 
+def check_tokeninfo_url(url: str) -> str:
+    """``url`` when it can be a token-info endpoint: ``http`` or ``https``, a host, no query or fragment.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as error:
+        raise ValueError(f"the token-info URL {url!r} is malformed: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the token-info URL {url!r} must be http:// or https:// and name a host")
+    if "?" in url or "#" in url:
+        raise ValueError(
+            f"the token-info URL {url!r} must have no query or fragment: ?access_token= is added"
+        )
+    return url
+
+
 class TokenInfoAuthenticator:
     """Verify bearer tokens at a token-info endpoint.
 
@@ -65,7 +85,7 @@ class TokenInfoAuthenticator:
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.tokeninfo_url = tokeninfo_url
+        self.tokeninfo_url = check_tokeninfo_url(tokeninfo_url)
         self.allowed = frozenset(email.strip().lower() for email in allowed_service_accounts if email.strip())
         self.cache_seconds = cache_seconds
         self.clock = clock

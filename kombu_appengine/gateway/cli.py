@@ -13,8 +13,9 @@ from ..cli_common import (
     fail,
     serve_until_stopped,
 )
+from ..emulator.cli import project_id
 from ..emulator.queue_yaml import QueueYamlError, load_queue_yaml
-from .auth import GOOGLE_TOKENINFO_URL
+from .auth import GOOGLE_TOKENINFO_URL, check_tokeninfo_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,19 +33,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=int, default=8124, help="port; 0 picks a free one (default: %(default)s)"
     )
-    serve.add_argument("--project", metavar="ID", help="the application id; other ids are 404 (default: any)")
+    serve.add_argument(
+        "--project",
+        metavar="ID",
+        type=project_id,
+        help="the application id; other ids are 404 (default: any)",
+    )
     serve.add_argument(
         "--require-auth", action="store_true", help="verify bearer tokens at the token-info endpoint"
     )
     serve.add_argument(
-        "--tokeninfo-url", default=GOOGLE_TOKENINFO_URL, help="token-info endpoint (default: %(default)s)"
+        "--tokeninfo-url",
+        type=_tokeninfo_url,
+        metavar="URL",
+        help=f"token-info endpoint, with --require-auth (default: {GOOGLE_TOKENINFO_URL})",
     )
     serve.add_argument(
         "--allow-service-account",
         action="append",
         default=[],
         metavar="EMAIL",
-        help="an account allowed on every queue, whatever its acl (repeatable)",
+        help="with --require-auth, an account allowed on every queue, whatever its acl (repeatable)",
     )
     add_log_level_option(serve, default="WARNING")
     add_log_format_option(serve)
@@ -56,9 +65,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tokeninfo_url(value: str) -> str:
+    try:
+        return check_tokeninfo_url(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the command."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and not args.require_auth:
+        # Without --require-auth they would be ignored: an open gateway the user believes guarded.
+        given = [
+            option
+            for option, value in (
+                ("--tokeninfo-url", args.tokeninfo_url),
+                ("--allow-service-account", args.allow_service_account),
+            )
+            if value
+        ]
+        if given:
+            needs = "need" if len(given) > 1 else "needs"
+            parser.error(
+                f"serve: {' and '.join(given)} {needs} --require-auth (without it, every caller is let in)"
+            )
     if args.command == "scaffold":
         from .scaffold import ScaffoldError, scaffold
 
@@ -83,7 +115,9 @@ def _serve(args: argparse.Namespace) -> None:
 
     authenticator = None
     if args.require_auth:
-        authenticator = TokenInfoAuthenticator(args.tokeninfo_url, args.allow_service_account)
+        authenticator = TokenInfoAuthenticator(
+            args.tokeninfo_url or GOOGLE_TOKENINFO_URL, args.allow_service_account
+        )
     try:
         server = LocalGateway(
             configs, project=args.project, authenticator=authenticator, host=args.host, port=args.port

@@ -126,3 +126,36 @@ def head_only(where: tuple[str, int], request_head: str) -> Answer | None:
     with socket.create_connection(where, timeout=SOCKET_TIMEOUT) as sock:
         sock.sendall(request_head.encode("latin-1"))
         return read_answer(sock, time.monotonic() + SOCKET_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["--tokeninfo-url", "http://127.0.0.1:9/tokeninfo"], ["--tokeninfo-url needs --require-auth"]),
+        (["--allow-service-account", "robot@example.com"], ["--allow-service-account needs --require-auth"]),
+        (["--project", "a b"], ["--project", "'a b' is not an application id"]),
+        (["--require-auth", "--tokeninfo-url", "tokeninfo"], ["--tokeninfo-url", "http:// or https://"]),
+        (["--require-auth", "--tokeninfo-url", "http://host:99999/"], ["--tokeninfo-url", "malformed"]),
+        (["--require-auth", "--tokeninfo-url", "http://host/t?x=1"], ["--tokeninfo-url", "no query"]),
+    ],
+)
+def test_serve_refuses_arguments_it_cannot_honour_in_one_line(
+    tmp_path, capsys, monkeypatch, arguments, words
+):
+    """Above all, no flag of authentication is silently ignored: that would serve an open gateway."""
+    from kombu_appengine.gateway import cli
+
+    def serve_until_stopped(server):
+        server.stop()
+        raise AssertionError(f"it served, with {arguments}")
+
+    monkeypatch.setattr(cli, "serve_until_stopped", serve_until_stopped)
+    (tmp_path / "queue.yaml").write_text("queue:\n- name: q\n  mode: pull\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", "--queue-yaml", str(tmp_path / "queue.yaml"), "--port", "0", *arguments])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    [line] = [line for line in error.splitlines() if "error:" in line]
+    for word in words:
+        assert word in line
