@@ -60,9 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     scaffold = commands.add_parser("scaffold", help="write a directory ready for gcloud app deploy")
     scaffold.add_argument("directory", metavar="DIR")
     scaffold.add_argument(
-        "--service", default="pullqueue-gateway", help="the App Engine service (default: %(default)s)"
+        "--service",
+        type=_service_name,
+        default="pullqueue-gateway",
+        help="the App Engine service (default: %(default)s)",
     )
     return parser
+
+
+def _service_name(value: str) -> str:
+    from .scaffold import check_service_name
+
+    try:
+        return check_service_name(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _tokeninfo_url(value: str) -> str:

@@ -159,3 +159,28 @@ def test_serve_refuses_arguments_it_cannot_honour_in_one_line(
     [line] = [line for line in error.splitlines() if "error:" in line]
     for word in words:
         assert word in line
+
+
+@pytest.mark.parametrize("service", ["x: y", "gw\nentrypoint: evil", "", "Bad_Name", "1st", "a-", "a" * 64])
+def test_scaffold_refuses_a_name_app_engine_refuses_as_a_service(tmp_path, capsys, service):
+    """Written as is into app.yaml, such a name would break it, or add keys to it."""
+    from kombu_appengine.gateway.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["scaffold", str(tmp_path / "app"), "--service", service])
+    assert stopped.value.code == 2
+    assert "is not an App Engine service name" in capsys.readouterr().err
+    assert not (tmp_path / "app").exists()
+
+
+def test_scaffold_takes_the_longest_service_name_and_says_in_one_line_what_it_cannot_write(tmp_path, capsys):
+    from kombu_appengine.gateway.cli import main
+
+    main(["scaffold", str(tmp_path / "app"), "--service", "a" + "-" * 61 + "b"])
+    assert "service: a--" in (tmp_path / "app" / "app.yaml").read_text()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        main(["scaffold", str(tmp_path / "file" / "app")])
+    assert (
+        stopped.value.code == f"pullqueue_gateway: cannot write {tmp_path / 'file' / 'app'}: Not a directory"
+    )
