@@ -37,6 +37,7 @@ import datetime
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
 
@@ -103,6 +104,12 @@ class AppEngineBackend:
             which the service does not report.
         queues_ttl: seconds a FetchQueues answer is reused (queues change
             only when ``queue.yaml`` is deployed); 0 asks every time.
+        name_unnamed: give a task inserted without an id a generated unique
+            name (as the emulator does) instead of letting the service name
+            it. The SDK's stub names tasks ``task1``, ``task2``..., which
+            collide with names clients chose; App Engine's own names never
+            collide, and a named task costs it a check of its name, so
+            deployed this is off.
     """
 
     def __init__(
@@ -112,12 +119,14 @@ class AppEngineBackend:
         lock: contextlib.AbstractContextManager[Any] | None = None,
         writers: Mapping[str, Sequence[str]] | None = None,
         queues_ttl: float = 0.0,
+        name_unnamed: bool = False,
     ) -> None:
         self.project = bare_project(project) if project else None
         self.clock = clock
         self.lock: Any = lock if lock is not None else contextlib.nullcontext()
         self.writers: Mapping[str, Sequence[str]] = writers if writers is not None else {}
         self.queues_ttl = queues_ttl
+        self.name_unnamed = name_unnamed
         self._queues: dict[str, QueueInfo] = {}
         self._queues_fetched = -float("inf")
         self._lease_counts: dict[str, LeaseCounts] = {}
@@ -181,6 +190,8 @@ class AppEngineBackend:
     def insert(self, project: str, queue: str, body: Any) -> dict[str, Any]:
         """``tasks.insert`` through ``Queue.add``: a PULL task due now."""
         name, payload, tag = parse_new_task(body, queue)
+        if name is None and self.name_unnamed:
+            name = uuid.uuid4().hex
         with self.lock, _translated():
             self._queue(project, queue)
             check_queue_name(body, project, queue)
@@ -198,7 +209,7 @@ class AppEngineBackend:
             try:
                 added = gae_taskqueue.Queue(queue).add(task)
             except (gae_taskqueue.TaskAlreadyExistsError, gae_taskqueue.TombstonedTaskError):
-                raise name_taken(str(name), queue) from None
+                raise name_taken(name or "(named by the service)", queue) from None
             # The service keeps the creation time in whole seconds.
             return task_resource(
                 added.name, api.long_queue_name(project, queue), int(now) * _MICROS, 0, 0, payload, tag

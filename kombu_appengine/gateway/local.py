@@ -159,7 +159,11 @@ class LocalGateway(RestServer):
         self.local_stub = LocalStub(configs, clock)
         #: The backend, as the emulator's ``service``: the same interface.
         self.service = AppEngineBackend(
-            project, clock=clock, lock=threading.RLock(), writers=_LiveWriters(self.local_stub)
+            project,
+            clock=clock,
+            lock=threading.RLock(),
+            writers=_LiveWriters(self.local_stub),
+            name_unnamed=True,
         )
         super().__init__(
             self.service,

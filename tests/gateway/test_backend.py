@@ -117,3 +117,13 @@ def read_together(window: LeaseWindow, now: int, threads: int) -> list[int]:
     for reader in readers:
         reader.join()
     return totals
+
+
+def test_tasks_inserted_without_an_id_never_collide_with_names_clients_chose(gateway):
+    """The SDK's stub would name them task1, task2...: the second one collided with "task2" (409)."""
+    service = build_service(gateway.url)
+    chosen = [insert(service, project=APP_ID, id=f"task{number}")["id"] for number in range(2, 5)]
+    generated = [insert(service, project=APP_ID)["id"] for _ in range(4)]
+    assert len(set(generated)) == 4
+    assert not set(generated) & set(chosen)
+    assert sorted(list_ids(service, project=APP_ID)) == sorted(chosen + generated)
