@@ -37,6 +37,11 @@ EMULATOR_HOST_ENV = "TASKQUEUE_EMULATOR_HOST"
 TASKQUEUE_SCOPE = "https://www.googleapis.com/auth/taskqueue"
 #: OAuth scope for consuming only (lease, update, delete, get, list).
 TASKQUEUE_CONSUMER_SCOPE = "https://www.googleapis.com/auth/taskqueue.consumer"
+#: OAuth scope that makes Google's token-info endpoint report a token's email:
+#: the gateway needs it to hold the caller to the queue's ACL.
+USERINFO_EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+#: The scopes the transport's own credentials ask for (service-account keys, ADC).
+CLIENT_SCOPES = (TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE)
 
 
 class Method(NamedTuple):

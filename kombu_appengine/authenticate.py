@@ -43,7 +43,7 @@ import httplib2
 import oauth2client
 from oauth2client.client import FlowExchangeError, OAuth2Credentials, OAuth2WebServerFlow
 
-from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from .api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
 from .cli_common import add_version_option
 from .credentials import (
     AnswerKeepingHttp,
@@ -313,6 +313,10 @@ def obtain_credentials(
 ) -> OAuth2Credentials:
     """Run the flow with the client ``info``; the credentials it yields.
 
+    It asks for ``scope`` and :data:`~kombu_appengine.api.USERINFO_EMAIL_SCOPE`:
+    without the latter, Google's token-info endpoint does not say whose token
+    it is, and the gateway refuses it.
+
     Raises:
         AuthenticationError: the flow failed.
     """
@@ -322,7 +326,7 @@ def obtain_credentials(
     flow = OAuth2WebServerFlow(
         info["client_id"],
         client_secret=info.get("client_secret"),
-        scope=scope,
+        scope=[scope, USERINFO_EMAIL_SCOPE],
         redirect_uri=redirect_uri,
         auth_uri=info["auth_uri"],
         token_uri=info["token_uri"],

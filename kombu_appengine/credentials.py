@@ -14,7 +14,8 @@ Sources, first match wins:
    google-auth's own loader, :func:`google.auth.load_credentials_from_file`.
 4. (an emulator needs none: :class:`kombu_appengine.transport.Transport`
    decides that)
-5. Application Default Credentials, with the Task Queue scope: the file
+5. Application Default Credentials, with the Task Queue and email scopes
+   (:data:`~kombu_appengine.api.CLIENT_SCOPES`; the gateway needs the email): the file
    named by ``GOOGLE_APPLICATION_CREDENTIALS`` (read as a ``credentials_file``
    when it is of a kind above), else whatever :func:`google.auth.default`
    finds.
@@ -58,7 +59,7 @@ import oauth2client.client
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
-from .api import TASKQUEUE_SCOPE
+from .api import CLIENT_SCOPES
 from .errors import AuthenticationFailed, ConfigurationError, TaskQueueConnectionError, TaskQueueError
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def credentials_from_file(path: str, source: str = "credentials_file") -> google
     kind = data.get("type")
     try:
         if kind == SERVICE_ACCOUNT_TYPE:
-            return service_account.Credentials.from_service_account_info(data, scopes=[TASKQUEUE_SCOPE])
+            return service_account.Credentials.from_service_account_info(data, scopes=list(CLIENT_SCOPES))
         if kind == AUTHORIZED_USER_TYPE:
             return AuthorizedUserFileCredentials.from_file_info(data, path)
     except (ValueError, KeyError) as error:
@@ -191,7 +192,7 @@ def _oauth2client_credentials(data: dict[str, Any], path: str, source: str) -> A
 def credentials_from_google_auth_file(
     path: str, source: str = "credentials_file"
 ) -> google.auth.credentials.Credentials:
-    """Credentials from a file of a kind google-auth loads, with the Task Queue scope.
+    """Credentials from a file of a kind google-auth loads, with the Task Queue and email scopes.
 
     External accounts (workload identity federation, ``"type":
     "external_account"``), impersonated service accounts, and whatever else
@@ -273,7 +274,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def application_default_credentials() -> google.auth.credentials.Credentials:
-    """Application Default Credentials with the Task Queue scope.
+    """Application Default Credentials with the Task Queue and email scopes.
 
     A ``GOOGLE_APPLICATION_CREDENTIALS`` file of a kind
     :func:`credentials_from_file` knows is read by it (so refreshed tokens
@@ -289,7 +290,7 @@ def application_default_credentials() -> google.auth.credentials.Credentials:
         if data.get("type") in (SERVICE_ACCOUNT_TYPE, AUTHORIZED_USER_TYPE):
             return credentials_from_file(path, source=ADC_ENV)
     try:
-        found, _ = google.auth.default(scopes=[TASKQUEUE_SCOPE])
+        found, _ = google.auth.default(scopes=list(CLIENT_SCOPES))
     except google.auth.exceptions.DefaultCredentialsError as error:
         raise ConfigurationError(
             "no credentials: set the transport option credentials_file (see "
@@ -300,16 +301,16 @@ def application_default_credentials() -> google.auth.credentials.Credentials:
 
 
 def as_google_auth(credentials: Any) -> google.auth.credentials.Credentials:
-    """``credentials`` as a google-auth object, with the Task Queue scope if it needs one.
+    """``credentials`` as a google-auth object, with the Task Queue and email scopes if it needs scopes.
 
     oauth2client credentials are wrapped, not converted, so that refreshing
     them still goes through (and writes back to) their own storage.
     """
     if isinstance(credentials, google.auth.credentials.Credentials):
-        return google.auth.credentials.with_scopes_if_required(credentials, [TASKQUEUE_SCOPE])
+        return google.auth.credentials.with_scopes_if_required(credentials, list(CLIENT_SCOPES))
     if isinstance(credentials, oauth2client.client.Credentials):
         if getattr(credentials, "create_scoped_required", lambda: False)():
-            credentials = credentials.create_scoped([TASKQUEUE_SCOPE])
+            credentials = credentials.create_scoped(list(CLIENT_SCOPES))
         return OAuth2ClientCredentials(credentials)
     raise ConfigurationError(
         f"credentials must be google-auth or oauth2client credentials, not {type(credentials).__name__}"

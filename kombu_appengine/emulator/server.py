@@ -232,6 +232,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             framing = wire.body_framing(self.headers)
             limit = self.server.api.body_limit(self.command, self.path, headers)
+            # Before the body: a caller without credentials is not read from.
+            self.server.api.check_head(self.command, self.path, headers)
             body = wire.read_body(self.rfile, framing, limit)
             # After the body (bounded by the limit): a malformed request is
             # told so whoever sent it.
@@ -483,6 +485,8 @@ class RestServer:
             call, as :class:`~kombu_appengine.rest.front.RestApi` takes them.
         admin: what the dashboard may change (its delete and purge), as
             :class:`~kombu_appengine.rest.front.RestApi` takes it.
+        max_body_bytes: a cap on every request body, as
+            :class:`~kombu_appengine.rest.front.RestApi` takes it.
 
     Raises:
         ValueError: a connection option that is not positive and finite, or
@@ -504,6 +508,7 @@ class RestServer:
         identities: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
         admin: QueueAdmin | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         for option, value in (
             ("max_connections", max_connections),
@@ -520,6 +525,7 @@ class RestServer:
             identities=identities,
             authenticator=authenticator,
             admin=admin,
+            max_body_bytes=max_body_bytes,
         )
         self._server = _Server(
             (host, port), self.api, max_connections, request_timeout, idle_timeout, latency

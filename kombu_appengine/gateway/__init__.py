@@ -39,6 +39,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: Largest request body the gateway reads (413 beyond): App Engine's own cap on
+#: a request, 32 MiB, which also bounds what one request can make an instance hold.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 #: Seconds the deployed gateway reuses the queues' settings (mode, retry limit, ACL).
 QUEUES_TTL = 10.0
 
@@ -75,7 +78,13 @@ def make_app(queue_yaml: str | None = "queue.yaml", environ: Any = None) -> Any:
         allowed_service_accounts=(env.get("GATEWAY_ALLOWED_SERVICE_ACCOUNTS") or "").split(","),
     )
     app: Any = WsgiApp(
-        RestApi(backend, authenticator=authenticator, keep_tokens=False, fault_injection=False)
+        RestApi(
+            backend,
+            authenticator=authenticator,
+            keep_tokens=False,
+            fault_injection=False,
+            max_body_bytes=MAX_REQUEST_BYTES,
+        )
     )
     if env.get("GAE_ENV") == "standard":
         from google.appengine.api import wrap_wsgi_app

@@ -15,6 +15,9 @@ How the REST resources map onto the service's tasks:
 * ``enqueueTimestamp`` is the service's creation time, kept in whole seconds.
   A lease's answer carries none, so the gateway reads it with one
   ``QueryTasks`` at the lease's ETA (all the tasks of one lease share it).
+  Should that read fail, the lease has taken effect all the same: the tasks
+  are answered, with the lease's time (whole seconds) as their
+  ``enqueueTimestamp``, an upper bound of the real one.
 * ``maxLeases`` is the queue's ``task_retry_limit``; the ACL's consumers are
   its ``user_email`` entries (FetchQueues reports only those); the
   ``writer_email`` entries come from the ``queue.yaml`` the gateway is given.
@@ -29,10 +32,12 @@ values outside them; every check is made before any call, by the shared
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime
+import logging
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
 
@@ -62,6 +67,8 @@ from ..rest.backend import (
     task_resource,
 )
 from ..rest.errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 _MICROS = 1_000_000
 _SERVICE = "taskqueue"
@@ -97,6 +104,12 @@ class AppEngineBackend:
             which the service does not report.
         queues_ttl: seconds a FetchQueues answer is reused (queues change
             only when ``queue.yaml`` is deployed); 0 asks every time.
+        name_unnamed: give a task inserted without an id a generated unique
+            name (as the emulator does) instead of letting the service name
+            it. The SDK's stub names tasks ``task1``, ``task2``..., which
+            collide with names clients chose; App Engine's own names never
+            collide, and a named task costs it a check of its name, so
+            deployed this is off.
     """
 
     def __init__(
@@ -106,15 +119,19 @@ class AppEngineBackend:
         lock: contextlib.AbstractContextManager[Any] | None = None,
         writers: Mapping[str, Sequence[str]] | None = None,
         queues_ttl: float = 0.0,
+        name_unnamed: bool = False,
     ) -> None:
         self.project = bare_project(project) if project else None
         self.clock = clock
         self.lock: Any = lock if lock is not None else contextlib.nullcontext()
         self.writers: Mapping[str, Sequence[str]] = writers if writers is not None else {}
         self.queues_ttl = queues_ttl
+        self.name_unnamed = name_unnamed
         self._queues: dict[str, QueueInfo] = {}
         self._queues_fetched = -float("inf")
-        self._lease_counts: collections.defaultdict[str, LeaseCounts] = collections.defaultdict(LeaseCounts)
+        self._lease_counts: dict[str, LeaseCounts] = {}
+        # Requests run on several threads with no lock around the service (deployed).
+        self._lease_counts_lock = threading.Lock()
 
     # -- queues -----------------------------------------------------------
 
@@ -165,7 +182,7 @@ class AppEngineBackend:
                 oldest = (
                     statistics.oldest_eta_usec if statistics.tasks and statistics.oldest_eta_usec else None
                 )
-                resource["stats"] = self._lease_counts[queue].stats(statistics.tasks, oldest, self._now())
+                resource["stats"] = self._counts(queue).stats(statistics.tasks, oldest, self._now())
             return resource
 
     # -- tasks ------------------------------------------------------------
@@ -173,6 +190,8 @@ class AppEngineBackend:
     def insert(self, project: str, queue: str, body: Any) -> dict[str, Any]:
         """``tasks.insert`` through ``Queue.add``: a PULL task due now."""
         name, payload, tag = parse_new_task(body, queue)
+        if name is None and self.name_unnamed:
+            name = uuid.uuid4().hex
         with self.lock, _translated():
             self._queue(project, queue)
             check_queue_name(body, project, queue)
@@ -190,7 +209,7 @@ class AppEngineBackend:
             try:
                 added = gae_taskqueue.Queue(queue).add(task)
             except (gae_taskqueue.TaskAlreadyExistsError, gae_taskqueue.TombstonedTaskError):
-                raise name_taken(str(name), queue) from None
+                raise name_taken(name or "(named by the service)", queue) from None
             # The service keeps the creation time in whole seconds.
             return task_resource(
                 added.name, api.long_queue_name(project, queue), int(now) * _MICROS, 0, 0, payload, tag
@@ -217,15 +236,20 @@ class AppEngineBackend:
             response: dict[str, Any] = {"kind": api.LEASED_TASKS_KIND}
             if not leased:
                 return response
-            self._lease_counts[queue].add(self._now(), len(leased))
-            expires = leased[0]._eta_usec
-            created = self._creation_times(queue, expires, {task.name for task in leased})
+            now = self._now()
+            self._counts(queue).add(now, len(leased))
+            created = self._creation_times_after_lease(queue, leased[0]._eta_usec, leased)
             long_name = api.long_queue_name(project, queue)
+            # The lease took effect: from here on, never fail. A creation time
+            # that could not be read is approximated by the lease's time (in
+            # whole seconds, as the service keeps it): the task was enqueued
+            # no later than that.
+            leased_at = now // _MICROS * _MICROS
             response["items"] = [
                 task_resource(
                     task.name,
                     long_name,
-                    created.get(task.name, 0),
+                    created.get(task.name, leased_at),
                     task._eta_usec,
                     task.retry_count,
                     task.payload or b"",
@@ -235,9 +259,33 @@ class AppEngineBackend:
             ]
             return response
 
-    def _creation_times(self, queue: str, eta: int, names: set[str]) -> dict[str, int]:
-        """The creation times of the tasks ``names``, all due at ``eta``: one QueryTasks from there."""
+    def _creation_times_after_lease(self, queue: str, eta: int, leased: list[Any]) -> dict[str, int]:
+        """:meth:`_creation_times` of leased tasks; what was read before a failure (logged), if it fails.
+
+        The tasks are leased already: a failure of this read must not turn
+        the lease into an error the client would never see its tasks through.
+        """
         found: dict[str, int] = {}
+        try:
+            self._creation_times(queue, eta, {task.name for task in leased}, found)
+        except (apiproxy_errors.Error, gae_taskqueue.Error) as error:
+            logger.warning(
+                "queue %s: leased %d tasks but could not read their enqueue times (%s): "
+                "answered with the lease's time instead",
+                queue,
+                len(leased),
+                type(error).__name__,
+            )
+        return found
+
+    def _creation_times(
+        self, queue: str, eta: int, names: set[str], found: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """The creation times of the tasks ``names``, all due at ``eta``: one QueryTasks from there.
+
+        They are added to ``found`` (a new dict by default) as they are read.
+        """
+        found = {} if found is None else found
         start_name = b""
         while len(found) < len(names):
             request = pb.TaskQueueQueryTasksRequest(
@@ -388,6 +436,14 @@ class AppEngineBackend:
                 start_eta, start_name = rows[-1].eta_usec, rows[-1].task_name + b"\x00"
 
     # -- helpers ----------------------------------------------------------
+
+    def _counts(self, queue: str) -> LeaseCounts:
+        """The lease counts of ``queue``, made once whatever the threads."""
+        with self._lease_counts_lock:
+            counts = self._lease_counts.get(queue)
+            if counts is None:
+                counts = self._lease_counts[queue] = LeaseCounts()
+            return counts
 
     def _now(self) -> int:
         return int(self.clock() * _MICROS)

@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Callable
 
-from ..api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from ..api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
 from ..rest import errors
 from ..rest.errors import ApiError
 from ..rest.front import Identity, canonical_email
@@ -41,8 +41,30 @@ CACHE_SECONDS = 60.0
 CACHE_SIZE = 10_000
 #: Seconds to wait for the token-info endpoint.
 TIMEOUT_SECONDS = 10.0
+#: Most bytes of a token-info error answer read (Google's are some 100).
+MAX_ERROR_BYTES = 64 * 1024
 #: Scopes that give access to the Task Queue API.
 TASKQUEUE_SCOPES = frozenset({TASKQUEUE_SCOPE, TASKQUEUE_CONSUMER_SCOPE})
+
+
+def check_tokeninfo_url(url: str) -> str:
+    """``url`` when it can be a token-info endpoint: ``http`` or ``https``, a host, no query or fragment.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as error:
+        raise ValueError(f"the token-info URL {url!r} is malformed: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the token-info URL {url!r} must be http:// or https:// and name a host")
+    if "?" in url or "#" in url:
+        raise ValueError(
+            f"the token-info URL {url!r} must have no query or fragment: ?access_token= is added"
+        )
+    return url
 
 
 class TokenInfoAuthenticator:
@@ -63,7 +85,7 @@ class TokenInfoAuthenticator:
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.tokeninfo_url = tokeninfo_url
+        self.tokeninfo_url = check_tokeninfo_url(tokeninfo_url)
         self.allowed = frozenset(
             canonical_email(email) for email in allowed_service_accounts if email.strip()
         )
@@ -76,9 +98,12 @@ class TokenInfoAuthenticator:
         """The caller of a request carrying ``token``.
 
         Raises:
-            ApiError: 401 without a token or with one the endpoint refuses;
-                403 for a token without a Task Queue scope; 503 when the
-                endpoint cannot be reached.
+            ApiError: 401 without a token or with one the endpoint says is
+                not valid (400 ``invalid_token``);
+                403 for a token without a Task Queue scope, or without an
+                email (one not granted the userinfo.email scope); 503 when
+                the endpoint cannot be reached or answers anything else
+                (throttled with 429, a 5xx, not a JSON object): retryable.
         """
         if token is None:
             raise errors.login_required()
@@ -102,12 +127,17 @@ class TokenInfoAuthenticator:
             with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as answer:
                 info = json.loads(answer.read())
         except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500:
+            if _says_invalid_token(error):
                 logger.info("the token-info endpoint refused a bearer token (%s)", error.code)
                 raise errors.invalid_credentials() from None
+            # Throttled (429), failing (5xx) or anything else: the token may
+            # well be valid, so the caller is told to retry, never that its
+            # credentials are bad.
             raise _unreachable(f"answered {error.code}") from None
         except (OSError, ValueError) as error:
             raise _unreachable(type(error).__name__) from None
+        if not isinstance(info, dict):
+            raise _unreachable(f"answered JSON that is not an object but {type(info).__name__}")
         scopes = set(str(info.get("scope", "")).split())
         if not scopes & TASKQUEUE_SCOPES:
             raise errors.forbidden(
@@ -116,11 +146,30 @@ class TokenInfoAuthenticator:
             )
         email = info.get("email") if str(info.get("email_verified", "true")).lower() == "true" else None
         email = canonical_email(str(email)) if email else None
+        if email is None:
+            # Google reports a token's email only when the token carries an
+            # email scope; without one, no ACL and no allow-list can admit it.
+            raise errors.forbidden(
+                "The access token carries no (verified) email, so the gateway cannot tell whose it is: "
+                f"request the {USERINFO_EMAIL_SCOPE} scope beside the Task Queue scope"
+            )
         try:
             lifetime = float(info.get("expires_in", self.cache_seconds))
         except (TypeError, ValueError):
             lifetime = self.cache_seconds
-        return Identity(email, email is not None and email in self.allowed), max(lifetime, 0.0)
+        identity = Identity(email, email in self.allowed, consume_only=TASKQUEUE_SCOPE not in scopes)
+        return identity, max(lifetime, 0.0)
+
+
+def _says_invalid_token(error: urllib.error.HTTPError) -> bool:
+    """Whether a token-info error answer is Google's for a token it does not know: 400 ``invalid_token``."""
+    if error.code != 400:
+        return False
+    try:
+        document = json.loads(error.read(MAX_ERROR_BYTES))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and document.get("error") == "invalid_token"
 
 
 def _unreachable(why: str) -> ApiError:

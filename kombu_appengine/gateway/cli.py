@@ -16,7 +16,7 @@ from ..cli_common import (
     serve_until_stopped,
 )
 from ..emulator.queue_yaml import QueueYamlError, load_queue_yaml
-from .auth import GOOGLE_TOKENINFO_URL
+from .auth import GOOGLE_TOKENINFO_URL, check_tokeninfo_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,28 +41,66 @@ def _parser() -> argparse.ArgumentParser:
         "--require-auth", action="store_true", help="verify bearer tokens at the token-info endpoint"
     )
     serve.add_argument(
-        "--tokeninfo-url", default=GOOGLE_TOKENINFO_URL, help="token-info endpoint (default: %(default)s)"
+        "--tokeninfo-url",
+        type=_tokeninfo_url,
+        metavar="URL",
+        help=f"token-info endpoint, with --require-auth (default: {GOOGLE_TOKENINFO_URL})",
     )
     serve.add_argument(
         "--allow-service-account",
         action="append",
         default=[],
         metavar="EMAIL",
-        help="an account allowed on every queue, whatever its acl (repeatable)",
+        help="with --require-auth, an account allowed on every queue, whatever its acl (repeatable)",
     )
     add_log_level_option(serve, default="WARNING")
     add_log_format_option(serve)
     scaffold = commands.add_parser("scaffold", help="write a directory ready for gcloud app deploy")
     scaffold.add_argument("directory", metavar="DIR")
     scaffold.add_argument(
-        "--service", default="pullqueue-gateway", help="the App Engine service (default: %(default)s)"
+        "--service",
+        type=_service_name,
+        default="pullqueue-gateway",
+        help="the App Engine service (default: %(default)s)",
     )
     return parser
 
 
+def _service_name(value: str) -> str:
+    from .scaffold import check_service_name
+
+    try:
+        return check_service_name(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _tokeninfo_url(value: str) -> str:
+    try:
+        return check_tokeninfo_url(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the command."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and not args.require_auth:
+        # Without --require-auth they would be ignored: an open gateway the user believes guarded.
+        given = [
+            option
+            for option, value in (
+                ("--tokeninfo-url", args.tokeninfo_url),
+                ("--allow-service-account", args.allow_service_account),
+            )
+            if value
+        ]
+        if given:
+            needs = "need" if len(given) > 1 else "needs"
+            parser.error(
+                f"serve: {' and '.join(given)} {needs} --require-auth (without it, every caller is let in)"
+            )
     if args.command == "scaffold":
         from .scaffold import ScaffoldError, scaffold
 
@@ -87,7 +125,9 @@ def _serve(args: argparse.Namespace) -> None:
 
     authenticator = None
     if args.require_auth:
-        authenticator = TokenInfoAuthenticator(args.tokeninfo_url, args.allow_service_account)
+        authenticator = TokenInfoAuthenticator(
+            args.tokeninfo_url or GOOGLE_TOKENINFO_URL, args.allow_service_account
+        )
     try:
         server = LocalGateway(
             configs, project=args.project, authenticator=authenticator, host=args.host, port=args.port

@@ -37,6 +37,7 @@ from ..emulator.server import (
     check_project_option,
 )
 from ..rest.front import Authenticator
+from . import MAX_REQUEST_BYTES
 from .appengine import AppEngineBackend
 
 #: The service name the bundled API calls.
@@ -122,6 +123,8 @@ class LocalGateway(RestServer):
     beside the emulator, with the same interface (``url``, ``host``,
     ``service``, ``declare_queue``, ``inject_failures``, ``requests``).
 
+    Request bodies are capped at :data:`~kombu_appengine.gateway.MAX_REQUEST_BYTES`, as deployed.
+
     Parameters:
         queues: queue names, or :class:`~kombu_appengine.emulator.QueueConfig` objects.
         queue_yaml: path of an App Engine ``queue.yaml`` to read queues from.
@@ -156,7 +159,11 @@ class LocalGateway(RestServer):
         self.local_stub = LocalStub(configs, clock)
         #: The backend, as the emulator's ``service``: the same interface.
         self.service = AppEngineBackend(
-            project, clock=clock, lock=threading.RLock(), writers=_LiveWriters(self.local_stub)
+            project,
+            clock=clock,
+            lock=threading.RLock(),
+            writers=_LiveWriters(self.local_stub),
+            name_unnamed=True,
         )
         super().__init__(
             self.service,
@@ -170,6 +177,7 @@ class LocalGateway(RestServer):
             accepted_tokens=accepted_tokens,
             identities=identities,
             authenticator=authenticator,
+            max_body_bytes=MAX_REQUEST_BYTES,
         )
         self.local_stub.install()
 

@@ -9,6 +9,7 @@ gunicorn) and an example ``queue.yaml`` with an ``acl``.
 from __future__ import annotations
 
 import pathlib
+import re
 
 from .. import __version__
 
@@ -16,8 +17,27 @@ from .. import __version__
 RUNTIME = "python312"
 
 
+#: An App Engine service name: lowercase letters, digits and hyphens, starting
+#: with a letter, at most 63 characters (and not ending with a hyphen).
+SERVICE_NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+
+
 class ScaffoldError(Exception):
     """The directory cannot be written (it exists and is not empty, say)."""
+
+
+def check_service_name(name: str) -> str:
+    """``name`` when App Engine takes it as a service's name.
+
+    Raises:
+        ValueError: saying what a service name may hold.
+    """
+    if not SERVICE_NAME_RE.match(name):
+        raise ValueError(
+            f"{name!r} is not an App Engine service name: lowercase letters, digits and hyphens, "
+            "starting with a letter, not ending with a hyphen, at most 63 characters"
+        )
+    return name
 
 
 APP_YAML = """\
@@ -67,11 +87,21 @@ def scaffold(directory: str, service: str = "pullqueue-gateway") -> list[pathlib
     """Write the deployment files into ``directory`` (created if needed); the paths written.
 
     Raises:
-        ScaffoldError: ``directory`` exists and is not an empty directory.
+        ScaffoldError: ``directory`` exists and is not an empty directory, or
+            cannot be written.
+        ValueError: ``service`` is not a service name (:func:`check_service_name`).
     """
+    check_service_name(service)
     root = pathlib.Path(directory)
+    try:
+        return _write(root, service)
+    except OSError as error:
+        raise ScaffoldError(f"cannot write {directory}: {error.strerror or error}") from None
+
+
+def _write(root: pathlib.Path, service: str) -> list[pathlib.Path]:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ScaffoldError(f"{directory} exists and is not an empty directory")
+        raise ScaffoldError(f"{root} exists and is not an empty directory")
     root.mkdir(parents=True, exist_ok=True)
     (root / "wheels").mkdir()
     files = {

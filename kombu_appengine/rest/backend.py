@@ -20,6 +20,7 @@ lease counts of a queue's stats.
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
@@ -413,24 +414,32 @@ def queue_resource(name: str, max_leases: int | None, acl: QueueAcl) -> dict[str
 
 
 class LeaseWindow:
-    """How many tasks were leased in the last ``seconds``, exactly, in O(1) amortized."""
+    """How many tasks were leased in the last ``seconds``, exactly, in O(1) amortized.
+
+    Thread-safe: the deployed gateway serves requests on several threads
+    with no lock around the backend (App Engine's service needs none), and
+    reading the total trims the log.
+    """
 
     def __init__(self, seconds: int) -> None:
         self.span = seconds * _MICROS
         self._log: collections.deque[tuple[int, int]] = collections.deque()
         self._total = 0
+        self._lock = threading.Lock()
 
     def add(self, when: int, count: int) -> None:
         """Record ``count`` tasks leased at ``when``."""
-        self._log.append((when, count))
-        self._total += count
+        with self._lock:
+            self._log.append((when, count))
+            self._total += count
 
     def total(self, now: int) -> int:
         """Tasks leased after ``now`` minus the window."""
-        log = self._log
-        while log and log[0][0] <= now - self.span:
-            self._total -= log.popleft()[1]
-        return self._total
+        with self._lock:
+            log = self._log
+            while log and log[0][0] <= now - self.span:
+                self._total -= log.popleft()[1]
+            return self._total
 
 
 class LeaseCounts:

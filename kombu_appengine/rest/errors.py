@@ -90,3 +90,8 @@ def too_large(limit: int) -> ApiError:
 def forbidden(message: str) -> ApiError:
     """403: the caller is not allowed by the queue's ACL."""
     return ApiError(403, "forbidden", message)
+
+
+def insufficient_scope(message: str) -> ApiError:
+    """403: the token's OAuth scopes do not cover the call (Google's ``insufficientPermissions``)."""
+    return ApiError(403, "insufficientPermissions", message)

@@ -83,6 +83,8 @@ class Identity(NamedTuple):
     email: str | None
     #: Allowed on every queue (the gateway's allow-list of service accounts).
     everywhere: bool = False
+    #: The token carries only the consume-only scope: no insert, whatever the ACL.
+    consume_only: bool = False
 
 
 class Authenticator(Protocol):
@@ -302,6 +304,8 @@ class RestApi:
         admin: when given, the dashboard (``/``, :mod:`kombu_appengine.dashboard`)
             deletes tasks and purges queues through it (the emulator);
             without, the dashboard is read-only (the gateway).
+        max_body_bytes: when given, no request body may pass it, whatever
+            its endpoint's own limit (the gateway: App Engine's cap on a request).
     """
 
     def __init__(
@@ -315,6 +319,7 @@ class RestApi:
         keep_tokens: bool = True,
         fault_injection: bool = True,
         admin: QueueAdmin | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         # Imported here: the dashboard builds on this module.
         from ..dashboard.app import Dashboard
@@ -326,6 +331,7 @@ class RestApi:
         self.authenticator = authenticator
         self.keep_tokens = keep_tokens
         self.fault_injection = fault_injection
+        self.max_body_bytes = max_body_bytes
         #: The page at ``/`` and its data, on the same auth and ACLs as the API.
         self.dashboard = Dashboard(self, admin)
         #: The failures to inject: retry tests, and Python-level faults.
@@ -390,6 +396,11 @@ class RestApi:
         ``headers`` has lower-case names. A request that routes nowhere gets
         the small limit; routing answers it once its body is read.
         """
+        limit = self._endpoint_body_limit(method, target, headers)
+        return limit if self.max_body_bytes is None else min(limit, self.max_body_bytes)
+
+    @staticmethod
+    def _endpoint_body_limit(method: str, target: str, headers: Mapping[str, str]) -> int:
         path = target.partition("?")[0]
         if path in api.BATCH_PATHS:
             return MAX_BATCH_BODY_BYTES
@@ -398,6 +409,41 @@ class RestApi:
         except ApiError:
             return MAX_SMALL_BODY_BYTES
         return MAX_TASK_BODY_BYTES if called.id in _TASK_BODY_METHODS else MAX_SMALL_BODY_BYTES
+
+    def check_head(self, method: str, target: str, headers: Mapping[str, str]) -> None:
+        """Authenticate a request from its head, before its body is read.
+
+        When tokens are required, a call of the API or of its batch endpoint
+        whose head carries no acceptable token is refused at once, so that a
+        caller without credentials cannot make the server read (and hold)
+        a body of up to :meth:`body_limit`. The one exception is a long GET
+        sent as a form POST (``X-HTTP-Method-Override``): its token may be in
+        its body, which is small (:data:`MAX_SMALL_BODY_BYTES`); dispatch
+        authenticates it. ``headers`` has lower-case names.
+
+        Raises:
+            ApiError: 401 when a token is required and missing, or not
+                accepted; what the :class:`Authenticator` raises (403, 503).
+        """
+        if self.authenticator is None and not self.require_auth and self.accepted_tokens is None:
+            return
+        path, _, query_string = target.partition("?")
+        if path not in api.BATCH_PATHS and not path.startswith(api.SERVICE_PATH):
+            return
+        if _verb(method.upper(), headers) != method.upper() and headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            return
+        token = _bearer_token(headers, parse_query(query_string), None)
+        try:
+            if self.authenticator is not None:
+                self.authenticator.identify(token)
+            else:
+                self._check_static_token(token)
+        except ApiError:
+            # Kept as dispatch keeps it, which this request never reaches.
+            self._keep(token)
+            raise
 
     @staticmethod
     def takes_json_body(method: str, target: str, headers: Mapping[str, str]) -> bool:
@@ -432,8 +478,15 @@ class RestApi:
         """Hold ``identity`` to the queue's ACL for ``role`` (:data:`CONSUMER`, :data:`PRODUCER`, ``"any"``).
 
         Raises:
-            ApiError: 403 ``forbidden`` when the ACL does not allow it.
+            ApiError: 403 ``forbidden`` when the ACL does not allow it;
+                403 ``insufficientPermissions`` for an insert with a token
+                of the consume-only scope.
         """
+        if identity is not None and identity.consume_only and role == PRODUCER:
+            raise errors.insufficient_scope(
+                f"The access token carries only the consume-only scope {api.TASKQUEUE_CONSUMER_SCOPE}: "
+                f"inserting a task needs {api.TASKQUEUE_SCOPE}"
+            )
         if identity is None or identity.everywhere:
             return
         acl = self.backend.acl(project, queue)
@@ -449,22 +502,23 @@ class RestApi:
     def _authenticate(
         self, headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
     ) -> str | None:
-        token = None
-        authorization = headers.get("authorization")
-        if authorization:
-            scheme, _, credentials = authorization.strip().partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                token = credentials.strip()
-        token = token or _one(query, "oauth_token") or outer_token
+        token = _bearer_token(headers, query, outer_token)
+        self._keep(token)
+        if self.authenticator is None:
+            self._check_static_token(token)
+        return token
+
+    def _keep(self, token: str | None) -> None:
         if token is not None and self.keep_tokens:
             with self._tokens_lock:
                 self.tokens.append(token)
-        if self.authenticator is None:
-            if token is None and self.require_auth:
-                raise errors.login_required()
-            if token is not None and self.accepted_tokens is not None and token not in self.accepted_tokens:
-                raise errors.invalid_credentials()
-        return token
+
+    def _check_static_token(self, token: str | None) -> None:
+        """The emulator's static authentication (``require_auth``, ``accepted_tokens``)."""
+        if token is None and self.require_auth:
+            raise errors.login_required()
+        if token is not None and self.accepted_tokens is not None and token not in self.accepted_tokens:
+            raise errors.invalid_credentials()
 
     def _identify(self, token: str | None) -> Identity | None:
         if self.authenticator is not None:
@@ -711,6 +765,18 @@ def _verb(method: str, headers: Mapping[str, str]) -> str:
     """The HTTP method a request means: a POST may name another in ``X-HTTP-Method-Override``."""
     override = headers.get("x-http-method-override")
     return override.upper() if override and method == "POST" else method
+
+
+def _bearer_token(
+    headers: Mapping[str, str], query: Mapping[str, list[str]], outer_token: str | None
+) -> str | None:
+    """A request's bearer token: its ``Authorization`` header's, its ``oauth_token``, or its batch's."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return _one(query, "oauth_token") or outer_token
 
 
 #: Each method's path as segments, parameters as ``{name}``.

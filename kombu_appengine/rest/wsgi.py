@@ -1,7 +1,9 @@
 """The REST front as a WSGI application, for any WSGI server (App Engine's gunicorn, wsgiref).
 
-:class:`WsgiApp` reads a request from the WSGI environment, bounded by the
-front's body limit for its endpoint (413 beyond), hands it to
+:class:`WsgiApp` reads a request from the WSGI environment, once its head
+is authenticated (:meth:`RestApi.check_head
+<kombu_appengine.rest.front.RestApi.check_head>`), bounded by the front's
+body limit for its endpoint (413 beyond), hands it to
 :meth:`RestApi.dispatch <kombu_appengine.rest.front.RestApi.dispatch>`, and
 writes the answer.
 """
@@ -82,6 +84,8 @@ class WsgiApp:
             return error_response(ApiError(503, "backendError", "The request was dropped"))
 
     def _body(self, environ: dict[str, Any], method: str, target: str, headers: dict[str, str]) -> bytes:
+        # Before the body: a caller without credentials is not read from.
+        self.api.check_head(method, target, headers)
         limit = self.api.body_limit(method, target, headers)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)

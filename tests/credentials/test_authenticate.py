@@ -22,7 +22,7 @@ from oauth2client.client import OAuth2Credentials
 from oauth2client.file import Storage
 
 from kombu_appengine import authenticate
-from kombu_appengine.api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE
+from kombu_appengine.api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
 from tests.support.helpers import write_json
 from tests.support.oauth_server import AuthenticateRun, OAuthServer, consent, visit
 
@@ -61,7 +61,8 @@ def assert_valid_credentials_file(
     assert stored.refresh_token == oauth.refresh_tokens_issued[-1]
     assert stored.client_id == oauth.client_id
     assert stored.token_uri == oauth.token_uri
-    assert stored.scopes == {scope}
+    # The email scope too: without it, the gateway cannot tell whose token it is.
+    assert stored.scopes == {scope, USERINFO_EMAIL_SCOPE}
     assert not stored.access_token_expired
     assert [entry.name for entry in path.parent.iterdir() if entry.name.endswith(".tmp")] == []
 
@@ -79,7 +80,7 @@ def test_loopback_flow_as_a_browser_does(
     assert url.startswith(oauth.auth_uri + "?")
     asked = query_of(url)
     assert asked["client_id"] == oauth.client_id
-    assert asked["scope"] == TASKQUEUE_SCOPE
+    assert asked["scope"] == f"{TASKQUEUE_SCOPE} {USERINFO_EMAIL_SCOPE}"
     assert asked["code_challenge_method"] == "S256"
     assert len(asked["code_challenge"]) == 43
     assert asked["access_type"] == "offline"
@@ -129,7 +130,7 @@ def test_manual_flow_takes_the_bare_code_and_the_consumer_scope(
     target = tmp_path / "credentials"
     run = AuthenticateRun(client_secrets, str(target), "--noauth_local_webserver", "--scope", "consumer")
     url = run.authorization_url()
-    assert query_of(url)["scope"] == TASKQUEUE_CONSUMER_SCOPE
+    assert query_of(url)["scope"] == f"{TASKQUEUE_CONSUMER_SCOPE} {USERINFO_EMAIL_SCOPE}"
     code, _, stderr = run.finish("  " + query_of(consent(url))["code"] + "  ")
     assert code == 0, stderr
     assert_valid_credentials_file(target, oauth, TASKQUEUE_CONSUMER_SCOPE)

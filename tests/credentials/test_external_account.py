@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.api import CLIENT_SCOPES
 from kombu_appengine.errors import AuthenticationFailed, ConfigurationError
 from tests.support.helpers import MakeEmulator
 from tests.support.token_service import AUDIENCE, SUBJECT_TOKEN, SUBJECT_TOKEN_TYPE, TokenService
@@ -65,12 +65,12 @@ def test_an_external_account_file_signs_requests_with_the_exchanged_token(
         message.ack()
     assert emulator.tokens
     assert set(emulator.tokens) == {access_token}
-    # One exchange served every request, for the Task Queue scope.
+    # One exchange served every request, for the Task Queue and email scopes.
     assert len(token_service.exchanges) == 1
     (exchange,) = token_service.exchanges
     assert exchange["audience"] == AUDIENCE
     assert exchange["subject_token_type"] == SUBJECT_TOKEN_TYPE
-    assert exchange["scope"] == TASKQUEUE_SCOPE
+    assert exchange["scope"] == " ".join(CLIENT_SCOPES)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ from typing import Any, Callable
 import pytest
 from kombu import Connection
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.emulator import Emulator, QueueConfig
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
@@ -205,7 +204,7 @@ def guarded_gateway(oauth: OAuthServer) -> Iterator[LocalGateway]:
 
 
 def issue(oauth: OAuthServer, email: str) -> str:
-    return str(oauth._issue(oauth.client_id, TASKQUEUE_SCOPE, refresh=False, email=email)["access_token"])
+    return oauth.access_token_for(email)
 
 
 def sign_in(driver: Any, token: str) -> None:

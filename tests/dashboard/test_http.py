@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.dashboard.app import DATA_PATH, DELETE_PATH, PURGE_PATH, TASKS_SHOWN
 from kombu_appengine.dashboard.preview import PREVIEW_CHARS
 from kombu_appengine.emulator import Emulator
@@ -312,8 +311,8 @@ def guarded_gateway(oauth: OAuthServer) -> Iterator[LocalGateway]:
 
 
 def issue(oauth: OAuthServer, email: str) -> str:
-    """An access token of ``email`` with the Task Queue scope."""
-    return str(oauth._issue(oauth.client_id, TASKQUEUE_SCOPE, refresh=False, email=email)["access_token"])
+    """An access token of ``email`` with the Task Queue and email scopes."""
+    return oauth.access_token_for(email)
 
 
 def test_the_gateways_data_needs_a_valid_token(guarded_gateway: LocalGateway, oauth: OAuthServer):

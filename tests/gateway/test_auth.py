@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import google.oauth2.credentials
 import pytest
+from googleapiclient.discovery import build_from_document
+from googleapiclient.http import BatchHttpRequest
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
+from kombu_appengine.api import TASKQUEUE_CONSUMER_SCOPE, TASKQUEUE_SCOPE, USERINFO_EMAIL_SCOPE
 from kombu_appengine.dashboard.app import DATA_PATH
+from kombu_appengine.discovery import load_document
 from kombu_appengine.emulator import QueueConfig
+from kombu_appengine.gateway import MAX_REQUEST_BYTES
 from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
 from tests.gateway.conftest import APP_ID, QUEUES
 from tests.support.api import api_path
-from tests.support.oauth_server import OAuthServer
-from tests.support.raw_http import assert_google_error, post_json, request
+from tests.support.oauth_server import CLIENT_SCOPE, OAuthServer
+from tests.support.raw_http import assert_google_error, exchange, head, post_json, request
 
 ALLOWED = "robot@test-app.iam.gserviceaccount.com"
 
@@ -28,7 +33,7 @@ def guarded(oauth: OAuthServer) -> Iterator[LocalGateway]:
         yield running
 
 
-def token(oauth: OAuthServer, email: str, scope: str = TASKQUEUE_SCOPE) -> str:
+def token(oauth: OAuthServer, email: str, scope: str = CLIENT_SCOPE) -> str:
     return oauth.access_token_for(email, scope)
 
 
@@ -47,6 +52,25 @@ def test_a_token_the_endpoint_refuses_is_401(guarded):
     assert error["errors"][0]["reason"] == "authError"
 
 
+@pytest.mark.parametrize(
+    ("status", "document"),
+    [
+        (429, {"error": "rate_limit_exceeded", "error_description": "Too many requests"}),
+        (500, {"error": "internal_failure"}),
+        (400, {"error": "invalid_request"}),
+        (403, {"error": "forbidden"}),
+        (200, [1, 2]),
+    ],
+)
+def test_a_token_info_answer_other_than_invalid_token_is_a_retryable_503(guarded, oauth, status, document):
+    """Only Google's 400 ``invalid_token`` says the token is bad; the rest says nothing of it."""
+    worker = token(oauth, "worker@example.com")
+    oauth.answer_tokeninfo_with(status, document)
+    error = assert_google_error(call(guarded, worker), 503, "token-info")
+    assert error["errors"][0]["reason"] == "backendError"
+    assert call(guarded, worker).status == 200, "the failure was not kept"
+
+
 def test_a_consumer_in_the_acl_may_list_and_others_get_403(guarded, oauth):
     assert call(guarded, token(oauth, "worker@example.com")).status == 200
     error = assert_google_error(call(guarded, token(oauth, "stranger@example.com")), 403, "queue.yaml")
@@ -59,6 +83,34 @@ def test_a_writer_may_insert_but_not_lease(guarded, oauth):
     inserted = post_json(guarded, api_path("tasks", project=APP_ID, queue="guarded"), {}, headers)
     assert inserted.status == 200
     assert call(guarded, writer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 403
+
+
+def test_a_token_of_the_consumer_scope_may_consume_but_never_insert(guarded, oauth):
+    """Not even in a batch, nor for an account the ACL or the allow-list lets insert."""
+    consume_only = f"{TASKQUEUE_CONSUMER_SCOPE} {USERINFO_EMAIL_SCOPE}"
+    for email in ("app@example.com", ALLOWED):
+        consumer = token(oauth, email, scope=consume_only)
+        headers = {"Authorization": f"Bearer {consumer}"}
+        error = assert_google_error(
+            post_json(guarded, api_path("tasks", project=APP_ID, queue="guarded"), {}, headers), 403
+        )
+        assert TASKQUEUE_SCOPE in error["message"]
+        assert error["errors"][0]["reason"] == "insufficientPermissions"
+    assert (
+        call(guarded, consumer, path=("tasks", "lease?numTasks=1&leaseSecs=5"), method="POST").status == 200
+    )
+    service = build_from_document(
+        load_document(guarded.url + "/"), credentials=google.oauth2.credentials.Credentials(token=consumer)
+    )
+    answers = {}
+    batch = BatchHttpRequest(
+        callback=lambda request_id, response, error: answers.update({request_id: error}),
+        batch_uri=guarded.url + "/batch",
+    )
+    batch.add(service.tasks().insert(project=APP_ID, taskqueue="guarded", body={"id": "in-a-batch"}))
+    batch.execute()
+    assert answers["1"].resp.status == 403
+    assert TASKQUEUE_SCOPE in answers["1"].content.decode()
 
 
 def test_an_allowed_service_account_uses_every_queue(guarded, oauth):
@@ -82,6 +134,41 @@ def test_an_acl_entry_matches_the_tokens_email_whatever_its_case(oauth):
 
 def test_a_token_without_the_task_queue_scope_is_403(guarded, oauth):
     assert_google_error(call(guarded, token(oauth, ALLOWED, scope="email")), 403, "scope")
+
+
+def test_a_token_without_an_email_is_403_saying_to_request_the_email_scope(guarded, oauth):
+    """Google's token-info reports no email for a token without the userinfo.email scope."""
+    for email in ("worker@example.com", ALLOWED):
+        error = assert_google_error(call(guarded, token(oauth, email, scope=TASKQUEUE_SCOPE)), 403)
+        assert "carries no" in error["message"]
+        assert USERINFO_EMAIL_SCOPE in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/batch", api_path("tasks", project=APP_ID, queue="guarded")])
+def test_a_body_is_not_read_from_a_caller_without_credentials(guarded, path):
+    """Refused from the head alone: the body (announced, never sent) is not waited for."""
+    for credentials in ((), ("Authorization: Bearer ya29.refused",)):
+        request_head = head(
+            guarded,
+            f"POST {path} HTTP/1.1",
+            "Content-Type: multipart/mixed; boundary=b"
+            if path == "/batch"
+            else "Content-Type: application/json",
+            "Content-Length: 1000000",
+            *credentials,
+        )
+        assert_google_error(exchange(guarded, request_head), 401)
+
+
+def test_the_gateway_reads_no_body_over_app_engines_32_mib(gateway):
+    request_head = head(
+        gateway,
+        "POST /batch HTTP/1.1",
+        "Content-Type: multipart/mixed; boundary=b",
+        f"Content-Length: {MAX_REQUEST_BYTES + 1}",
+    )
+    error = assert_google_error(exchange(gateway, request_head), 413, str(MAX_REQUEST_BYTES))
+    assert error["errors"][0]["reason"] == "uploadTooLarge"
 
 
 def test_the_answer_is_kept_briefly_and_no_token_is_logged(guarded, oauth, caplog):

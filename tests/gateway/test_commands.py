@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import threading
+import time
 import wsgiref.simple_server
 
 import pytest
 from google.appengine.api import appinfo
 from kombu import Connection
 
-from kombu_appengine.api import TASKQUEUE_SCOPE
 from kombu_appengine.dashboard.app import DATA_PATH, PURGE_PATH
-from kombu_appengine.gateway import cli
+from kombu_appengine.gateway import MAX_REQUEST_BYTES, cli
 from tests.gateway.conftest import APP_ID
 from tests.support.api import api_path
 from tests.support.helpers import ROOT
-from tests.support.raw_http import request_to
+from tests.support.raw_http import SOCKET_TIMEOUT, Answer, assert_google_error, read_answer, request_to
 
 
 @pytest.mark.slow
@@ -109,9 +110,9 @@ def test_a_scaffolded_main_py_serves_requests(gateway, oauth, tmp_path, monkeypa
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        token = oauth._issue(oauth.client_id, TASKQUEUE_SCOPE, refresh=False, email="robot@example.com")
+        token = oauth.access_token_for("robot@example.com")
         where = ("127.0.0.1", server.server_port)
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        headers = {"Authorization": f"Bearer {token}"}
         ours, other = (
             api_path("tasks", project=project, queue="pull-queue") for project in (APP_ID, "other-app")
         )
@@ -128,6 +129,82 @@ def test_a_scaffolded_main_py_serves_requests(gateway, oauth, tmp_path, monkeypa
         purge = json.dumps({"project": APP_ID, "queue": "pull-queue"}).encode()
         answer = request_to(where, "POST", PURGE_PATH, purge, {**headers, "Content-Type": "application/json"})
         assert answer.status == 403
+        # A body is read only from a caller with credentials, and never past App Engine's cap.
+        batch_head = (
+            "POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+        )
+        refused = head_only(where, batch_head + f"Content-Length: {MAX_REQUEST_BYTES}\r\n\r\n")
+        assert_google_error(refused, 401)
+        too_large = head_only(
+            where,
+            batch_head + f"Authorization: Bearer {token}\r\nContent-Length: {MAX_REQUEST_BYTES + 1}\r\n\r\n",
+        )
+        assert_google_error(too_large, 413, str(MAX_REQUEST_BYTES))
     finally:
         server.shutdown()
         server.server_close()
+
+
+def head_only(where: tuple[str, int], request_head: str) -> Answer | None:
+    """Send a request's head, never its body, and read the answer."""
+    with socket.create_connection(where, timeout=SOCKET_TIMEOUT) as sock:
+        sock.sendall(request_head.encode("latin-1"))
+        return read_answer(sock, time.monotonic() + SOCKET_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["--tokeninfo-url", "http://127.0.0.1:9/tokeninfo"], ["--tokeninfo-url needs --require-auth"]),
+        (["--allow-service-account", "robot@example.com"], ["--allow-service-account needs --require-auth"]),
+        (["--project", "a b"], ["--project", "'a b' is not an application id"]),
+        (["--require-auth", "--tokeninfo-url", "tokeninfo"], ["--tokeninfo-url", "http:// or https://"]),
+        (["--require-auth", "--tokeninfo-url", "http://host:99999/"], ["--tokeninfo-url", "malformed"]),
+        (["--require-auth", "--tokeninfo-url", "http://host/t?x=1"], ["--tokeninfo-url", "no query"]),
+    ],
+)
+def test_serve_refuses_arguments_it_cannot_honour_in_one_line(
+    tmp_path, capsys, monkeypatch, arguments, words
+):
+    """Above all, no flag of authentication is silently ignored: that would serve an open gateway."""
+    from kombu_appengine.gateway import cli
+
+    def serve_until_stopped(server):
+        server.stop()
+        raise AssertionError(f"it served, with {arguments}")
+
+    monkeypatch.setattr(cli, "serve_until_stopped", serve_until_stopped)
+    (tmp_path / "queue.yaml").write_text("queue:\n- name: q\n  mode: pull\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", "--queue-yaml", str(tmp_path / "queue.yaml"), "--port", "0", *arguments])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    [line] = [line for line in error.splitlines() if "error:" in line]
+    for word in words:
+        assert word in line
+
+
+@pytest.mark.parametrize("service", ["x: y", "gw\nentrypoint: evil", "", "Bad_Name", "1st", "a-", "a" * 64])
+def test_scaffold_refuses_a_name_app_engine_refuses_as_a_service(tmp_path, capsys, service):
+    """Written as is into app.yaml, such a name would break it, or add keys to it."""
+    from kombu_appengine.gateway.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["scaffold", str(tmp_path / "app"), "--service", service])
+    assert stopped.value.code == 2
+    assert "is not an App Engine service name" in capsys.readouterr().err
+    assert not (tmp_path / "app").exists()
+
+
+def test_scaffold_takes_the_longest_service_name_and_says_in_one_line_what_it_cannot_write(tmp_path, capsys):
+    from kombu_appengine.gateway.cli import main
+
+    main(["scaffold", str(tmp_path / "app"), "--service", "a" + "-" * 61 + "b"])
+    assert "service: a--" in (tmp_path / "app" / "app.yaml").read_text()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        main(["scaffold", str(tmp_path / "file" / "app")])
+    assert (
+        stopped.value.code == f"pullqueue_gateway: cannot write {tmp_path / 'file' / 'app'}: Not a directory"
+    )

@@ -11,10 +11,11 @@ speaking the same protocol over real sockets:
   and ``code_verifier`` checked), ``refresh_token``, and the service-account
   JWT bearer grant (RFC 7523, RS256 signatures checked with ``cryptography``);
 * token-info endpoint ``/tokeninfo?access_token=...``, as Google's
-  (``https://oauth2.googleapis.com/tokeninfo``): a valid token's ``email``,
-  ``scope`` and ``expires_in``, else 400 ``invalid_token``. A user's tokens
-  carry :attr:`OAuthServer.user_email`, a service account's its
-  ``client_email``.
+  (``https://oauth2.googleapis.com/tokeninfo``): a valid token's ``scope``
+  and ``expires_in``, and its ``email`` only when the token carries an email
+  scope (:data:`EMAIL_SCOPES`), as Google's; else 400 ``invalid_token``. A
+  user's tokens carry :attr:`OAuthServer.user_email`, a service account's
+  its ``client_email``.
 
 Every access token it issues is distinct, and :attr:`OAuthServer.valid_tokens`
 is the live set of those not yet expired: give it to an emulator as its
@@ -46,6 +47,10 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #: The audience google-auth writes into every service-account assertion,
 #: whatever the key's token_uri (Google's endpoint accepts it too).
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+#: Scopes that make Google's token-info endpoint report a token's email.
+EMAIL_SCOPES = frozenset({"https://www.googleapis.com/auth/userinfo.email", "email"})
+#: What pullqueue_authenticate asks for by default, and what tests' tokens carry.
+CLIENT_SCOPE = "https://www.googleapis.com/auth/taskqueue https://www.googleapis.com/auth/userinfo.email"
 #: Host names a native app's redirect may use (RFC 8252 7.3).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 #: Seconds a step of pullqueue_authenticate (printing, exiting) may take.
@@ -101,6 +106,8 @@ class OAuthServer:
         self.user_email = "user@example.com"
         #: Token-info requests answered, in order (valid or not).
         self.tokeninfo_requests = 0
+        #: What the next token-info requests are answered, in order (see :meth:`answer_tokeninfo_with`).
+        self._tokeninfo_answers: list[tuple[int, Any]] = []
         self._token_emails: dict[str, tuple[str, str]] = {}
         #: Access tokens not expired: hand this set to an emulator.
         self.valid_tokens: set[str] = set()
@@ -178,6 +185,11 @@ class OAuthServer:
         with self._lock:
             self._failures.extend([status] * count)
 
+    def answer_tokeninfo_with(self, status: int, document: Any, count: int = 1) -> None:
+        """Answer the next ``count`` token-info requests with ``status`` and the JSON ``document``."""
+        with self._lock:
+            self._tokeninfo_answers.extend([(status, document)] * count)
+
     def expire(self, token: str) -> None:
         """From now on, ``token`` is expired: the emulator refuses it."""
         self.valid_tokens.discard(token)
@@ -187,7 +199,7 @@ class OAuthServer:
         with self._lock:
             self._refresh_tokens.pop(refresh_token, None)
 
-    def access_token_for(self, email: str, scope: str = "https://www.googleapis.com/auth/taskqueue") -> str:
+    def access_token_for(self, email: str, scope: str = CLIENT_SCOPE) -> str:
         """An access token (no refresh token) the token-info endpoint gives as ``email``'s, for ``scope``."""
         with self._lock:
             return str(self._issue(self.client_id, scope, refresh=False, email=email)["access_token"])
@@ -195,19 +207,13 @@ class OAuthServer:
     def issue_user_tokens(self) -> dict[str, Any]:
         """A token response for the client, as after the user's consent (no browser)."""
         with self._lock:
-            answer = self._issue(
-                self.client_id,
-                "https://www.googleapis.com/auth/taskqueue",
-                refresh=True,
-                email=self.user_email,
-            )
+            answer = self._issue(self.client_id, CLIENT_SCOPE, refresh=True, email=self.user_email)
         return answer
 
     def write_credentials_file(self, path: Any) -> Any:
         """Write what pullqueue_authenticate writes after consent, without the browser round."""
         from oauth2client.client import OAuth2Credentials
 
-        from kombu_appengine.api import TASKQUEUE_SCOPE
         from kombu_appengine.credentials import CredentialsFileStorage
 
         answer = self.issue_user_tokens()
@@ -223,7 +229,7 @@ class OAuthServer:
                 expiry,
                 self.token_uri,
                 "pullqueue_authenticate",
-                scopes=TASKQUEUE_SCOPE,
+                scopes=CLIENT_SCOPE,
             )
         )
         return path
@@ -333,22 +339,25 @@ class OAuthServer:
         """The token-info endpoint, as Google's ``https://oauth2.googleapis.com/tokeninfo``."""
         return self.url + "/tokeninfo"
 
-    def tokeninfo(self, token: str) -> tuple[int, dict[str, Any]]:
+    def tokeninfo(self, token: str) -> tuple[int, Any]:
         """What Google's token-info endpoint answers for an access token."""
         with self._lock:
             self.tokeninfo_requests += 1
+            if self._tokeninfo_answers:
+                return self._tokeninfo_answers.pop(0)
         if token not in self.valid_tokens:
             return 400, {"error": "invalid_token", "error_description": "Invalid Value"}
         email, scope = self._token_emails[token]
-        return 200, {
+        answer = {
             "azp": self.client_id,
             "aud": self.client_id,
             "scope": scope,
             "expires_in": str(self.expires_in),
-            "email": email,
-            "email_verified": "true",
             "access_type": "offline",
         }
+        if EMAIL_SCOPES & set(scope.split()):
+            answer.update(email=email, email_verified="true")
+        return 200, answer
 
     def _code_grant(self, form: dict[str, str]) -> dict[str, Any]:
         grant = self._codes.pop(form.get("code", ""), None)
