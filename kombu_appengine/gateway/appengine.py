@@ -288,20 +288,13 @@ class AppEngineBackend:
         found = {} if found is None else found
         start_name = b""
         while len(found) < len(names):
-            request = pb.TaskQueueQueryTasksRequest(
-                queue_name=queue.encode("utf-8"),
-                start_eta_usec=eta,
-                start_task_name=start_name,
-                max_rows=len(names) - len(found) + 10,
-            )
-            response = pb.TaskQueueQueryTasksResponse()
-            _call("QueryTasks", request, response)
-            rows = [row for row in response.task if row.eta_usec == eta]
+            read = _query_tasks(queue, len(names) - len(found) + 10, eta, start_name)
+            rows = [row for row in read if row.eta_usec == eta]
             for row in rows:
                 name = row.task_name.decode("utf-8")
                 if name in names:
                     found[name] = row.creation_time_usec
-            if len(rows) < len(response.task) or not rows:
+            if len(rows) < len(read) or not rows:
                 break
             start_name = rows[-1].task_name + b"\x00"
         return found
@@ -318,14 +311,12 @@ class AppEngineBackend:
         """``tasks.list`` through the ``QueryTasks`` RPC, in lease order (ETA, then name)."""
         with self.lock, _translated():
             self._queue(project, queue)
-            request = pb.TaskQueueQueryTasksRequest(
-                queue_name=queue.encode("utf-8"), start_eta_usec=0, max_rows=MAX_LIST_TASKS
-            )
-            response = pb.TaskQueueQueryTasksResponse()
-            _call("QueryTasks", request, response)
             return {
                 "kind": api.LISTED_TASKS_KIND,
-                "items": [self._resource(project, queue, row, with_payload=False) for row in response.task],
+                "items": [
+                    self._resource(project, queue, row, with_payload=False)
+                    for row in _query_tasks(queue, MAX_LIST_TASKS)
+                ],
             }
 
     def delete_task(self, project: str, queue: str, task: str) -> None:
@@ -395,18 +386,13 @@ class AppEngineBackend:
         ``payload_bytes`` of each payload: one ``QueryTasks`` (which reads whole payloads)."""
         with self.lock, _translated():
             self._queue(project, queue)
-            request = pb.TaskQueueQueryTasksRequest(
-                queue_name=queue.encode("utf-8"), start_eta_usec=0, max_rows=limit
-            )
-            response = pb.TaskQueueQueryTasksResponse()
-            _call("QueryTasks", request, response)
             return [
                 PeekedTask(
                     self._resource(project, queue, row, with_payload=False),
                     row.body[:payload_bytes],
                     len(row.body),
                 )
-                for row in response.task
+                for row in _query_tasks(queue, limit)
             ]
 
     def leased_count(self, project: str, queue: str) -> int:
@@ -421,15 +407,7 @@ class AppEngineBackend:
             count = 0
             start_eta, start_name = self._now() + 1, b""
             while True:
-                request = pb.TaskQueueQueryTasksRequest(
-                    queue_name=queue.encode("utf-8"),
-                    start_eta_usec=start_eta,
-                    start_task_name=start_name,
-                    max_rows=_LEASED_PAGE,
-                )
-                response = pb.TaskQueueQueryTasksResponse()
-                _call("QueryTasks", request, response)
-                rows = list(response.task)
+                rows = _query_tasks(queue, _LEASED_PAGE, start_eta, start_name)
                 count += sum(1 for row in rows if self._leased(row))
                 if len(rows) < _LEASED_PAGE:
                     return count
@@ -483,6 +461,19 @@ class AppEngineBackend:
 def _call(method: str, request: Any, response: Any) -> None:
     """One RPC of the task queue service."""
     apiproxy_stub_map.MakeSyncCall(_SERVICE, method, request, response)
+
+
+def _query_tasks(queue: str, max_rows: int, start_eta: int = 0, start_name: bytes | None = None) -> list[Any]:
+    """One ``QueryTasks``: up to ``max_rows`` tasks of ``queue`` in lease order (ETA, then name),
+    from ``start_eta`` (and ``start_name`` within it, when given), with their payloads."""
+    request = pb.TaskQueueQueryTasksRequest(
+        queue_name=queue.encode("utf-8"), start_eta_usec=start_eta, max_rows=max_rows
+    )
+    if start_name is not None:
+        request.start_task_name = start_name
+    response = pb.TaskQueueQueryTasksResponse()
+    _call("QueryTasks", request, response)
+    return list(response.task)
 
 
 #: The bundled API's errors that are the caller's fault, as the REST API answered them.
