@@ -300,8 +300,15 @@ def test_forked_child_uses_the_connection_with_its_own_http_client(emulator):
     assert total_tasks(emulator, "other") == 0
 
 
+def run_in_forked_child(work: Callable[[], None]) -> None:
+    """Run ``work`` in a forked child process, which must exit 0."""
+    process = multiprocessing.get_context("fork").Process(target=work)
+    process.start()
+    process.join(timeout=30)
+    assert process.exitcode == 0
+
+
 def test_a_forked_child_closing_the_inherited_connection_keeps_the_parents_leases(emulator):
-    context = multiprocessing.get_context("fork")
     with connect(emulator, num_tasks=2) as connection:
         default_queue = connection.SimpleQueue("default")
         for number in range(3):
@@ -312,10 +319,7 @@ def test_a_forked_child_closing_the_inherited_connection_keeps_the_parents_lease
         def child() -> None:
             connection.close()
 
-        process = context.Process(target=child)
-        process.start()
-        process.join(timeout=30)
-        assert process.exitcode == 0
+        run_in_forked_child(child)
         tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
         assert len(tasks) == 3
         assert all(task["leaseTimestamp"] != "0" for task in tasks), "the child released the parent's leases"
@@ -331,7 +335,6 @@ def test_a_forked_child_acknowledges_a_message_its_parent_received(emulator):
     # A parent takes messages and hands them to forked children to process
     # (as a pre-fork pool does): a child's ack deletes the task, a child's
     # requeue gives it back, and the parent's close does not hand them out again.
-    context = multiprocessing.get_context("fork")
     with connect(emulator, num_tasks=1, lease_secs=60) as connection:
         default_queue = connection.SimpleQueue("default")
         for number in range(2):
@@ -343,10 +346,7 @@ def test_a_forked_child_acknowledges_a_message_its_parent_received(emulator):
             requeued.requeue()
             connection.close()
 
-        process = context.Process(target=child)
-        process.start()
-        process.join(timeout=30)
-        assert process.exitcode == 0
+        run_in_forked_child(child)
         tasks = emulator.service.list_tasks(PROJECT, "default")["items"]
         assert [(task["id"], task["leaseTimestamp"]) for task in tasks] == [
             (requeued.delivery_info["task_id"], "0")
