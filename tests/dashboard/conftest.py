@@ -10,7 +10,10 @@ import pytest
 
 from kombu_appengine.emulator import QueueConfig
 from kombu_appengine.emulator.server import RestServer
+from kombu_appengine.gateway.auth import TokenInfoAuthenticator
+from kombu_appengine.gateway.local import LocalGateway
 from tests.support.helpers import MakeServer
+from tests.support.oauth_server import OAuthServer
 
 #: The application both servers serve.
 APP = "test-app"
@@ -20,6 +23,8 @@ QUEUES = (
     QueueConfig("limited", max_leases=3),
     QueueConfig("guarded", consumer_emails=["worker@example.com"], producer_emails=["app@example.com"]),
 )
+#: A service account the guarded gateway lets use every queue.
+ROBOT = "robot@test-app.iam.gserviceaccount.com"
 #: The system's browser and its driver (Debian's chromium and chromium-driver).
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
@@ -74,3 +79,11 @@ def browser(tmp_path: pathlib.Path) -> Iterator[Callable[[], Any]]:
     yield start
     for driver in drivers:
         driver.quit()
+
+
+@pytest.fixture
+def guarded_gateway(oauth: OAuthServer) -> Iterator[LocalGateway]:
+    """A gateway that verifies bearer tokens at the OAuth server's token-info endpoint."""
+    authenticator = TokenInfoAuthenticator(oauth.tokeninfo_uri, allowed_service_accounts=[ROBOT])
+    with LocalGateway(QUEUES, project=APP, authenticator=authenticator) as running:
+        yield running

@@ -8,19 +8,15 @@ cannot make a test flaky.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
 from kombu import Connection
 
 from kombu_appengine.emulator import Emulator, QueueConfig
-from kombu_appengine.gateway.auth import TokenInfoAuthenticator
-from kombu_appengine.gateway.local import LocalGateway
-from tests.dashboard.conftest import APP, QUEUES
+from tests.dashboard.conftest import APP, ROBOT
 from tests.support.dashboard import exists, insert, lease, task_ids
 from tests.support.helpers import ROOT, MakeEmulator
-from tests.support.oauth_server import OAuthServer
 
 #: Where the screenshots go (build/ is ignored by git).
 SCREENSHOTS = ROOT / "build"
@@ -30,8 +26,6 @@ WAIT = 30
 EMULATOR_PROJECT = "emulator"
 #: A payload that would run script if the page put it in as HTML.
 HOSTILE = b"<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
-#: An account the gateway lets on every queue.
-ROBOT = "robot@test-app.iam.gserviceaccount.com"
 #: The page's key for the access token in sessionStorage.
 TOKEN_KEY = "pullqueue-dashboard-token"
 
@@ -195,18 +189,6 @@ def test_the_emulators_dashboard_shows_refreshes_deletes_and_purges(browser, fil
 # -- the gateway -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def guarded_gateway(oauth: OAuthServer) -> Iterator[LocalGateway]:
-    """The gateway verifying bearer tokens at the OAuth server's token-info endpoint."""
-    authenticator = TokenInfoAuthenticator(oauth.tokeninfo_uri, allowed_service_accounts=[ROBOT])
-    with LocalGateway(QUEUES, project=APP, authenticator=authenticator) as running:
-        yield running
-
-
-def issue(oauth: OAuthServer, email: str) -> str:
-    return oauth.access_token_for(email)
-
-
 def sign_in(driver: Any, token: str) -> None:
     field = driver.find_element("id", "token")
     field.clear()
@@ -217,7 +199,7 @@ def sign_in(driver: Any, token: str) -> None:
 def test_the_gateways_dashboard_shows_data_only_for_a_valid_token_and_changes_nothing(
     browser, guarded_gateway, oauth
 ):
-    robot = {"Authorization": f"Bearer {issue(oauth, ROBOT)}"}
+    robot = {"Authorization": f"Bearer {oauth.access_token_for(ROBOT)}"}
     guarded = insert(guarded_gateway, b'{"order": 42}', APP, "guarded", headers=robot, tag="orders")["id"]
     insert(guarded_gateway, b"not for the worker", APP, "pull-queue", headers=robot)
     driver = browser()
@@ -230,7 +212,7 @@ def test_the_gateways_dashboard_shows_data_only_for_a_valid_token_and_changes_no
     wait(driver, lambda d: "refused" in (text(d, "#login-error") or ""), "the refusal of a bad token")
     assert count(driver, "[data-queue]") == 0
 
-    worker = issue(oauth, "worker@example.com")
+    worker = oauth.access_token_for("worker@example.com")
     sign_in(driver, worker)
     wait(driver, lambda d: count(d, row(guarded)) == 1, "the guarded queue's task")
     assert not driver.find_element("id", "login").is_displayed()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,9 +13,8 @@ from kombu_appengine.dashboard.app import DATA_PATH, DELETE_PATH, PURGE_PATH, TA
 from kombu_appengine.dashboard.preview import PREVIEW_CHARS
 from kombu_appengine.emulator import Emulator
 from kombu_appengine.emulator.server import RestServer
-from kombu_appengine.gateway.auth import TokenInfoAuthenticator
 from kombu_appengine.gateway.local import LocalGateway
-from tests.dashboard.conftest import APP, QUEUES
+from tests.dashboard.conftest import APP, QUEUES, ROBOT
 from tests.support.dashboard import (
     act,
     as_json,
@@ -31,10 +29,6 @@ from tests.support.dashboard import (
 from tests.support.helpers import MakeEmulator
 from tests.support.oauth_server import OAuthServer
 from tests.support.raw_http import assert_google_error, request
-
-#: An account the gateway lets on every queue.
-ROBOT = "robot@test-app.iam.gserviceaccount.com"
-
 
 # -- the page ----------------------------------------------------------------------
 
@@ -302,24 +296,11 @@ def test_the_gateway_refuses_every_action(make_emulator: MakeEmulator):
         assert task_ids(gateway, APP, "pull-queue") == [name]
 
 
-@pytest.fixture
-def guarded_gateway(oauth: OAuthServer) -> Iterator[LocalGateway]:
-    """A gateway that verifies bearer tokens at the OAuth server's token-info endpoint."""
-    authenticator = TokenInfoAuthenticator(oauth.tokeninfo_uri, allowed_service_accounts=[ROBOT])
-    with LocalGateway(QUEUES, project=APP, authenticator=authenticator) as running:
-        yield running
-
-
-def issue(oauth: OAuthServer, email: str) -> str:
-    """An access token of ``email`` with the Task Queue and email scopes."""
-    return oauth.access_token_for(email)
-
-
 def test_the_gateways_data_needs_a_valid_token(guarded_gateway: LocalGateway, oauth: OAuthServer):
     assert request(guarded_gateway, "GET", "/").status == 200
     assert_google_error(data(guarded_gateway), 401)
     assert_google_error(data(guarded_gateway, "ya29.not-a-token"), 401)
-    document = as_json(data(guarded_gateway, issue(oauth, ROBOT)))
+    document = as_json(data(guarded_gateway, oauth.access_token_for(ROBOT)))
     assert [view["name"] for view in document["projects"][0]["queues"]] == [
         "guarded",
         "limited",
@@ -332,13 +313,13 @@ def test_the_gateway_shows_only_the_queues_the_callers_acl_allows(
     guarded_gateway: LocalGateway, oauth: OAuthServer, caplog: pytest.LogCaptureFixture
 ):
     caplog.set_level(logging.DEBUG)
-    worker = issue(oauth, "worker@example.com")
+    worker = oauth.access_token_for("worker@example.com")
     insert(
         guarded_gateway,
         b'{"secret": 1}',
         APP,
         "pull-queue",
-        headers={"Authorization": f"Bearer {issue(oauth, ROBOT)}"},
+        headers={"Authorization": f"Bearer {oauth.access_token_for(ROBOT)}"},
     )
     document = as_json(data(guarded_gateway, worker))
     assert [view["name"] for view in document["projects"][0]["queues"]] == ["guarded"]
